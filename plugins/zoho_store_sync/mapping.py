@@ -1,0 +1,128 @@
+"""Field mappings: canonical customer fields → Zoho fields per module, typed payloads and their hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from zoho_store_sync.config import TenantConfig
+from zoho_store_sync.customers import CUSTOMER_COLUMNS
+from zoho_store_sync.settings import mappings_dir
+
+HASH_VERSION = "1"  # bump when the hash recipe changes: every record is then re-sent once
+MODULES = ("Contacts", "Leads")
+# Zoho's standard lengths (zoho-crm-api.md §7); the org's field metadata overrides them when read.
+STANDARD_FIELD_LENGTHS = {
+    "First_Name": 40, "Last_Name": 80, "Email": 100, "Phone": 30, "Mobile": 30, "Fax": 30,
+    "Company": 200, "Designation": 100, "Title": 100, "Website": 255, "Store_URL": 255,
+    "Description": 32000, "Source_Customer_ID": 50,
+}
+DEFAULT_TEXT_LENGTH = 255  # single line
+
+
+class MappingError(ValueError):
+    """A mapping that cannot work: names the tenant, the module, the field and the reason."""
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """Per module, Zoho field API name → canonical customer field. Lengths cap text values."""
+
+    fields: dict[str, dict[str, str]]
+    lengths: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def signature(self, module: str) -> str:
+        """Changes when the module's mapping changes; part of every hash of that module."""
+        items = sorted(self.fields.get(module, {}).items())
+        return f"{HASH_VERSION}|{module}|" + ",".join(f"{z}={s}" for z, s in items)
+
+    def max_length(self, module: str, zoho_field: str) -> int:
+        known = self.lengths.get(module, {})
+        return known.get(zoho_field) or STANDARD_FIELD_LENGTHS.get(zoho_field) or DEFAULT_TEXT_LENGTH
+
+
+def load_mapping(tenant: TenantConfig) -> Mapping:
+    """The tenant's mapping file with its overrides applied, checked against the canonical fields."""
+    path = mappings_dir() / tenant.mapping_file
+    who = f"tenant {tenant.tenant_id!r}"
+    if not path.is_file():
+        raise MappingError(f"{who}: mapping file {path.name!r} not found in {path.parent}")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    fields: dict[str, dict[str, str]] = {}
+    for module in MODULES:
+        merged = {str(k): v for k, v in (raw.get(module) or {}).items()}
+        for zoho_field, source_field in tenant.mapping_overrides.get(module, {}).items():  # type: ignore[call-overload]
+            if source_field is None:
+                merged.pop(zoho_field, None)  # DecoNetwork's "Delete"
+            else:
+                merged[zoho_field] = source_field  # "Add new field" or override
+        for zoho_field, source_field in merged.items():
+            if source_field not in CUSTOMER_COLUMNS:
+                raise MappingError(
+                    f"{who}: mapping {module}.{zoho_field}: unknown customer field {source_field!r} "
+                    f"(known: {', '.join(sorted(CUSTOMER_COLUMNS))})"
+                )
+        if module in tenant.modules:
+            if merged.get("Email") != "email":
+                raise MappingError(f"{who}: mapping {module}.Email: must map 'email' (records are matched on it)")
+            if "Last_Name" not in merged:
+                raise MappingError(f"{who}: mapping {module}.Last_Name: missing (Zoho requires it)")
+        fields[module] = dict(sorted(merged.items()))
+    return Mapping(fields=fields)
+
+
+def build_payloads(customers: pd.DataFrame, mapping: Mapping, module: str) -> pd.DataFrame:
+    """One typed column per mapped Zoho field; text cut to the Zoho field's length."""
+    columns: dict[str, pd.Series] = {}
+    for zoho_field, source_field in mapping.fields[module].items():
+        values = customers[source_field]
+        kind = CUSTOMER_COLUMNS[source_field]
+        if kind == "string":
+            values = values.astype("string").str.strip()
+            values = values.mask(values == "").str.slice(0, mapping.max_length(module, zoho_field))
+        elif kind == "float64":
+            values = values.astype("float64").round(2)
+        columns[zoho_field] = values
+    return pd.DataFrame(columns, index=customers.index)
+
+
+def payload_hashes(payloads: pd.DataFrame, signature: str) -> np.ndarray:
+    """A 64-bit hash per row of exactly what is sent, vectorised; signed so databases can store it."""
+    if payloads.empty:
+        return np.zeros(0, dtype="int64")
+    seed = int.from_bytes(hashlib.sha1(signature.encode()).digest()[:8], "little")
+    row_hash = pd.util.hash_pandas_object(payloads[sorted(payloads.columns)], index=False).to_numpy()
+    mixed = (row_hash ^ np.uint64(seed)) * np.uint64(0x9E3779B97F4A7C15)
+    return mixed.view("int64")
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    return value
+
+
+def payload_records(payloads: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON-ready dicts: nulls are sent as null so a value removed in the store is cleared in Zoho."""
+    names = list(payloads.columns)
+    return [
+        {name: _json_value(value) for name, value in zip(names, row)}
+        for row in payloads.itertuples(index=False, name=None)
+    ]
+
+
+def payload_json(payloads: pd.DataFrame) -> list[str]:
+    return [json.dumps(record, ensure_ascii=False, sort_keys=True) for record in payload_records(payloads)]

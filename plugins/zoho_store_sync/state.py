@@ -1,0 +1,326 @@
+"""The state table (what Zoho confirmed per customer), run history, errors and the shared token cache.
+
+SQLAlchemy Core on a SQLite file (the embedded default) or PostgreSQL, reached through an Airflow
+Connection (default id ``zoho_sync_state_db``). Every row is keyed by tenant: a tenant never reads or
+writes another tenant's rows. The schema is created by a task (``create_schema``), never at parse time.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+import sqlalchemy as sa
+from cryptography.fernet import Fernet
+
+from zoho_store_sync.hooks.zoho_tokens import AccessToken, seal, unseal
+
+metadata = sa.MetaData()
+
+customers_state = sa.Table(
+    "zoho_sync_state",
+    metadata,
+    sa.Column("tenant_id", sa.String(100), primary_key=True),
+    sa.Column("customer_key", sa.String(100), primary_key=True),
+    sa.Column("email", sa.String(320)),
+    sa.Column("module", sa.String(20), nullable=False),
+    sa.Column("zoho_id", sa.String(40)),
+    sa.Column("payload_hash", sa.BigInteger, nullable=False),
+    # synced: Zoho confirmed this payload; failed: Zoho rejected it; deleted_in_zoho: not resent until reset
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("error_code", sa.String(60)),
+    sa.Column("error_message", sa.Text),
+    sa.Column("retryable", sa.Boolean),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+sa.Index("ix_zoho_sync_state_email", customers_state.c.tenant_id, customers_state.c.email)
+
+runs = sa.Table(
+    "zoho_sync_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", sa.String(100), nullable=False, index=True),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),  # sync, dry_run, reset
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("extracted", sa.Integer),
+    sa.Column("inserted", sa.Integer),
+    sa.Column("updated", sa.Integer),
+    sa.Column("unchanged", sa.Integer),
+    sa.Column("failed", sa.Integer),
+    sa.Column("api_calls", sa.Integer),
+    sa.Column("credits", sa.Integer),
+    sa.Column("summary", sa.Text, nullable=False),  # the full JSON summary
+    sa.UniqueConstraint("tenant_id", "run_id", "kind", name="uq_zoho_sync_runs_run"),
+)
+
+record_errors = sa.Table(
+    "zoho_sync_errors",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", sa.String(100), nullable=False, index=True),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("customer_key", sa.String(100)),
+    sa.Column("email", sa.String(320)),
+    sa.Column("module", sa.String(20)),
+    sa.Column("code", sa.String(60), nullable=False),
+    sa.Column("message", sa.Text),
+    sa.Column("retryable", sa.Boolean),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
+access_tokens = sa.Table(
+    "zoho_sync_access_tokens",
+    metadata,
+    sa.Column("cache_key", sa.String(64), primary_key=True),
+    sa.Column("sealed_token", sa.LargeBinary),  # Fernet-encrypted with a key derived from the connection
+    sa.Column("refreshed_at", sa.Text, nullable=False, default="[]"),  # recent refresh times (JSON list)
+)
+
+STATE_COLUMNS = ["customer_key", "email", "module", "zoho_id", "payload_hash", "status", "error_code",
+                 "error_message", "retryable", "attempts"]
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def engine_url_from_connection(conn: Any) -> str:
+    """SQLAlchemy URL of an Airflow Connection of type sqlite or postgres."""
+    conn_type = (conn.conn_type or "").lower()
+    if conn_type == "sqlite":
+        path = conn.host or conn.schema
+        return f"sqlite:///{path}" if path else "sqlite://"
+    if conn_type in ("postgres", "postgresql"):
+        url = sa.engine.URL.create(
+            "postgresql+psycopg2", username=conn.login or None, password=conn.password or None,
+            host=conn.host or "127.0.0.1", port=conn.port or 5432, database=conn.schema or "postgres",
+        )
+        return url.render_as_string(hide_password=False)
+    raise ValueError(f"state connection type {conn_type!r} is not supported: use sqlite or postgres")
+
+
+def engine_from_conn_id(conn_id: str) -> sa.Engine:
+    from airflow.sdk import Connection
+
+    return make_engine(engine_url_from_connection(Connection.get(conn_id)))
+
+
+def make_engine(url: str) -> sa.Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (BEGIN IMMEDIATE for the token lock)
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers don't block the writer
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.pop("immediate", False) else "BEGIN")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+@dataclass
+class StateStore:
+    """All reads and writes of the sync's own tables for one tenant."""
+
+    engine: sa.Engine
+    tenant_id: str
+
+    # --- schema ----------------------------------------------------------------------------------
+    def create_schema(self) -> None:
+        """Idempotent: safe to run at the start of every run, by concurrent tasks."""
+        metadata.create_all(self.engine, checkfirst=True)
+
+    # --- customer state --------------------------------------------------------------------------
+    def load(self) -> pd.DataFrame:
+        """This tenant's state rows as a frame (customer_key, module, payload_hash, status, ...)."""
+        query = sa.select(*[customers_state.c[name] for name in STATE_COLUMNS]).where(
+            customers_state.c.tenant_id == self.tenant_id
+        )
+        with self.engine.connect() as conn:
+            frame = pd.read_sql(query, conn)
+        if frame.empty:
+            frame = pd.DataFrame({name: pd.Series(dtype="object") for name in STATE_COLUMNS})
+        frame["payload_hash"] = frame["payload_hash"].astype("int64")
+        frame["customer_key"] = frame["customer_key"].astype("string")
+        return frame
+
+    def save_outcomes(self, rows: pd.DataFrame | list[dict[str, Any]]) -> int:
+        """Upsert outcome rows (STATE_COLUMNS) for this tenant in one transaction; returns rows written."""
+        frame = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows
+        if frame.empty:
+            return 0
+        frame = frame.reindex(columns=STATE_COLUMNS)
+        frame["attempts"] = frame["attempts"].fillna(0).astype("int64")
+        stamp = now_utc()
+        if self.engine.dialect.name == "postgresql" and len(frame) > 2000:
+            self._copy_upsert_postgres(frame, stamp)
+        else:
+            self._executemany_upsert(frame, stamp)
+        return len(frame)
+
+    def _executemany_upsert(self, frame: pd.DataFrame, stamp: datetime) -> None:
+        records = [
+            {**{k: (None if _is_na(v) else v) for k, v in zip(STATE_COLUMNS, row)},
+             "tenant_id": self.tenant_id, "updated_at": stamp}
+            for row in frame.itertuples(index=False, name=None)
+        ]
+        for record in records:
+            record["payload_hash"] = int(record["payload_hash"])
+            record["attempts"] = int(record["attempts"] or 0)
+            if record["retryable"] is not None:
+                record["retryable"] = bool(record["retryable"])
+        insert = _dialect_insert(self.engine)(customers_state)
+        statement = insert.on_conflict_do_update(
+            index_elements=["tenant_id", "customer_key"],
+            set_={name: insert.excluded[name] for name in STATE_COLUMNS[1:] + ["updated_at"]},
+        )
+        with self.engine.begin() as conn:
+            for start in range(0, len(records), 10_000):
+                conn.execute(statement, records[start:start + 10_000])
+
+    def _copy_upsert_postgres(self, frame: pd.DataFrame, stamp: datetime) -> None:
+        # COPY into a temporary table, then one INSERT ... ON CONFLICT: ~10x executemany for large writes.
+        buffer = io.StringIO()
+        out = frame.assign(tenant_id=self.tenant_id, updated_at=stamp.isoformat())
+        out["retryable"] = out["retryable"].map(lambda v: None if _is_na(v) else bool(v))
+        out[["tenant_id", *STATE_COLUMNS, "updated_at"]].to_csv(buffer, index=False, header=False, na_rep="\\N")
+        buffer.seek(0)
+        columns = ", ".join(["tenant_id", *STATE_COLUMNS, "updated_at"])
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in STATE_COLUMNS[1:] + ["updated_at"])
+        raw = self.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute("CREATE TEMP TABLE zoho_sync_state_in (LIKE zoho_sync_state INCLUDING DEFAULTS) ON COMMIT DROP")
+            cursor.copy_expert(f"COPY zoho_sync_state_in ({columns}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buffer)
+            cursor.execute(
+                f"INSERT INTO zoho_sync_state ({columns}) SELECT {columns} FROM zoho_sync_state_in "
+                f"ON CONFLICT (tenant_id, customer_key) DO UPDATE SET {updates}"
+            )
+            raw.commit()
+        except Exception:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()
+
+    def forget(self, modules: Iterable[str] | None = None) -> int:
+        """Reset: forget ids, hashes and deleted-in-Zoho marks of this tenant (optionally some modules)."""
+        statement = sa.delete(customers_state).where(customers_state.c.tenant_id == self.tenant_id)
+        if modules is not None:
+            statement = statement.where(customers_state.c.module.in_(list(modules)))
+        with self.engine.begin() as conn:
+            return conn.execute(statement).rowcount
+
+    # --- history ---------------------------------------------------------------------------------
+    def record_run(self, run_id: str, kind: str, summary: dict[str, Any], started_at: datetime | None) -> None:
+        values = {
+            "tenant_id": self.tenant_id, "run_id": run_id, "kind": kind, "started_at": started_at,
+            "finished_at": now_utc(), "summary": json.dumps(summary, sort_keys=True),
+            **{k: summary.get(k) for k in ("extracted", "inserted", "updated", "unchanged", "failed", "api_calls",
+                                           "credits")},
+        }
+        insert = _dialect_insert(self.engine)(runs)
+        statement = insert.on_conflict_do_update(
+            index_elements=["tenant_id", "run_id", "kind"],
+            set_={k: insert.excluded[k] for k in values if k not in ("tenant_id", "run_id", "kind")},
+        )
+        with self.engine.begin() as conn:
+            conn.execute(statement, values)
+
+    def run_summaries(self, kind: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(runs.c.summary).where(runs.c.tenant_id == self.tenant_id).order_by(runs.c.id)
+        if kind:
+            query = query.where(runs.c.kind == kind)
+        with self.engine.connect() as conn:
+            return [json.loads(row[0]) for row in conn.execute(query)]
+
+    def record_errors(self, run_id: str, errors: list[dict[str, Any]]) -> None:
+        if not errors:
+            return
+        stamp = now_utc()
+        rows = [{"tenant_id": self.tenant_id, "run_id": run_id, "at": stamp, **e} for e in errors]
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(record_errors), rows)
+
+    def errors(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(record_errors).where(record_errors.c.tenant_id == self.tenant_id).order_by(record_errors.c.id)
+        if run_id:
+            query = query.where(record_errors.c.run_id == run_id)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def _is_na(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _dialect_insert(engine: sa.Engine) -> Callable[..., Any]:
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
+class DatabaseTokenCache:
+    """Zoho access tokens in the state database, shared by every task and worker, encrypted.
+
+    The refresh runs under a database lock (PostgreSQL: an advisory transaction lock; SQLite:
+    ``BEGIN IMMEDIATE``), so many concurrent tasks cause one refresh, not a storm.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def get(self, key: str, cipher: Fernet) -> AccessToken | None:
+        with self.engine.connect() as conn:
+            blob = conn.execute(sa.select(access_tokens.c.sealed_token).where(access_tokens.c.cache_key == key)).scalar()
+        return unseal(blob, cipher) if blob else None
+
+    def refresh_exclusively(self, key, cipher, still_good, refresh):  # type: ignore[no-untyped-def]
+        with self.engine.connect() as conn:
+            conn.info["immediate"] = True
+            with conn.begin():
+                if self.engine.dialect.name == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
+                row = conn.execute(
+                    sa.select(access_tokens.c.sealed_token, access_tokens.c.refreshed_at)
+                    .where(access_tokens.c.cache_key == key)
+                ).first()
+                current = unseal(row[0], cipher) if row and row[0] else None
+                if current is not None and still_good(current):
+                    return current
+                history = json.loads(row[1]) if row else []
+                history = [t for t in history if time.time() - t < 3600]
+                token = refresh(history)
+                history.append(time.time())
+                values = {"sealed_token": seal(token, cipher), "refreshed_at": json.dumps(history)}
+                if row:
+                    conn.execute(sa.update(access_tokens).where(access_tokens.c.cache_key == key).values(**values))
+                else:
+                    conn.execute(sa.insert(access_tokens).values(cache_key=key, **values))
+                return token
+
+    def invalidate(self, key: str, cipher: Fernet, token_value: str) -> None:
+        current = self.get(key, cipher)
+        if current is None or current.value == token_value:
+            with self.engine.begin() as conn:
+                conn.execute(sa.update(access_tokens).where(access_tokens.c.cache_key == key).values(sealed_token=None))

@@ -1,0 +1,100 @@
+"""DAG integrity: the files import, one DAG per valid tenant with the right settings, broken entries named."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+
+import pytest
+
+from tests.conftest import REPO
+
+VALID = [
+    {"tenant_id": "acme_eu", "source": "magento", "store_conn_id": "magento_acme", "zoho_conn_id": "zoho_acme"},
+    {"tenant_id": "beta", "source": "magento", "store_conn_id": "magento_beta", "zoho_conn_id": "zoho_beta",
+     "schedule": "0 * * * *", "sync_leads": False, "zoho_pool": "zoho_org_beta", "zoho_max_concurrency": 5},
+]
+
+
+def _dagbag(monkeypatch: pytest.MonkeyPatch, tenants) -> "DagBag":  # noqa: F821
+    from airflow.models import DagBag
+
+    monkeypatch.setenv("AIRFLOW_VAR_ZOHO_SYNC_TENANTS", tenants if isinstance(tenants, str) else json.dumps(tenants))
+    return DagBag(dag_folder=str(REPO / "dags"))
+
+
+def test_dag_files_import_without_errors(monkeypatch):
+    bag = _dagbag(monkeypatch, VALID)
+    assert bag.import_errors == {}
+
+
+def test_one_dag_per_tenant_named_zoho_sync_tenant_id(monkeypatch):
+    bag = _dagbag(monkeypatch, VALID)
+    assert {d for d in bag.dag_ids if d.startswith("zoho_sync__")} == {"zoho_sync__acme_eu", "zoho_sync__beta"}
+
+
+def test_sync_dag_runs_every_30_minutes_by_default_one_run_at_a_time_without_catchup(monkeypatch):
+    dag = _dagbag(monkeypatch, VALID).dags["zoho_sync__acme_eu"]
+    assert dag.schedule == "*/30 * * * *"
+    assert dag.max_active_runs == 1
+    assert dag.catchup is False
+    assert dag.doc_md and "acme_eu" in dag.doc_md
+    assert {"zoho_sync", "magento", "tenant:acme_eu"} <= set(dag.tags)
+
+
+def test_tenant_schedule_and_pool_are_honoured(monkeypatch):
+    dag = _dagbag(monkeypatch, VALID).dags["zoho_sync__beta"]
+    assert dag.schedule == "0 * * * *"
+    upsert = dag.get_task("upsert_to_zoho")
+    assert upsert.pool == "zoho_org_beta"
+    assert upsert.pool_slots == 5
+
+
+def test_every_task_has_retries_and_a_timeout(monkeypatch):
+    dag = _dagbag(monkeypatch, VALID).dags["zoho_sync__acme_eu"]
+    for task in dag.tasks:
+        assert task.retries >= 2, task.task_id
+        assert task.execution_timeout is not None and task.execution_timeout <= timedelta(hours=2), task.task_id
+    assert [t.task_id for t in dag.topological_sort()] == [
+        "create_state_schema", "extract_customers", "plan_changes", "upsert_to_zoho", "report_summary"]
+
+
+def test_malformed_tenant_is_named_with_its_field_and_other_tenants_still_load(monkeypatch):
+    broken = VALID + [
+        {"tenant_id": "gamma", "source": "magento", "store_conn_id": "m", "zoho_conn_id": "z", "sync_option": "most"},
+        {"source": "magento"},
+    ]
+    bag = _dagbag(monkeypatch, broken)
+    assert {"zoho_sync__acme_eu", "zoho_sync__beta"} <= set(bag.dag_ids)
+    assert "zoho_sync__gamma" not in bag.dag_ids
+    [(path, message)] = bag.import_errors.items()
+    assert path.endswith("zoho_tenant_config_check.py")
+    assert "tenant 'gamma'" in message and "'sync_option'" in message
+    assert "tenant entry #3" in message and "'tenant_id'" in message
+
+
+def test_variable_that_is_not_json_loads_no_tenant_dag_and_says_why(monkeypatch):
+    bag = _dagbag(monkeypatch, "[{not json")
+    assert not [d for d in bag.dag_ids if d.startswith("zoho_sync__")]
+    assert any("not valid JSON" in m for m in bag.import_errors.values())
+
+
+def test_missing_variable_means_no_tenant_and_no_error(monkeypatch):
+    from airflow.models import DagBag
+
+    monkeypatch.delenv("AIRFLOW_VAR_ZOHO_SYNC_TENANTS", raising=False)
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    assert not [d for d in bag.dag_ids if d.startswith("zoho_sync__")]
+
+
+def test_parsing_500_tenants_builds_all_dags(monkeypatch):
+    tenants = [{"tenant_id": f"t{i:03d}", "source": "magento", "store_conn_id": "m", "zoho_conn_id": "z"}
+               for i in range(500)]
+    started = time.perf_counter()
+    bag = _dagbag(monkeypatch, tenants)
+    elapsed = time.perf_counter() - started
+    assert bag.import_errors == {}
+    assert len([d for d in bag.dag_ids if d.startswith("zoho_sync__")]) == 500
+    print(f"parsed 500 tenants in {elapsed:.2f} s")  # the figure is measured by `make bench`, not asserted
