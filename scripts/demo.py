@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 import os
 import shutil
 import subprocess
@@ -29,7 +30,8 @@ def _environment() -> None:
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("DEMO_LOG_LEVEL", "WARNING"),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("DEMO_LOG_LEVEL", "ERROR"),
+        "PYTHONWARNINGS": "ignore",
         "ZOHO_SYNC_STAGING_URL": f"file://{DEMO}/staging",
         "ZOHO_SYNC_INCLUDE_DIR": str(REPO / "include"),
     })
@@ -67,6 +69,7 @@ def _run_dag(dag, label: str) -> dict:  # type: ignore[no-untyped-def]
 
 def main() -> int:
     _environment()
+    warnings.simplefilter("ignore")
     for stale in ("state.db", "state.db-wal", "state.db-shm", "staging"):
         path = DEMO / stale
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
@@ -77,7 +80,7 @@ def main() -> int:
     from sandboxes.seed import generate_store
     from sandboxes.zoho_crm import ZohoSandbox
 
-    logging.getLogger("airflow").setLevel(logging.WARNING)
+    logging.getLogger("airflow").setLevel(logging.ERROR)
     with ZohoSandbox() as zoho, MagentoSandbox(generate_store(CUSTOMERS, seed=7)) as magento:
         _configure(zoho, magento)
         from airflow.models import DagBag

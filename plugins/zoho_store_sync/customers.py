@@ -47,8 +47,10 @@ CUSTOMER_COLUMNS: dict[str, str] = {
     "source_updated_at": "string",
 }
 ZOHO_EMAIL_MAX_LENGTH = 100
-# Pragmatic address check: one @, no spaces, a dot in the domain, no empty parts.
-_EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s.]+$"
+# What Zoho's email fields accept: an ASCII local part without empty dot-parts, and a domain of
+# dot-separated labels (letters, digits, inner hyphens).
+_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+_EMAIL_PATTERN = rf"^[a-z0-9!#$%&'*+/=?^_`{{|}}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{{|}}~-]+)*@{_LABEL}(?:\.{_LABEL})+$"
 
 
 def empty_customers() -> pd.DataFrame:

@@ -230,7 +230,7 @@ class StateStore:
     def record_run(self, run_id: str, kind: str, summary: dict[str, Any], started_at: datetime | None) -> None:
         values = {
             "tenant_id": self.tenant_id, "run_id": run_id, "kind": kind, "started_at": started_at,
-            "finished_at": now_utc(), "summary": json.dumps(summary, sort_keys=True),
+            "finished_at": now_utc(), "summary": json.dumps(summary, ensure_ascii=False),
             **{k: summary.get(k) for k in ("extracted", "inserted", "updated", "unchanged", "failed", "api_calls",
                                            "credits")},
         }

@@ -43,7 +43,8 @@ def test_emails_are_trimmed_and_lower_cased():
 
 @pytest.mark.parametrize("email, reason", [
     (None, "missing email"), ("", "missing email"), ("no-at-sign.example.com", "malformed email"),
-    ("two@@example.com", "malformed email"), ("a@b", "malformed email"),
+    ("two@@example.com", "malformed email"), ("a@b", "malformed email"), ("a@example..com", "malformed email"),
+    (".a@example.com", "malformed email"), ("a b@example.com", "malformed email"),
     ("x" * 95 + "@example.com", "email longer than 100 characters"),
 ])
 def test_invalid_emails_are_set_aside_with_their_reason(email, reason):

@@ -261,9 +261,12 @@ class ZohoCrmHook(HttpHook):
             "allowed_api_hosts": allowed_api_hosts,
         }
 
+    def _host_allowed(self, url: str) -> bool:
+        return urlparse(url).netloc in self.settings["allowed_api_hosts"]
+
     def _check_host(self, url: str) -> None:
         host = urlparse(url).netloc
-        if host not in self.settings["allowed_api_hosts"]:
+        if not self._host_allowed(url):
             raise ZohoConfigError(
                 f"refusing to send a Zoho token to {host!r}: not a host of the connection's data centre"
             )
@@ -361,11 +364,13 @@ class ZohoCrmHook(HttpHook):
         cipher = cipher_for(s["client_secret"], s["refresh_token"] or "")
         if force_refresh and token is not None:
             self.token_cache.invalidate(key, cipher, token.value)
+        def usable(candidate: AccessToken) -> bool:
+            # A token cached for another host (the connection's data centre changed) is useless here.
+            return candidate.valid_for(margin) and self._host_allowed(candidate.api_domain)
+
         cached = self.token_cache.get(key, cipher)
-        if cached is None or not cached.valid_for(margin):
-            cached = self.token_cache.refresh_exclusively(
-                key, cipher, lambda t: t.valid_for(margin), self._refresh
-            )
+        if cached is None or not usable(cached):
+            cached = self.token_cache.refresh_exclusively(key, cipher, usable, self._refresh)
         self._check_host(cached.api_domain)
         self._mask(cached.value)
         self._token = cached

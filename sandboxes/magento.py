@@ -1,0 +1,890 @@
+"""Local stand-in for the Adobe Commerce / Magento 2.4 REST API: a real HTTP server on 127.0.0.1, stdlib only."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import math
+import os
+import random
+import re
+import signal
+import string
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qsl, urlsplit
+
+from sandboxes.seed import BASE_CURRENCY, STORES, StoreData, format_ts, generate_store, parse_ts
+
+__all__ = ["MagentoSandbox", "MagentoError", "parse_search_criteria", "parse_fields"]
+
+ADMIN_TOKEN_LIFETIME = 4 * 3600  # Magento default: Admin Token Lifetime (hours) = 4
+NO_ROUTE = "Request does not match any route."
+NOT_AUTHORIZED = "The consumer isn't authorized to access %resources."
+BAD_SIGN_IN = ("The account sign-in was incorrect or your account is disabled temporarily. "
+               "Please wait and try again later.")
+TWO_FA = "Please use the 2fa provider-specific endpoints to obtain a token."
+REQUIRED = '"%fieldName" is required. Enter and try again.'
+BAD_TYPE = "The \"%1\" value's type is invalid. The \"%2\" type was expected. Verify and try again."
+MAX_PAGE = "Maximum SearchCriteria pageSize is %max"
+NO_SUCH_ENTITY = "No such entity with %fieldName = %fieldValue"
+ENTITY_MISSING = "The entity that was requested doesn't exist. Verify the entity and try again."
+INTERNAL = "Internal Error. Details are available in Magento log file. Report ID: %1"
+RES_CUSTOMER, RES_CUSTOMER_MANAGE = "Magento_Customer::customer", "Magento_Customer::manage"
+RES_ORDERS, RES_STORE = "Magento_Sales::actions_view", "Magento_Backend::store"
+STORE_CODES = {s["code"]: sid for sid, s in STORES.items()}
+_STATE_OF_STATUS = {"pending": "new", "processing": "processing", "complete": "complete",
+                    "canceled": "canceled", "closed": "closed", "holded": "holded"}
+
+CUSTOMER_FIELDS = frozenset(
+    "id group_id default_billing default_shipping confirmation created_at updated_at created_in dob email "
+    "firstname lastname middlename prefix suffix gender store_id website_id taxvat disable_auto_group_change".split())
+ORDER_FIELDS = frozenset(
+    "entity_id increment_id state status store_id store_name customer_group_id customer_id customer_email "
+    "customer_firstname customer_lastname customer_middlename customer_prefix customer_suffix customer_dob "
+    "customer_gender customer_taxvat customer_note customer_is_guest grand_total base_grand_total subtotal "
+    "base_subtotal tax_amount base_tax_amount shipping_amount base_shipping_amount discount_amount "
+    "base_discount_amount total_paid base_total_paid total_refunded base_total_refunded total_canceled "
+    "base_total_canceled total_invoiced base_total_invoiced total_due base_total_due total_item_count "
+    "total_qty_ordered order_currency_code base_currency_code global_currency_code store_currency_code "
+    "base_to_global_rate base_to_order_rate created_at updated_at quote_id protect_code remote_ip weight "
+    "shipping_description coupon_code ext_order_id email_sent billing_address_id shipping_address_id "
+    "is_virtual applied_rule_ids".split())
+
+
+class MagentoError(Exception):
+    """A Magento web API error: rendered as {"message": ..., "parameters": ...} with an HTTP status."""
+
+    def __init__(self, status: int, message: str, parameters: list | dict | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.parameters = status, message, parameters
+
+    def body(self) -> dict:
+        out: dict[str, Any] = {"message": self.message}
+        if self.parameters is not None:
+            out["parameters"] = self.parameters
+        return out
+
+
+# ---- searchCriteria --------------------------------------------------------------------------------
+
+def parse_php_query(query: str) -> dict:
+    """Decode a PHP-style query string (a[b][0][c]=v) into nested dicts, keeping insertion order like PHP arrays."""
+    root: dict = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        head, _, rest = key.partition("[")
+        parts = [head] + (re.findall(r"\[([^\]]*)\]", "[" + rest) if rest else [])
+        node = root
+        for part in parts[:-1]:
+            part = part or str(len(node))  # "[]" appends, as in PHP
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[parts[-1] or str(len(node))] = value
+    return root
+
+
+def _either(d: dict, *names: str) -> Any:
+    """Magento maps snake_case and camelCase keys to the same setter, so accept both spellings."""
+    for name in names:
+        if name in d:
+            return d[name]
+    return None
+
+
+@dataclass
+class Filter:
+    field: str
+    value: str | None
+    condition_type: str
+
+    def echo(self) -> dict:
+        out = {"field": self.field}
+        if self.value is not None:
+            out["value"] = self.value
+        out["condition_type"] = self.condition_type
+        return out
+
+
+@dataclass
+class SearchCriteria:
+    filter_groups: list[list[Filter]] = field(default_factory=list)
+    sort_orders: list[tuple[str, str | None]] = field(default_factory=list)
+    page_size: int | None = None
+    current_page: int | None = None
+
+    def echo(self) -> dict:
+        out: dict[str, Any] = {"filter_groups": [{"filters": [f.echo() for f in g]} for g in self.filter_groups]}
+        if self.sort_orders:
+            out["sort_orders"] = [{"field": f, **({"direction": d} if d else {})} for f, d in self.sort_orders]
+        if self.page_size is not None:
+            out["page_size"] = self.page_size
+        if self.current_page is not None:
+            out["current_page"] = self.current_page
+        return out
+
+
+def _int_param(raw: Any) -> int:
+    if not isinstance(raw, str) or not re.fullmatch(r"\s*-?\d+\s*", raw):
+        raise MagentoError(400, BAD_TYPE, [raw if isinstance(raw, str) else "array", "int"])
+    return int(raw)
+
+
+def _as_list(node: Any) -> list:
+    return list(node.values()) if isinstance(node, dict) else []
+
+
+def parse_search_criteria(params: dict) -> SearchCriteria:
+    """Build SearchCriteria from decoded query params; `searchCriteria` itself is a required argument."""
+    if "searchCriteria" not in params:
+        raise MagentoError(400, REQUIRED, {"fieldName": "searchCriteria"})
+    sc = params["searchCriteria"]
+    sc = sc if isinstance(sc, dict) else {}  # "searchCriteria=" alone means "no criteria"
+    criteria = SearchCriteria()
+    for group in _as_list(_either(sc, "filter_groups", "filterGroups")):
+        filters = []
+        for f in _as_list(group.get("filters") if isinstance(group, dict) else None):
+            if not isinstance(f, dict) or not f.get("field"):
+                raise MagentoError(400, REQUIRED, {"fieldName": "field"})
+            cond = _either(f, "condition_type", "conditionType") or "eq"
+            filters.append(Filter(str(f["field"]), f.get("value"), str(cond).lower()))
+        if filters:
+            criteria.filter_groups.append(filters)
+    for order in _as_list(_either(sc, "sort_orders", "sortOrders")):
+        if isinstance(order, dict) and order.get("field"):
+            direction = order.get("direction")
+            if direction is not None and str(direction).upper() not in ("ASC", "DESC"):
+                raise MagentoError(400, 'Sort order "%1" is not supported.', [direction])
+            criteria.sort_orders.append((str(order["field"]), str(direction).upper() if direction else None))
+    page_size = _either(sc, "pageSize", "page_size")
+    current_page = _either(sc, "currentPage", "current_page")
+    criteria.page_size = None if page_size is None else _int_param(page_size)
+    criteria.current_page = None if current_page is None else _int_param(current_page)
+    return criteria
+
+
+def _like_regex(pattern: str) -> re.Pattern:
+    """SQL LIKE (% and _, backslash escapes) as a regex; MySQL's default collation ignores case."""
+    out, escaped = [], False
+    for ch in pattern:
+        if escaped:
+            out.append(re.escape(ch))
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        else:
+            out.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
+    return re.compile("".join(out), re.S | re.I)
+
+
+def _number(raw: str | None) -> float | None:
+    try:
+        return float(str(raw).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def _key(value: Any) -> Any:
+    return value.casefold() if isinstance(value, str) else value
+
+
+def _comparable(value: Any, raw: str | None) -> tuple[Any, Any] | None:
+    """Both sides in one type: numbers for numeric columns, case-folded strings otherwise (SQL NULL -> None)."""
+    if value is None or raw is None:
+        return None
+    if isinstance(value, (int, float)):
+        num = _number(raw)
+        return None if num is None else (value, num)
+    return str(value).casefold(), raw.casefold()
+
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": lambda a, b: a == b, "neq": lambda a, b: a != b, "gt": lambda a, b: a > b,
+    "gteq": lambda a, b: a >= b, "moreq": lambda a, b: a >= b, "from": lambda a, b: a >= b,
+    "lt": lambda a, b: a < b, "lteq": lambda a, b: a <= b, "to": lambda a, b: a <= b,
+}
+
+
+def compile_filter(f: Filter, column: str) -> Callable[[dict], bool]:
+    """One filter as a row predicate with SQL semantics: NULL matches only null/notnull."""
+    cond, raw = f.condition_type, f.value
+    if cond == "null":
+        return lambda row: row.get(column) is None
+    if cond == "notnull":
+        return lambda row: row.get(column) is not None
+    if cond in ("in", "nin"):
+        items = [] if raw is None or raw == "" else raw.split(",")
+        wanted_num = {n for n in map(_number, items) if n is not None}
+        wanted_str = {s.casefold() for s in items}
+        positive = cond == "in"
+
+        def member(row: dict) -> bool:
+            v = row.get(column)
+            if v is None:
+                return False
+            hit = v in wanted_num if isinstance(v, (int, float)) else str(v).casefold() in wanted_str
+            return hit == positive
+        return member
+    if cond in ("like", "nlike"):
+        rx, positive = _like_regex(raw or ""), cond == "like"
+        return lambda row: (v := row.get(column)) is not None and bool(rx.fullmatch(str(v))) == positive
+    if cond in ("finset", "nfinset"):
+        positive = cond == "finset"
+        return lambda row: (v := row.get(column)) is not None and (str(raw) in str(v).split(",")) == positive
+    # Magento hands unknown condition types to the DB adapter as plain equality.
+    op = _COMPARE.get(cond, _COMPARE["eq"])
+    return lambda row: (pair := _comparable(row.get(column), raw)) is not None and op(*pair)
+
+
+# ---- fields= response filtering --------------------------------------------------------------------
+
+def parse_fields(spec: str) -> dict:
+    """'items[id,email],total_count' -> {'items': {'id': None, 'email': None}, 'total_count': None}."""
+    pos = 0
+
+    def parse_list() -> dict:
+        nonlocal pos
+        out: dict = {}
+        while pos < len(spec):
+            m = re.compile(r"\s*([^,\[\]\s]*)\s*").match(spec, pos)
+            name, pos = m.group(1), m.end()
+            sub = None
+            if pos < len(spec) and spec[pos] == "[":
+                pos += 1
+                sub = parse_list()
+                pos += 1  # the closing bracket
+            if name:
+                out[name] = sub
+            if pos < len(spec) and spec[pos] == ",":
+                pos += 1
+                continue
+            break
+        return out
+
+    return parse_list()
+
+
+def apply_fields(value: Any, spec: dict | None) -> Any:
+    if spec is None:
+        return value
+    if isinstance(value, list):
+        return [apply_fields(v, spec) for v in value]
+    if isinstance(value, dict):
+        return {k: apply_fields(value[k], sub) for k, sub in spec.items() if k in value}
+    return value
+
+
+# ---- the sandbox ----------------------------------------------------------------------------------
+
+@dataclass
+class _Entity:
+    name: str
+    id_field: str
+    fields: frozenset
+    aliases: dict
+    unknown_field_status: int  # EAV customers: 400 "Invalid attribute name"; flat orders: SQL error -> 500
+
+
+_CUSTOMERS = _Entity("customers", "id", CUSTOMER_FIELDS, {"entity_id": "id"}, 400)
+_ORDERS = _Entity("orders", "entity_id", ORDER_FIELDS, {}, 500)
+
+
+class MagentoSandbox:
+    """In-memory Magento store served over HTTP; all state sits behind one lock."""
+
+    def __init__(self, data: StoreData | None = None, *, admin_username: str = "sync-admin",
+                 admin_password: str = "sandbox-admin-password-123",
+                 integration_token: str = "sandbox-integration-token-0123456789", two_factor_auth: bool = False,
+                 input_limit_enabled: bool = False, max_page_size: int = 300, default_page_size: int = 20,
+                 legacy_last_page_repeat: bool = False, latency: float = 0.0, seed: int = 0) -> None:
+        data = data if data is not None else generate_store()
+        self.admin_username, self.admin_password = admin_username, admin_password
+        self.integration_token = integration_token
+        self.two_factor_auth = two_factor_auth
+        self.input_limit_enabled = input_limit_enabled
+        self.max_page_size, self.default_page_size = max_page_size, default_page_size
+        self.legacy_last_page_repeat = legacy_last_page_repeat
+        self.latency = latency
+        self.url = ""
+        self._rng = random.Random(seed)  # admin tokens and report ids
+        self._lock = threading.RLock()
+        # Caller's dicts are shared, never mutated: every change replaces a row (copy-on-write).
+        self._customers: dict[int, dict] = {c["id"]: c for c in sorted(data.customers, key=lambda c: c["id"])}
+        self._orders: dict[int, dict] = {o["entity_id"]: o for o in sorted(data.orders, key=lambda o: o["entity_id"])}
+        self._subscribed: dict[int, int] = {  # newsletter_subscriber: customer id -> status (1 subscribed, 3 not)
+            c["id"]: 1 for c in data.customers if c.get("extension_attributes", {}).get("is_subscribed")}
+        self._now = self._initial_clock()
+        self._admin_tokens: dict[str, int] = {}  # token -> expiry (sandbox clock)
+        self._calls: list[dict] = []
+        self._faults: deque[str] = deque()
+        self._cache: OrderedDict[tuple, list[dict]] = OrderedDict()
+        self._orders_by_customer: dict[int, list[int]] | None = None  # built on first delete
+        self._increment_seq: dict[int, int] | None = None  # built on first add_order
+        self._next_entity_id = 1 + max(self._orders, default=0)
+        self._next_address_id = 1 + max((a["id"] for c in data.customers for a in c.get("addresses", ())), default=0)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+    def start(self, port: int = 0) -> MagentoSandbox:
+        handler = type("MagentoHandler", (_Handler,), {"sandbox": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="magento-sandbox", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> MagentoSandbox:
+        return self.start() if self._server is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- clock --------------------------------------------------------------------------------------
+    def _initial_clock(self) -> int:
+        stamps = [c["updated_at"] for c in self._customers.values() if "updated_at" in c]
+        stamps += [o["updated_at"] for o in self._orders.values() if "updated_at" in o]
+        return parse_ts(max(stamps)) + 1 if stamps else parse_ts("2024-01-01 00:00:00")
+
+    def now(self) -> str:
+        """The sandbox clock as Magento writes it (UTC)."""
+        with self._lock:
+            return format_ts(self._now)
+
+    def advance_clock(self, seconds: int) -> None:
+        if seconds < 0:
+            raise ValueError("the sandbox clock only moves forward")
+        with self._lock:
+            self._now += int(seconds)
+
+    # ---- inspection -----------------------------------------------------------------------------
+    def customers(self) -> list[dict]:
+        with self._lock:
+            return [copy.deepcopy(self._public_customer(c)) for c in self._customers.values()]
+
+    def orders(self) -> list[dict]:
+        with self._lock:
+            return [copy.deepcopy(o) for o in self._orders.values()]
+
+    def calls(self) -> list[dict]:
+        with self._lock:
+            return [dict(c, query=dict(c["query"])) for c in self._calls]
+
+    def state(self) -> dict:
+        with self._lock:
+            return {"customers": len(self._customers), "orders": len(self._orders), "now": format_ts(self._now)}
+
+    def inject_fault(self, kind: str, times: int = 1) -> None:
+        """The next `times` REST requests fail: "429" (rate limited), "503" (maintenance) or "drop" (no response)."""
+        if kind not in ("429", "503", "drop"):
+            raise ValueError(f"unknown fault kind {kind!r}")
+        with self._lock:
+            self._faults.extend([kind] * times)
+
+    # ---- mutation helpers (admin edits) -------------------------------------------------------------
+    def _changed(self) -> None:
+        self._cache.clear()
+
+    def update_customer(self, customer_id: int, **fields: Any) -> dict:
+        """Edit top-level fields (None removes a field) or `address=` (the default address); bumps updated_at."""
+        if "id" in fields:
+            raise ValueError("a customer's id cannot change")
+        with self._lock:
+            row = dict(self._require_customer(customer_id))
+            address = fields.pop("address", None)
+            extension = fields.pop("extension_attributes", None) or {}
+            for key, value in fields.items():
+                if value is None:
+                    row.pop(key, None)
+                else:
+                    row[key] = value
+            if address is not None:
+                self._replace_default_address(row, address)
+            if "is_subscribed" in extension:
+                self._subscribed[customer_id] = 1 if extension["is_subscribed"] else 3
+            row["updated_at"] = format_ts(self._now)
+            self._customers[customer_id] = row
+            self._changed()
+            return copy.deepcopy(self._public_customer(row))
+
+    def _replace_default_address(self, row: dict, changes: dict) -> None:
+        addresses = [dict(a) for a in row.get("addresses", [])]
+        target = next((a for a in addresses if str(a.get("id")) == row.get("default_billing")), None)
+        if target is None and addresses:
+            target = addresses[0]
+        if target is None:
+            target = {"id": self._next_address_id, "customer_id": row["id"],
+                      "default_shipping": True, "default_billing": True}
+            self._next_address_id += 1
+            addresses.append(target)
+            row["default_billing"] = row["default_shipping"] = str(target["id"])
+        for key, value in changes.items():
+            if value is None:
+                target.pop(key, None)
+            else:
+                target[key] = value
+        row["addresses"] = addresses
+
+    def set_subscribed(self, customer_id: int, subscribed: bool) -> None:
+        """Newsletter rows live in their own table: customer_entity.updated_at does not move."""
+        with self._lock:
+            self._require_customer(customer_id)
+            self._subscribed[customer_id] = 1 if subscribed else 3
+
+    def add_order(self, customer_id: int | None, *, base_grand_total: float, status: str = "complete",
+                  email: str | None = None, store_id: int | None = None, firstname: str | None = None,
+                  lastname: str | None = None) -> dict:
+        """Place an order now; customer_id None makes a guest order (email required)."""
+        with self._lock:
+            if customer_id is not None:
+                c = self._require_customer(customer_id)
+                store_id = store_id or c.get("store_id", 1)
+                email = email or c.get("email")
+                firstname, lastname = firstname or c.get("firstname"), lastname or c.get("lastname")
+            elif not email:
+                raise ValueError("a guest order needs an email")
+            store_id = store_id or 1
+            order = self._new_order(customer_id, store_id, email, firstname, lastname, float(base_grand_total), status)
+            self._orders[order["entity_id"]] = order
+            self._next_entity_id += 1
+            if customer_id is not None and self._orders_by_customer is not None:
+                self._orders_by_customer.setdefault(customer_id, []).append(order["entity_id"])
+            self._changed()
+            return copy.deepcopy(order)
+
+    def _new_order(self, customer_id: int | None, store_id: int, email: str | None, firstname: str | None,
+                   lastname: str | None, base_total: float, status: str) -> dict:
+        store = STORES[store_id]
+        seq = self._next_increment(store_id)
+        grand_total = round(base_total * store["rate"], 2)
+        now = format_ts(self._now)
+        order = {"entity_id": self._next_entity_id,
+                 "increment_id": f"{store['increment_prefix']}{seq:09d}",
+                 "state": _STATE_OF_STATUS.get(status, status), "status": status, "store_id": store_id,
+                 "store_name": store["order_store_name"], "customer_id": customer_id, "customer_email": email,
+                 "customer_firstname": firstname, "customer_lastname": lastname,
+                 "customer_is_guest": 0 if customer_id is not None else 1,
+                 "grand_total": grand_total, "base_grand_total": round(base_total, 2)}
+        if status == "closed":  # fully refunded
+            order["total_refunded"], order["base_total_refunded"] = grand_total, round(base_total, 2)
+        order.update({"order_currency_code": store["order_currency"], "base_currency_code": BASE_CURRENCY,
+                      "created_at": now, "updated_at": now})
+        return {k: v for k, v in order.items() if v is not None}
+
+    def _next_increment(self, store_id: int) -> int:
+        if self._increment_seq is None:
+            self._increment_seq = {sid: 0 for sid in STORES}
+            for o in self._orders.values():
+                sid, inc = o.get("store_id"), str(o.get("increment_id", ""))
+                if sid in self._increment_seq and inc[-9:].isdigit():
+                    self._increment_seq[sid] = max(self._increment_seq[sid], int(inc[-9:]))
+        self._increment_seq[store_id] += 1
+        return self._increment_seq[store_id]
+
+    def delete_customer(self, customer_id: int) -> None:
+        """Hard delete: the row goes, its newsletter row goes, its orders keep everything but customer_id."""
+        with self._lock:
+            self._require_customer(customer_id)
+            del self._customers[customer_id]
+            self._subscribed.pop(customer_id, None)
+            for entity_id in self._customer_orders().pop(customer_id, []):
+                order = self._orders.get(entity_id)
+                if order is not None and order.get("customer_id") == customer_id:
+                    # FK ON DELETE SET NULL; null keys vanish from the JSON.
+                    self._orders[entity_id] = {k: v for k, v in order.items() if k != "customer_id"}
+            self._changed()
+
+    def _customer_orders(self) -> dict[int, list[int]]:
+        if self._orders_by_customer is None:
+            index: dict[int, list[int]] = {}
+            for o in self._orders.values():
+                if "customer_id" in o:
+                    index.setdefault(o["customer_id"], []).append(o["entity_id"])
+            self._orders_by_customer = index
+        return self._orders_by_customer
+
+    def _require_customer(self, customer_id: int) -> dict:
+        row = self._customers.get(customer_id)
+        if row is None:
+            raise KeyError(f"no customer with id {customer_id}")
+        return row
+
+    def _public_customer(self, row: dict) -> dict:
+        # The Newsletter plugin (afterGetList/afterGetById) sets is_subscribed on every customer it returns.
+        out = dict(row)
+        out["extension_attributes"] = {**row.get("extension_attributes", {}),
+                                       "is_subscribed": self._subscribed.get(row["id"]) == 1}
+        return out
+
+    # ---- auth ---------------------------------------------------------------------------------------
+    def issue_admin_token(self, body: Any) -> str:
+        if not isinstance(body, dict):
+            raise MagentoError(400, REQUIRED, {"fieldName": "username"})
+        for name in ("username", "password"):
+            if body.get(name) in (None, ""):
+                raise MagentoError(400, REQUIRED, {"fieldName": name})
+        if body["username"] != self.admin_username or body["password"] != self.admin_password:
+            raise MagentoError(401, BAD_SIGN_IN)
+        if self.two_factor_auth:
+            # Magento_TwoFactorAuth (2.4) blocks this endpoint for admins.
+            raise MagentoError(400, TWO_FA, {"active_providers": ["google"]})
+        with self._lock:
+            token = "".join(self._rng.choice(string.ascii_lowercase + string.digits) for _ in range(32))
+            self._admin_tokens[token] = self._now + ADMIN_TOKEN_LIFETIME
+        return token
+
+    def authorize(self, header: str | None, resource: str) -> None:
+        denied = MagentoError(401, NOT_AUTHORIZED, {"resources": resource})
+        scheme, _, token = (header or "").strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise denied
+        if token == self.integration_token:
+            return
+        with self._lock:
+            expiry = self._admin_tokens.get(token)
+            if expiry is None or self._now >= expiry:
+                raise denied
+
+    # ---- search -------------------------------------------------------------------------------------
+    def search(self, entity: _Entity, criteria: SearchCriteria) -> dict:
+        page_size = criteria.page_size
+        if self.input_limit_enabled:
+            if page_size is not None and page_size > self.max_page_size:
+                raise MagentoError(400, MAX_PAGE, {"max": self.max_page_size})
+            if page_size is None:
+                page_size = criteria.page_size = self.default_page_size  # DefaultPageSizeSetter
+        with self._lock:
+            rows = self._matching(entity, criteria)
+            total = len(rows)
+            page_rows = self._page(rows, page_size, criteria.current_page)
+            if entity is _CUSTOMERS:
+                items = [self._public_customer(r) for r in page_rows]
+            else:
+                items = list(page_rows)
+        return {"items": items, "search_criteria": criteria.echo(), "total_count": total}
+
+    def _page(self, rows: list[dict], page_size: int | None, current_page: int | None) -> list[dict]:
+        if not page_size:  # unset or 0: the collection applies no LIMIT
+            return rows
+        page_size = max(1, page_size)  # Zend's limitPage() turns a negative count into 1
+        page = max(1, current_page or 1)
+        if self.legacy_last_page_repeat and rows:
+            page = min(page, math.ceil(len(rows) / page_size))  # <=2.3 clamped getCurPage()
+        return rows[(page - 1) * page_size: page * page_size]
+
+    def _column(self, entity: _Entity, name: str) -> str:
+        column = entity.aliases.get(name, name)
+        if column in entity.fields:
+            return column
+        if entity.unknown_field_status == 400:
+            raise MagentoError(400, "Invalid attribute name: %1", [name])
+        raise MagentoError(500, INTERNAL, [f"webapi-{self._rng.getrandbits(52):013x}"])
+
+    def _matching(self, entity: _Entity, criteria: SearchCriteria) -> list[dict]:
+        """Filtered and sorted rows, cached per criteria until the next change (pages reuse one scan)."""
+        key = (entity.name, tuple(tuple((f.field, f.value, f.condition_type) for f in g)
+                                  for g in criteria.filter_groups), tuple(criteria.sort_orders))
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        groups = [[compile_filter(f, self._column(entity, f.field)) for f in g] for g in criteria.filter_groups]
+        sorts = [(self._column(entity, f), d) for f, d in criteria.sort_orders]
+        table = self._customers if entity is _CUSTOMERS else self._orders
+        # OR inside a group, AND across groups.
+        rows = [r for r in table.values() if all(any(p(r) for p in g) for g in groups)]
+        # Stable sorts from the last key to the first over id order: ties always break by id ascending.
+        for column, direction in reversed(sorts):
+            # Direction defaults to DESC (SortingProcessor); NULLs sort first ascending, last descending.
+            rows.sort(key=lambda r, c=column: (r.get(c) is not None, _key(r.get(c)) if r.get(c) is not None else 0),
+                      reverse=(direction or "DESC") == "DESC")
+        self._cache[key] = rows
+        if len(self._cache) > 8:
+            self._cache.popitem(last=False)
+        return rows
+
+    def get_customer(self, customer_id: int) -> dict:
+        with self._lock:
+            row = self._customers.get(customer_id)
+            if row is None:
+                raise MagentoError(404, NO_SUCH_ENTITY, {"fieldName": "customerId", "fieldValue": customer_id})
+            return self._public_customer(row)
+
+    def get_order(self, entity_id: int) -> dict:
+        with self._lock:
+            order = self._orders.get(entity_id)
+            if order is None:
+                raise MagentoError(404, ENTITY_MISSING)
+            return order
+
+    # ---- HTTP bookkeeping ---------------------------------------------------------------------------
+    def _take_fault(self) -> str | None:
+        with self._lock:
+            return self._faults.popleft() if self._faults else None
+
+    def _record(self, method: str, path: str, query: str, status: int) -> None:
+        with self._lock:
+            self._calls.append({"method": method, "path": path, "query": dict(parse_qsl(query, keep_blank_values=True)),
+                                "status": status, "ts": time.time()})
+
+
+# ---- HTTP layer --------------------------------------------------------------------------------------
+
+def _store_views() -> list[dict]:
+    views = [{"id": 0, "code": "admin", "name": "Admin", "website_id": 0, "store_group_id": 0, "is_active": 1}]
+    return views + [{"id": sid, "code": s["code"], "name": s["name"], "website_id": s["website_id"],
+                     "store_group_id": s["website_id"], "is_active": 1} for sid, s in STORES.items()]
+
+
+def _websites() -> list[dict]:
+    admin = {"id": 0, "code": "admin", "name": "Admin", "default_group_id": 0}
+    names = {1: "Main Website", 2: "EU Website"}
+    return [admin] + [{"id": s["website_id"], "code": s["website_code"], "name": names[s["website_id"]],
+                       "default_group_id": s["website_id"]} for s in STORES.values()]
+
+
+def _store_configs(base_url: str) -> list[dict]:
+    return [{"id": sid, "code": s["code"], "website_id": s["website_id"], "locale": "en_US",
+             "base_currency_code": BASE_CURRENCY, "default_display_currency_code": s["order_currency"],
+             "timezone": "UTC", "weight_unit": "lbs", "base_url": f"{base_url}/",
+             "base_link_url": f"{base_url}/", "secure_base_url": f"{base_url}/"} for sid, s in STORES.items()]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Routes /rest/... like Magento's webapi router and /__sandbox__/... to the control helpers."""
+
+    sandbox: MagentoSandbox
+    protocol_version = "HTTP/1.1"  # keep-alive, as clients pool connections
+    # Headers and body in one buffered write with TCP_NODELAY: otherwise Nagle plus delayed ACK adds ~40 ms a call.
+    wbufsize = 1 << 16
+    disable_nagle_algorithm = True
+    server_version = "nginx"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet server
+        pass
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    # ---- plumbing ---------------------------------------------------------------------------------
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _json_body(self, raw: bytes) -> Any:
+        if not raw.strip():
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise MagentoError(400, "Decoding error: %1", ["Syntax error"]) from None
+
+    def _send(self, status: int, payload: bytes, content_type: str, extra: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def _dispatch(self, method: str) -> None:
+        parts = urlsplit(self.path)
+        raw = self._body()
+        if parts.path.startswith("/__sandbox__/"):
+            self._control(method, parts.path, raw)
+            return
+        status, payload, content_type, headers = self._rest(method, parts.path, parts.query, raw)
+        # Record before answering, so a client that just got its response always finds its call logged.
+        self.sandbox._record(method, parts.path, parts.query, status)
+        if status == 0:
+            self.close_connection = True  # "drop": the client sees the connection close with no response
+            return
+        self._send(status, payload, content_type, headers)
+
+    # ---- Magento REST -----------------------------------------------------------------------------
+    def _rest(self, method: str, path: str, query: str, raw: bytes) -> tuple[int, bytes, str, dict]:
+        fault = self.sandbox._take_fault()
+        if fault == "drop":
+            return 0, b"", "", {}
+        if fault == "429":  # the 2.4.7 backpressure limiter or a CDN in front of the store
+            return 429, b'{"message":"Too Many Requests"}', "application/json; charset=utf-8", {"Retry-After": "1"}
+        if fault == "503":  # maintenance mode or an overloaded PHP-FPM pool
+            page = b"<html><body><h1>Service Temporarily Unavailable</h1></body></html>"
+            return 503, page, "text/html; charset=UTF-8", {"Retry-After": "1"}
+        if self.sandbox.latency:
+            time.sleep(self.sandbox.latency)
+        try:
+            status, body = self._route(method, path, query, raw)
+        except MagentoError as err:
+            status, body = err.status, err.body()
+        except Exception:  # noqa: BLE001 - a sandbox bug must still answer like Magento's production mode
+            status, body = 500, {"message": INTERNAL, "parameters": ["webapi-sandbox"]}
+        # PHP's json_encode escapes non-ASCII and "/" by default; Magento's REST renderer uses it.
+        text = json.dumps(body, separators=(",", ":")).replace("/", "\\/")
+        return status, text.encode("ascii"), "application/json; charset=utf-8", {}
+
+    def _route(self, method: str, path: str, query: str, raw: bytes) -> tuple[int, Any]:
+        if not path.startswith("/rest/"):
+            raise MagentoError(404, NO_ROUTE)
+        route = self._strip_store(path[len("/rest"):]).rstrip("/")
+        params = parse_php_query(query)
+        sb = self.sandbox
+        auth = self.headers.get("Authorization")
+        if method == "POST" and route == "/V1/integration/admin/token":
+            return 200, sb.issue_admin_token(self._json_body(raw))
+        if method == "GET" and route == "/V1/customers/search":
+            sb.authorize(auth, RES_CUSTOMER)
+            return 200, self._search(_CUSTOMERS, params)
+        if method == "GET" and route == "/V1/orders":
+            sb.authorize(auth, RES_ORDERS)
+            return 200, self._search(_ORDERS, params)
+        if m := re.fullmatch(r"/V1/customers/(\d+)", route):
+            if method == "GET":
+                sb.authorize(auth, RES_CUSTOMER)
+                return 200, self._fields(sb.get_customer(int(m.group(1))), params)
+            if method == "DELETE":
+                sb.authorize(auth, RES_CUSTOMER_MANAGE)
+                return 200, self._delete(int(m.group(1)))
+        if method == "GET" and (m := re.fullmatch(r"/V1/orders/(\d+)", route)):
+            sb.authorize(auth, RES_ORDERS)
+            return 200, self._fields(sb.get_order(int(m.group(1))), params)
+        stores = {"/V1/store/storeViews": _store_views, "/V1/store/websites": _websites,
+                  "/V1/store/storeConfigs": lambda: _store_configs(sb.url)}
+        if method == "GET" and route in stores:
+            sb.authorize(auth, RES_STORE)
+            return 200, stores[route]()
+        raise MagentoError(404, NO_ROUTE)
+
+    @staticmethod
+    def _strip_store(path: str) -> str:
+        """Magento's PathProcessor: a known store code (or `all`) is dropped; anything else stays in the route."""
+        first, _, rest = path.lstrip("/").partition("/")
+        if first in STORE_CODES or first == "all":
+            return "/" + rest
+        return path
+
+    def _search(self, entity: _Entity, params: dict) -> Any:
+        result = self.sandbox.search(entity, parse_search_criteria(params))
+        return self._fields(result, params)
+
+    @staticmethod
+    def _fields(body: Any, params: dict) -> Any:
+        spec = params.get("fields")
+        return apply_fields(body, parse_fields(spec)) if isinstance(spec, str) and spec else body
+
+    def _delete(self, customer_id: int) -> bool:
+        try:
+            self.sandbox.delete_customer(customer_id)
+        except KeyError:
+            raise MagentoError(404, NO_SUCH_ENTITY, {"fieldName": "customerId", "fieldValue": customer_id}) from None
+        return True
+
+    # ---- sandbox control (not part of Magento) ----------------------------------------------------
+    def _control(self, method: str, path: str, raw: bytes) -> None:
+        try:
+            status, body = self._control_route(method, path, self._json_body(raw) or {})
+        except MagentoError as err:
+            status, body = err.status, err.body()
+        except KeyError as err:
+            status, body = 404, {"message": str(err.args[0] if err.args else err)}
+        except (TypeError, ValueError) as err:
+            status, body = 400, {"message": str(err)}
+        self._send(status, json.dumps(body).encode(), "application/json")
+
+    def _control_route(self, method: str, path: str, body: dict) -> tuple[int, Any]:
+        sb = self.sandbox
+        if method == "GET" and path == "/__sandbox__/state":
+            return 200, sb.state()
+        if method == "GET" and path == "/__sandbox__/calls":
+            return 200, sb.calls()
+        if method == "POST" and path == "/__sandbox__/orders":
+            return 200, sb.add_order(body.get("customer_id"), **{k: v for k, v in body.items() if k != "customer_id"})
+        if method == "POST" and path == "/__sandbox__/clock":
+            sb.advance_clock(int(body.get("advance", 0)))
+            return 200, sb.state()
+        if method == "POST" and path == "/__sandbox__/faults":
+            sb.inject_fault(str(body.get("kind")), int(body.get("times", 1)))
+            return 200, {"ok": True}
+        if m := re.fullmatch(r"/__sandbox__/customers/(\d+)(/subscription)?", path):
+            customer_id = int(m.group(1))
+            if method == "POST" and m.group(2):
+                sb.set_subscribed(customer_id, bool(body["subscribed"]))
+                return 200, {"ok": True}
+            if method == "POST":
+                return 200, sb.update_customer(customer_id, **body)
+            if method == "DELETE" and not m.group(2):
+                sb.delete_customer(customer_id)
+                return 200, {"ok": True}
+        return 404, {"message": NO_ROUTE}
+
+
+# ---- CLI -----------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sandboxes.magento", description=__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--customers", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--ready-file", help="write {\"url\": ...} here once the server listens")
+    parser.add_argument("--two-factor-auth", action="store_true")
+    parser.add_argument("--input-limit-enabled", action="store_true")
+    parser.add_argument("--legacy-last-page-repeat", action="store_true")
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    sandbox = MagentoSandbox(generate_store(args.customers, seed=args.seed), two_factor_auth=args.two_factor_auth,
+                             input_limit_enabled=args.input_limit_enabled,
+                             legacy_last_page_repeat=args.legacy_last_page_repeat, latency=args.latency)
+    gc.freeze()  # this process owns the data set: keep the cyclic GC from rescanning millions of rows
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    sandbox.start(args.port)
+    try:
+        if args.ready_file:
+            tmp = f"{args.ready_file}.tmp"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump({"url": sandbox.url}, fh)
+            os.replace(tmp, args.ready_file)  # readers never see a half-written file
+        print(f"Magento sandbox listening on {sandbox.url}", flush=True)
+        while not stopped.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sandbox.stop()
+
+
+if __name__ == "__main__":
+    main()

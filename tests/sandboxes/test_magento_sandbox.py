@@ -1,0 +1,481 @@
+"""The Magento 2.4 REST sandbox, exercised over real HTTP with requests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from sandboxes.magento import MagentoSandbox
+from sandboxes.seed import generate_store
+
+REPO = Path(__file__).resolve().parents[2]
+INTEGRATION = {"Authorization": "Bearer sandbox-integration-token-0123456789"}
+ADMIN = {"username": "sync-admin", "password": "sandbox-admin-password-123"}
+
+
+def criteria(*groups: list[tuple], sort: list[tuple] = (), page_size: int | None = None,
+             current_page: int | None = None, **extra: str) -> dict:
+    """searchCriteria query params: groups of (field, value[, condition_type]) filters."""
+    q: dict = {}
+    for g, filters in enumerate(groups):
+        for f, (fld, value, *cond) in enumerate(filters):
+            base = f"searchCriteria[filter_groups][{g}][filters][{f}]"
+            q[f"{base}[field]"] = fld
+            q[f"{base}[value]"] = value
+            if cond:
+                q[f"{base}[condition_type]"] = cond[0]
+    for i, (fld, direction) in enumerate(sort):
+        q[f"searchCriteria[sortOrders][{i}][field]"] = fld
+        if direction:
+            q[f"searchCriteria[sortOrders][{i}][direction]"] = direction
+    if page_size is not None:
+        q["searchCriteria[pageSize]"] = page_size
+    if current_page is not None:
+        q["searchCriteria[currentPage]"] = current_page
+    if not any(k.startswith("searchCriteria") for k in q):
+        q["searchCriteria"] = ""
+    q.update(extra)
+    return q
+
+
+@pytest.fixture(scope="module")
+def data():
+    return generate_store(400, seed=7)
+
+
+@pytest.fixture(scope="module")
+def shared(data):
+    """A read-only sandbox for tests that do not change anything."""
+    with MagentoSandbox(data) as sb:
+        yield sb
+
+
+@pytest.fixture
+def sandbox(data):
+    """A private sandbox for tests that mutate state or change settings."""
+    with MagentoSandbox(data) as sb:
+        yield sb
+
+
+def search(sb: MagentoSandbox, params: dict, *, path: str = "/rest/V1/customers/search",
+           headers: dict = INTEGRATION) -> requests.Response:
+    return requests.get(sb.url + path, params=params, headers=headers, timeout=10)
+
+
+def ids(resp: requests.Response, key: str = "id") -> list[int]:
+    assert resp.status_code == 200, resp.text
+    return [item[key] for item in resp.json()["items"]]
+
+
+# ---- authentication and ACL ---------------------------------------------------------------------------
+
+def test_admin_token_is_a_json_string_that_authorizes_searches(shared):
+    resp = requests.post(shared.url + "/rest/V1/integration/admin/token", json=ADMIN, timeout=10)
+    assert resp.status_code == 200 and resp.text.startswith('"')
+    token = resp.json()
+    assert isinstance(token, str) and len(token) == 32
+    r = search(shared, criteria(page_size=1), headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and r.json()["total_count"] == 400
+
+
+def test_wrong_admin_password_is_refused_with_401_and_magentos_sign_in_message(shared):
+    resp = requests.post(shared.url + "/rest/V1/integration/admin/token",
+                         json={**ADMIN, "password": "nope"}, timeout=10)
+    assert resp.status_code == 401
+    assert resp.json() == {"message": "The account sign-in was incorrect or your account is disabled "
+                                      "temporarily. Please wait and try again later."}
+
+
+def test_missing_password_is_a_400_required_field(shared):
+    resp = requests.post(shared.url + "/rest/V1/integration/admin/token", json={"username": "x"}, timeout=10)
+    assert resp.status_code == 400
+    assert resp.json() == {"message": '"%fieldName" is required. Enter and try again.',
+                           "parameters": {"fieldName": "password"}}
+
+
+def test_two_factor_auth_refuses_admin_tokens_with_400_and_active_providers(data):
+    with MagentoSandbox(data, two_factor_auth=True) as sb:
+        resp = requests.post(sb.url + "/rest/V1/integration/admin/token", json=ADMIN, timeout=10)
+        assert resp.status_code == 400
+        assert resp.json() == {"message": "Please use the 2fa provider-specific endpoints to obtain a token.",
+                               "parameters": {"active_providers": ["google"]}}
+        assert search(sb, criteria(page_size=1)).status_code == 200  # integration tokens still work
+
+
+def test_admin_token_expires_after_four_hours_of_sandbox_clock(sandbox):
+    token = requests.post(sandbox.url + "/rest/V1/integration/admin/token", json=ADMIN, timeout=10).json()
+    auth = {"Authorization": f"Bearer {token}"}
+    sandbox.advance_clock(4 * 3600 - 1)
+    assert search(sandbox, criteria(page_size=1), headers=auth).status_code == 200
+    sandbox.advance_clock(1)
+    assert search(sandbox, criteria(page_size=1), headers=auth).status_code == 401
+
+
+def test_integration_token_is_accepted_as_bearer_on_customers_and_orders(shared):
+    assert search(shared, criteria(page_size=1)).status_code == 200
+    assert search(shared, criteria(page_size=1), path="/rest/V1/orders").status_code == 200
+
+
+@pytest.mark.parametrize("path, resource", [("/rest/V1/customers/search", "Magento_Customer::customer"),
+                                            ("/rest/default/V1/orders", "Magento_Sales::actions_view")])
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer not-a-token"}, {"Authorization": "Basic eA=="}])
+def test_missing_or_unknown_token_gets_401_naming_the_acl_resource(shared, path, resource, headers):
+    resp = search(shared, criteria(page_size=1), path=path, headers=headers)
+    assert resp.status_code == 401
+    assert resp.json() == {"message": "The consumer isn't authorized to access %resources.",
+                           "parameters": {"resources": resource}}
+
+
+# ---- routes and store codes -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method, path", [("GET", "/rest/V1/nothing"), ("POST", "/rest/V1/customers/search"),
+                                          ("GET", "/rest/V1/integration/admin/token"), ("GET", "/rest/V2/orders")])
+def test_unknown_route_or_wrong_method_is_404_request_does_not_match_any_route(shared, method, path):
+    resp = requests.request(method, shared.url + path, headers=INTEGRATION, timeout=10)
+    assert resp.status_code == 404
+    assert resp.json() == {"message": "Request does not match any route."}
+
+
+@pytest.mark.parametrize("prefix", ["/rest", "/rest/default", "/rest/eu", "/rest/all"])
+def test_known_store_codes_are_accepted_and_do_not_filter_customers(shared, prefix):
+    resp = search(shared, criteria(page_size=1), path=prefix + "/V1/customers/search")
+    assert resp.json()["total_count"] == 400
+
+
+def test_unknown_store_code_stays_in_the_route_and_so_404s(shared):
+    # Magento's PathProcessor only strips known store codes; anything else becomes part of the route.
+    resp = search(shared, criteria(page_size=1), path="/rest/nowhere/V1/customers/search")
+    assert resp.status_code == 404 and resp.json()["message"] == "Request does not match any route."
+
+
+def test_filtering_by_website_id_is_the_way_to_split_customers_by_store(shared, data):
+    eu = search(shared, criteria([("website_id", "2")], page_size=500), path="/rest/eu/V1/customers/search")
+    assert ids(eu) == [c["id"] for c in data.customers if c["website_id"] == 2]
+
+
+def test_search_without_search_criteria_is_400_required(shared):
+    resp = search(shared, {})
+    assert resp.status_code == 400
+    assert resp.json()["parameters"] == {"fieldName": "searchCriteria"}
+
+
+def test_non_integer_page_size_is_400_invalid_type(shared):
+    resp = search(shared, criteria(page_size="ten"))  # type: ignore[arg-type]
+    assert resp.status_code == 400 and resp.json()["parameters"] == ["ten", "int"]
+
+
+def test_store_views_list_default_and_eu(shared):
+    views = requests.get(shared.url + "/rest/V1/store/storeViews", headers=INTEGRATION, timeout=10).json()
+    assert {(v["code"], v["id"], v["website_id"]) for v in views} >= {("default", 1, 1), ("eu", 2, 2)}
+
+
+# ---- filters --------------------------------------------------------------------------------------------
+
+def test_filters_inside_one_group_are_ored(shared):
+    resp = search(shared, criteria([("id", "3"), ("id", "5"), ("id", "7")]))
+    assert ids(resp) == [3, 5, 7]
+
+
+def test_filter_groups_are_anded(shared, data):
+    resp = search(shared, criteria([("website_id", "2")], [("id", "100", "lteq")]))
+    assert ids(resp) == [c["id"] for c in data.customers if c["website_id"] == 2 and c["id"] <= 100]
+
+
+def test_camel_case_filter_groups_and_condition_type_spellings_are_accepted(shared):
+    q = {"searchCriteria[filterGroups][0][filters][0][field]": "id",
+         "searchCriteria[filterGroups][0][filters][0][value]": "395",
+         "searchCriteria[filterGroups][0][filters][0][conditionType]": "gt"}
+    assert ids(search(shared, q)) == [396, 397, 398, 399, 400]
+
+
+def test_gteq_on_updated_at_returns_exactly_the_rows_changed_since(shared, data):
+    since = sorted(c["updated_at"] for c in data.customers)[300]
+    resp = search(shared, criteria([("updated_at", since, "gteq")], sort=[("updated_at", "ASC")], page_size=300))
+    expected = sorted((c for c in data.customers if c["updated_at"] >= since), key=lambda c: (c["updated_at"], c["id"]))
+    assert ids(resp) == [c["id"] for c in expected]
+    assert resp.json()["total_count"] == len(expected)
+
+
+def test_in_and_nin_take_comma_separated_lists(shared):
+    assert ids(search(shared, criteria([("id", "9,2,4", "in")]))) == [2, 4, 9]
+    assert 2 not in ids(search(shared, criteria([("id", "1,2,3", "nin")], page_size=5)))
+
+
+def test_like_uses_percent_wildcards_and_ignores_case_like_mysql(shared, data):
+    resp = search(shared, criteria([("email", "%EXAMPLE.ORG", "like")]))
+    expected = [c["id"] for c in data.customers if c["email"].lower().endswith("example.org")]
+    assert ids(resp) == expected and expected
+
+
+def test_eq_on_email_ignores_case_like_mysql(shared, data):
+    c = data.customers[10]
+    assert c["id"] in ids(search(shared, criteria([("email", c["email"].upper())])))
+
+
+def test_null_and_notnull_see_omitted_fields_as_null(shared, data):
+    without_dob = ids(search(shared, criteria([("dob", "", "null")])))
+    assert without_dob == [c["id"] for c in data.customers if "dob" not in c]
+    assert len(ids(search(shared, criteria([("dob", "", "notnull")])))) == 400 - len(without_dob)
+
+
+def test_from_and_to_in_separate_groups_make_a_range(shared):
+    assert ids(search(shared, criteria([("id", "10", "from")], [("id", "12", "to")]))) == [10, 11, 12]
+
+
+def test_neq_excludes_the_value(shared, data):
+    resp = search(shared, criteria([("website_id", "1", "neq")], page_size=1))
+    assert resp.json()["total_count"] == sum(1 for c in data.customers if c["website_id"] != 1)
+
+
+def test_orders_filter_by_customer_id_and_exclude_canceled(shared, data):
+    cid = next(o["customer_id"] for o in data.orders if "customer_id" in o)
+    resp = search(shared, criteria([("customer_id", str(cid))], [("status", "canceled", "neq")]), path="/rest/V1/orders")
+    expected = [o["entity_id"] for o in data.orders if o.get("customer_id") == cid and o["status"] != "canceled"]
+    assert ids(resp, "entity_id") == expected
+
+
+def test_unknown_customer_field_is_400_invalid_attribute_name(shared):
+    resp = search(shared, criteria([("favourite_colour", "blue")]))
+    assert resp.status_code == 400 and resp.json()["parameters"] == ["favourite_colour"]
+
+
+# ---- sorting and paging ---------------------------------------------------------------------------------
+
+def test_search_stops_being_sorted_differently_when_updated_at_ties_break_by_id(shared, data):
+    seen: list[dict] = []
+    for page in range(1, 100):
+        resp = search(shared, criteria(sort=[("updated_at", "ASC")], page_size=7, current_page=page))
+        seen += resp.json()["items"]
+        if page * 7 >= resp.json()["total_count"]:
+            break
+    keys = [(c["updated_at"], c["id"]) for c in seen]
+    assert keys == sorted(keys) and len({c["id"] for c in seen}) == 400
+    assert len(keys) - len({k for k, _ in keys}) > 10  # there really were ties to break
+
+
+def test_sort_direction_defaults_to_desc(shared):
+    assert ids(search(shared, criteria(sort=[("id", None)], page_size=3))) == [400, 399, 398]
+
+
+def test_without_sort_orders_rows_come_in_id_order(shared):
+    assert ids(search(shared, criteria(page_size=4, current_page=2))) == [5, 6, 7, 8]
+
+
+def test_pages_are_one_based_and_total_count_ignores_paging(shared):
+    first = search(shared, criteria(page_size=150, current_page=1)).json()
+    last = search(shared, criteria(page_size=150, current_page=3)).json()
+    assert [c["id"] for c in first["items"]] == list(range(1, 151))
+    assert [c["id"] for c in last["items"]] == list(range(301, 401))
+    assert first["total_count"] == last["total_count"] == 400
+
+
+def test_past_the_last_page_items_are_empty(shared):
+    resp = search(shared, criteria(page_size=150, current_page=4)).json()
+    assert resp["items"] == [] and resp["total_count"] == 400
+
+
+def test_legacy_mode_repeats_the_last_page_past_the_end(data):
+    with MagentoSandbox(data, legacy_last_page_repeat=True) as sb:
+        last = ids(search(sb, criteria(page_size=150, current_page=3)))
+        assert ids(search(sb, criteria(page_size=150, current_page=9))) == last
+
+
+def test_without_page_size_every_match_is_returned_when_input_limits_are_off(shared):
+    assert len(ids(search(shared, criteria()))) == 400
+
+
+def test_input_limits_default_to_20_rows_and_refuse_page_sizes_above_300(data):
+    with MagentoSandbox(data, input_limit_enabled=True) as sb:
+        resp = search(sb, criteria()).json()
+        assert len(resp["items"]) == 20 and resp["total_count"] == 400
+        assert resp["search_criteria"]["page_size"] == 20
+        assert len(ids(search(sb, criteria(page_size=300)))) == 300
+        refused = search(sb, criteria(page_size=301))
+        assert refused.status_code == 400
+        assert refused.json() == {"message": "Maximum SearchCriteria pageSize is %max", "parameters": {"max": 300}}
+
+
+def test_search_criteria_echo_has_page_size_and_current_page_only_when_set(shared):
+    echo = search(shared, criteria([("id", "5", "gt")], sort=[("id", "ASC")], page_size=2)).json()["search_criteria"]
+    assert echo == {"filter_groups": [{"filters": [{"field": "id", "value": "5", "condition_type": "gt"}]}],
+                    "sort_orders": [{"field": "id", "direction": "ASC"}], "page_size": 2}
+    bare = search(shared, criteria([("id", "5")])).json()["search_criteria"]
+    assert bare == {"filter_groups": [{"filters": [{"field": "id", "value": "5", "condition_type": "eq"}]}]}
+
+
+# ---- response shape -------------------------------------------------------------------------------------
+
+def test_null_fields_are_omitted_never_sent_as_null(shared):
+    resp = search(shared, criteria())
+    assert "null" not in resp.text
+    items = resp.json()["items"]
+    assert any("dob" not in c for c in items) and any("default_billing" not in c for c in items)
+
+
+def test_every_customer_carries_extension_attributes_is_subscribed(shared, data):
+    items = search(shared, criteria()).json()["items"]
+    assert [c["extension_attributes"]["is_subscribed"] for c in items] == \
+        [c["extension_attributes"]["is_subscribed"] for c in data.customers]
+
+
+def test_fields_parameter_trims_items_and_top_level_keys(shared):
+    body = search(shared, criteria(page_size=2, fields="items[id,email,updated_at],total_count")).json()
+    assert set(body) == {"items", "total_count"}
+    assert all(set(item) == {"id", "email", "updated_at"} for item in body["items"])
+    only_items = search(shared, criteria(page_size=1, fields="items[id,addresses[city]]")).json()
+    assert set(only_items) == {"items"} and set(only_items["items"][0]) <= {"id", "addresses"}
+
+
+def test_non_ascii_names_travel_as_json_unicode_escapes(shared, data):
+    resp = search(shared, criteria(page_size=400))
+    assert resp.content.isascii() and "\\u" in resp.text
+    assert [c["lastname"] for c in resp.json()["items"]] == [c["lastname"] for c in data.customers]
+
+
+def test_get_customer_by_id_and_missing_customer_is_404(shared):
+    ok = requests.get(shared.url + "/rest/V1/customers/7", headers=INTEGRATION, timeout=10)
+    assert ok.status_code == 200 and ok.json()["id"] == 7 and "is_subscribed" in ok.json()["extension_attributes"]
+    missing = requests.get(shared.url + "/rest/V1/customers/99999", headers=INTEGRATION, timeout=10)
+    assert missing.status_code == 404
+    assert missing.json()["parameters"] == {"fieldName": "customerId", "fieldValue": 99999}
+
+
+# ---- changes made through the sandbox ---------------------------------------------------------------------
+
+def test_update_customer_bumps_updated_at_to_the_sandbox_clock(sandbox):
+    now = sandbox.now()
+    changed = sandbox.update_customer(12, firstname="Zoë", email="zoe@example.com")
+    assert changed["updated_at"] == now and changed["firstname"] == "Zoë"
+    found = search(sandbox, criteria([("updated_at", now, "gteq")])).json()["items"]
+    assert [(c["id"], c["email"]) for c in found] == [(12, "zoe@example.com")]
+
+
+def test_update_customer_address_replaces_default_address_fields(sandbox, data):
+    cid = next(c["id"] for c in data.customers if c["addresses"])
+    sandbox.update_customer(cid, address={"city": "Springfield", "telephone": "555-0100", "company": None})
+    address = requests.get(f"{sandbox.url}/rest/V1/customers/{cid}", headers=INTEGRATION, timeout=10).json()
+    default = next(a for a in address["addresses"] if str(a["id"]) == address["default_billing"])
+    assert default["city"] == "Springfield" and default["telephone"] == "555-0100" and "company" not in default
+
+
+def test_update_customer_without_address_creates_a_default_address(sandbox, data):
+    cid = next(c["id"] for c in data.customers if not c["addresses"])
+    changed = sandbox.update_customer(cid, address={"city": "Lyon", "country_id": "FR", "street": ["1 rue X"]})
+    assert changed["default_billing"] == changed["default_shipping"] == str(changed["addresses"][0]["id"])
+
+
+def test_set_subscribed_changes_the_flag_without_bumping_updated_at(sandbox, data):
+    before = data.customers[20]
+    sandbox.advance_clock(3600)
+    sandbox.set_subscribed(21, not before["extension_attributes"]["is_subscribed"])
+    after = requests.get(sandbox.url + "/rest/V1/customers/21", headers=INTEGRATION, timeout=10).json()
+    assert after["extension_attributes"]["is_subscribed"] is not before["extension_attributes"]["is_subscribed"]
+    assert after["updated_at"] == before["updated_at"]
+
+
+def test_hard_delete_removes_the_customer_and_strips_customer_id_from_its_orders(sandbox, data):
+    cid = next(o["customer_id"] for o in data.orders if "customer_id" in o)
+    their = [o["entity_id"] for o in data.orders if o.get("customer_id") == cid]
+    sandbox.delete_customer(cid)
+    assert ids(search(sandbox, criteria([("id", str(cid))]))) == []
+    orders = {o["entity_id"]: o for o in search(sandbox, criteria(), path="/rest/V1/orders").json()["items"]}
+    assert all("customer_id" not in orders[e] and orders[e]["customer_email"] for e in their)
+    assert search(sandbox, criteria([("customer_id", str(cid))]), path="/rest/V1/orders").json()["total_count"] == 0
+    assert any(o["entity_id"] in their and o["customer_id"] == cid for o in data.orders)  # caller's data untouched
+
+
+def test_rest_delete_endpoint_hard_deletes_too(sandbox):
+    resp = requests.delete(sandbox.url + "/rest/V1/customers/5", headers=INTEGRATION, timeout=10)
+    assert resp.status_code == 200 and resp.json() is True
+    assert requests.delete(sandbox.url + "/rest/V1/customers/5", headers=INTEGRATION, timeout=10).status_code == 404
+
+
+def test_add_order_for_an_eu_customer_charges_eur_with_base_grand_total_in_usd(sandbox, data):
+    eu = next(c for c in data.customers if c["website_id"] == 2)
+    order = sandbox.add_order(eu["id"], base_grand_total=100.0)
+    assert order["order_currency_code"] == "EUR" and order["base_currency_code"] == "USD"
+    assert order["grand_total"] == 92.0 and order["base_grand_total"] == 100.0
+    assert order["customer_id"] == eu["id"] and order["created_at"] == sandbox.now()
+    assert order["entity_id"] == len(data.orders) + 1 and order["increment_id"].startswith("2")
+
+
+def test_guest_order_has_no_customer_id_key(sandbox):
+    order = sandbox.add_order(None, base_grand_total=10.5, email="walk-in@example.com", status="pending")
+    assert "customer_id" not in order and order["customer_is_guest"] == 1 and order["state"] == "new"
+
+
+def test_http_control_endpoints_drive_the_same_helpers(sandbox):
+    base = sandbox.url + "/__sandbox__"
+    assert requests.get(base + "/state", timeout=10).json()["customers"] == 400
+    assert requests.post(base + "/customers/3", json={"lastname": "Nguyễn"}, timeout=10).json()["lastname"] == "Nguyễn"
+    requests.post(base + "/customers/3/subscription", json={"subscribed": True}, timeout=10).raise_for_status()
+    assert sandbox.customers()[2]["extension_attributes"]["is_subscribed"] is True
+    order = requests.post(base + "/orders", json={"customer_id": 3, "base_grand_total": 12.5}, timeout=10).json()
+    assert order["customer_id"] == 3
+    requests.delete(base + "/customers/3", timeout=10).raise_for_status()
+    state = requests.get(base + "/state", timeout=10).json()
+    assert state["customers"] == 399 and state["orders"] == len(sandbox.orders())
+    assert requests.delete(base + "/customers/3", timeout=10).status_code == 404
+
+
+def test_calls_log_records_method_path_query_and_status(sandbox):
+    search(sandbox, criteria(page_size=3))
+    search(sandbox, criteria(page_size=3), headers={})
+    calls = sandbox.calls()
+    assert [(c["method"], c["path"], c["status"]) for c in calls] == [
+        ("GET", "/rest/V1/customers/search", 200), ("GET", "/rest/V1/customers/search", 401)]
+    assert calls[0]["query"]["searchCriteria[pageSize]"] == "3" and calls[0]["ts"] <= time.time()
+    over_http = requests.get(sandbox.url + "/__sandbox__/calls", timeout=10).json()
+    assert len(over_http) == 2  # control endpoints are not logged
+
+
+# ---- faults -------------------------------------------------------------------------------------------
+
+def test_injected_429_503_and_dropped_connections_then_recovery(sandbox):
+    sandbox.inject_fault("429")
+    sandbox.inject_fault("503")
+    sandbox.inject_fault("drop")
+    limited = search(sandbox, criteria(page_size=1))
+    assert limited.status_code == 429 and limited.headers["Retry-After"] == "1"
+    assert search(sandbox, criteria(page_size=1)).status_code == 503
+    with pytest.raises(requests.ConnectionError):
+        search(sandbox, criteria(page_size=1))
+    assert search(sandbox, criteria(page_size=1)).status_code == 200
+
+
+def test_latency_slows_every_rest_call(data):
+    with MagentoSandbox(data, latency=0.2) as sb:
+        began = time.perf_counter()
+        search(sb, criteria(page_size=1))
+        assert time.perf_counter() - began >= 0.2
+
+
+# ---- command line -------------------------------------------------------------------------------------
+
+def test_cli_writes_the_ready_file_and_serves_until_terminated(tmp_path):
+    ready = tmp_path / "magento.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "sandboxes.magento", "--port", "0", "--customers", "50",
+                             "--seed", "7", "--ready-file", str(ready)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert ready.exists(), proc.stderr.read().decode() if proc.poll() is not None else "no ready file"
+        url = json.loads(ready.read_text())["url"]
+        assert url.startswith("http://127.0.0.1:")
+        assert requests.get(url + "/__sandbox__/state", timeout=10).json()["customers"] == 50
+        resp = requests.get(url + "/rest/V1/customers/search", params=criteria(page_size=5), headers=INTEGRATION,
+                            timeout=10)
+        assert resp.json()["total_count"] == 50
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
