@@ -25,13 +25,30 @@ class MagentoOptions(BaseModel):
     page_size: int = Field(300, ge=1, le=300)  # Magento's input limit caps pages at 300
 
 
+class DecoNetworkOptions(BaseModel):
+    """DecoNetwork-only settings: the customer export file, and the stores this tenant answers for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # ObjectStoragePath URL of DecoNetwork's customer export CSV: file:///..., s3://conn_id@bucket/key, gs://...
+    customers_export_url: str | None = None
+    use_order_api: bool = True  # buyers, order count and order value from /api/json/manage_orders/find
+    # Affiliate tenants: the affiliate stores they own. Their parent's sync leaves these stores out.
+    store_ids: list[str] | None = None
+    affiliate_of: str | None = Field(None, pattern=TENANT_ID_PATTERN)  # the parent tenant's id
+    allow_affiliate_integrations: bool = False  # parent: affiliates may run their own Zoho integration
+    # DecoNetwork's docs disagree on codes 6/7 (Date Shipped / Date Invoiced); only 8 (Date Modified) is used.
+    date_modified_field: int = Field(8, ge=1, le=8)
+    overlap_minutes: int = Field(60, ge=0, le=24 * 60)
+
+
 class TenantConfig(BaseModel):
     """One store synced to one Zoho org. Secrets are never here: only the ids of Connections."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     tenant_id: str = Field(pattern=TENANT_ID_PATTERN)
-    source: Literal["magento"]  # DecoNetwork: see issue 4
+    source: Literal["magento", "deconetwork"]
     store_conn_id: str = Field(min_length=1)
     zoho_conn_id: str = Field(min_length=1)
     state_conn_id: str = STATE_DB_CONN_ID
@@ -48,6 +65,10 @@ class TenantConfig(BaseModel):
     zoho_workflow_triggers: bool = True
     failure_threshold: float = Field(0.1, ge=0.0, le=1.0)
     magento: MagentoOptions = Field(default_factory=MagentoOptions)
+    deconetwork: DecoNetworkOptions = Field(default_factory=DecoNetworkOptions)
+    # What to do when a customer disappears from (Magento) or is flagged deleted in (DecoNetwork) the store
+    source_deletions: Literal["ignore", "flag", "delete"] = "ignore"
+    full_sync_every_hours: float = Field(24.0, gt=0)  # incremental runs in between
     tags: list[str] = Field(default_factory=list)
 
     @field_validator("schedule")

@@ -38,6 +38,8 @@ CUSTOMER_COLUMNS: dict[str, str] = {
     "phone_number": "string",
     "store": "string",
     "store_url": "string",
+    "store_id": "string",  # the source's id of the store/website the customer belongs to (scoping)
+    "store_is_mine": "boolean",  # False for an affiliate's store (DecoNetwork "belongs to someone else")
     "order_count": "int64",
     "balance": "float64",
     "total_order_value": "float64",

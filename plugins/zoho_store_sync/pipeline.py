@@ -21,7 +21,7 @@ from zoho_store_sync.hooks.zoho_crm import ZohoCrmHook
 from zoho_store_sync.loader import send_changes
 from zoho_store_sync.mapping import load_mapping
 from zoho_store_sync.sources.magento import extract_customers
-from zoho_store_sync.state import DatabaseTokenCache, StateStore, engine_from_conn_id
+from zoho_store_sync.state import DatabaseTokenCache, RefreshTokenStore, StateStore, engine_from_conn_id
 
 log = logging.getLogger(__name__)
 SUMMARY_LOG_PREFIX = "ZOHO_SYNC_SUMMARY "
@@ -37,6 +37,7 @@ def state_store(tenant: TenantConfig) -> StateStore:
 
 def zoho_hook(tenant: TenantConfig, store: StateStore) -> ZohoCrmHook:
     return ZohoCrmHook(tenant.zoho_conn_id, token_cache=DatabaseTokenCache(store.engine),
+                       refresh_token_store=RefreshTokenStore(store.engine),
                        max_concurrency=tenant.zoho_max_concurrency)
 
 

@@ -84,6 +84,26 @@ access_tokens = sa.Table(
     sa.Column("refreshed_at", sa.Text, nullable=False, default="[]"),  # recent refresh times (JSON list)
 )
 
+cursors = sa.Table(
+    "zoho_sync_cursors",
+    metadata,
+    sa.Column("tenant_id", sa.String(100), primary_key=True),
+    sa.Column("stream", sa.String(60), primary_key=True),  # e.g. magento.customers, deconetwork.orders
+    sa.Column("value", sa.Text, nullable=False),  # JSON: a high-water mark, a last full pass time, ...
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+refresh_tokens = sa.Table(
+    "zoho_sync_refresh_tokens",
+    metadata,
+    # Written by the zoho_connect DAG (tasks cannot write Connections); read by the tenant's hook.
+    sa.Column("zoho_conn_id", sa.String(250), primary_key=True),
+    sa.Column("sealed_token", sa.LargeBinary, nullable=False),  # Fernet, key derived from the client secret
+    sa.Column("scope", sa.Text),
+    sa.Column("api_domain", sa.String(250)),
+    sa.Column("connected_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 STATE_COLUMNS = ["customer_key", "email", "module", "zoho_id", "payload_hash", "status", "error_code",
                  "error_message", "retryable", "attempts"]
 
@@ -226,6 +246,28 @@ class StateStore:
         with self.engine.begin() as conn:
             return conn.execute(statement).rowcount
 
+    # --- cursors ---------------------------------------------------------------------------------
+    def get_cursor(self, stream: str) -> Any:
+        """The JSON value saved for ``stream``, or None before the first successful run."""
+        query = sa.select(cursors.c.value).where(cursors.c.tenant_id == self.tenant_id, cursors.c.stream == stream)
+        with self.engine.connect() as conn:
+            value = conn.execute(query).scalar()
+        return json.loads(value) if value is not None else None
+
+    def set_cursor(self, stream: str, value: Any) -> None:
+        """Save a cursor; call only once the data it covers is safely planned and sent."""
+        insert = _dialect_insert(self.engine)(cursors)
+        statement = insert.on_conflict_do_update(
+            index_elements=["tenant_id", "stream"], set_={"value": insert.excluded.value, "updated_at": insert.excluded.updated_at}
+        )
+        with self.engine.begin() as conn:
+            conn.execute(statement, {"tenant_id": self.tenant_id, "stream": stream, "value": json.dumps(value),
+                                     "updated_at": now_utc()})
+
+    def forget_cursors(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(cursors).where(cursors.c.tenant_id == self.tenant_id))
+
     # --- history ---------------------------------------------------------------------------------
     def record_run(self, run_id: str, kind: str, summary: dict[str, Any], started_at: datetime | None) -> None:
         values = {
@@ -324,3 +366,51 @@ class DatabaseTokenCache:
         if current is None or current.value == token_value:
             with self.engine.begin() as conn:
                 conn.execute(sa.update(access_tokens).where(access_tokens.c.cache_key == key).values(sealed_token=None))
+
+
+class RefreshTokenStore:
+    """Refresh tokens obtained by ``zoho_connect``, encrypted with a key derived from the client secret.
+
+    Airflow tasks cannot write Connections, so the connect DAG stores the token here and the tenant's
+    hook reads it when its Connection has no ``refresh_token`` extra. Only a holder of the Connection's
+    client secret can decrypt it.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    @staticmethod
+    def _cipher(client_secret: str) -> Fernet:
+        import base64
+        import hashlib
+
+        digest = hashlib.sha256(f"zoho-refresh-token\0{client_secret}".encode()).digest()
+        return Fernet(base64.urlsafe_b64encode(digest))
+
+    def save(self, zoho_conn_id: str, client_secret: str, refresh_token: str, *, scope: str = "",
+             api_domain: str = "") -> None:
+        values = {"zoho_conn_id": zoho_conn_id, "sealed_token": self._cipher(client_secret).encrypt(refresh_token.encode()),
+                  "scope": scope, "api_domain": api_domain, "connected_at": now_utc()}
+        insert = _dialect_insert(self.engine)(refresh_tokens)
+        statement = insert.on_conflict_do_update(
+            index_elements=["zoho_conn_id"], set_={k: insert.excluded[k] for k in values if k != "zoho_conn_id"})
+        with self.engine.begin() as conn:
+            conn.execute(statement, values)
+
+    def load(self, zoho_conn_id: str, client_secret: str) -> str | None:
+        from cryptography.fernet import InvalidToken
+
+        query = sa.select(refresh_tokens.c.sealed_token).where(refresh_tokens.c.zoho_conn_id == zoho_conn_id)
+        try:
+            with self.engine.connect() as conn:
+                blob = conn.execute(query).scalar()
+        except sa.exc.OperationalError:
+            return None  # schema not created yet: nothing connected
+        except sa.exc.ProgrammingError:
+            return None
+        if blob is None:
+            return None
+        try:
+            return self._cipher(client_secret).decrypt(bytes(blob)).decode()
+        except InvalidToken:
+            return None  # the client secret changed since connect: connect again

@@ -178,6 +178,7 @@ class ZohoCrmHook(HttpHook):
     :param zoho_conn_id: the Connection holding client id/secret, refresh token and data centre.
     :param token_cache: where access tokens are shared; defaults to a process-local cache. Pipelines pass the
         state database's cache so every task and worker reuses one token per org and client.
+    :param refresh_token_store: read when the Connection has no ``refresh_token`` extra (see zoho_connect).
     :param max_concurrency: in-flight API calls allowed from this hook at once (Zoho's per-org limit).
     :param max_retries: attempts after a 429, 5xx or dropped connection before giving up.
     """
@@ -192,6 +193,7 @@ class ZohoCrmHook(HttpHook):
         zoho_conn_id: str = default_conn_name,
         *,
         token_cache: TokenCache | None = None,
+        refresh_token_store: Any = None,
         max_concurrency: int = ZOHO_DEFAULT_CONCURRENCY,
         max_retries: int = 6,
         backoff_base: float = 0.5,
@@ -201,6 +203,8 @@ class ZohoCrmHook(HttpHook):
         super().__init__(method="GET", http_conn_id=zoho_conn_id)
         self.zoho_conn_id = zoho_conn_id
         self.token_cache: TokenCache = token_cache or _SHARED_MEMORY_CACHE
+        # Where zoho_connect stored the refresh token when the Connection holds none (state.RefreshTokenStore).
+        self.refresh_token_store = refresh_token_store
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -254,7 +258,8 @@ class ZohoCrmHook(HttpHook):
         return {
             "client_id": conn.login,
             "client_secret": conn.password,
-            "refresh_token": extra.get("refresh_token"),
+            "refresh_token": extra.get("refresh_token") or (
+                self.refresh_token_store.load(self.zoho_conn_id, conn.password) if self.refresh_token_store else None),
             "redirect_uri": extra.get("redirect_uri"),
             "accounts_url": accounts_url,
             "api_domain": api_domain,

@@ -64,6 +64,8 @@ def customer_rows(customers: Iterable[dict[str, Any]], store_url: str) -> list[d
             "phone_number": address.get("telephone"),
             "store": c.get("created_in"),
             "store_url": store_url,
+            "store_id": str(c["website_id"]) if c.get("website_id") is not None else None,
+            "store_is_mine": True,  # Magento has no affiliate stores
             "newsletter": bool((c.get("extension_attributes") or {}).get("is_subscribed", False)),
             "deleted": False,  # Magento deletes customers outright: they are absent, not flagged
             "registered": True,
