@@ -23,6 +23,8 @@ class MagentoOptions(BaseModel):
     store_code: str = Field("default", pattern=r"^[a-z0-9_]+$")
     website_ids: list[int] | None = None  # None: every website of the store
     page_size: int = Field(300, ge=1, le=300)  # Magento's input limit caps pages at 300
+    guest_orders_as_leads: bool = False  # guests have no account: not customers unless the tenant opts in
+    overlap_seconds: int = Field(300, ge=0, le=86_400)  # incremental window overlap (many rows share a second)
 
 
 class DecoNetworkOptions(BaseModel):

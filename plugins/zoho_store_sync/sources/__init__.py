@@ -1,1 +1,25 @@
 """Store sources: each turns a store's API into the canonical customer frame (see customers.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+
+@dataclass
+class SourceExtract:
+    """What one extraction returns, whatever the store.
+
+    ``customers`` is the canonical frame: on a full pass every customer of the tenant, on an incremental
+    pass only those changed since the cursor (with their complete order aggregates). ``cursor`` is saved
+    by the pipeline once the run succeeded, and handed back next run. ``all_customer_keys`` is set on a
+    full pass only: every customer id the store still has, for detecting deletions.
+    """
+
+    customers: pd.DataFrame
+    full: bool
+    cursor: dict[str, Any] = field(default_factory=dict)
+    all_customer_keys: list[str] | None = None
+    calls: int = 0
