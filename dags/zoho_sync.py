@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_parsing_context, task
+from airflow.sdk.exceptions import AirflowSkipException
 
 from zoho_store_sync import pipeline
 from zoho_store_sync.config import TenantConfig, load_tenants
@@ -47,7 +48,7 @@ def build_sync_dag(tenant: TenantConfig):  # type: ignore[no-untyped-def]
         catchup=False,
         max_active_runs=1,
         dagrun_timeout=timedelta(hours=6),
-        default_args=DEFAULT_ARGS,
+        default_args={**DEFAULT_ARGS, "retries": tenant.retries},
         tags=["zoho_sync", tenant.source, f"tenant:{tenant_id}", *tenant.tags],
         doc_md=DOC_MD.format(tenant_id=tenant_id, source=tenant.source, mapping=tenant.mapping_file,
                              modules=", ".join(tenant.modules) or "none", sync_option=tenant.sync_option,
@@ -60,13 +61,24 @@ def build_sync_dag(tenant: TenantConfig):  # type: ignore[no-untyped-def]
         def create_state_schema() -> None:
             pipeline.create_schema(tenant_id)
 
+        @task(execution_timeout=timedelta(minutes=5))
+        def acquire_tenant_lock(run_id=None) -> None:  # type: ignore[no-untyped-def]
+            try:
+                pipeline.acquire_tenant_lock(tenant_id, run_id, "sync")
+            except pipeline.TenantBusy as busy:  # a reset is running: this run has nothing to do
+                raise AirflowSkipException(str(busy)) from None
+
+        @task(execution_timeout=timedelta(minutes=5))
+        def release_tenant_lock(run_id=None) -> None:  # type: ignore[no-untyped-def]
+            pipeline.release_tenant_lock(tenant_id, run_id, "sync")
+
         @task(retry_policy=SYNC_RETRY_POLICY)
         def extract_customers(run_id=None) -> dict:  # type: ignore[no-untyped-def]
             return pipeline.extract(tenant_id, run_id)
 
         @task(retry_policy=SYNC_RETRY_POLICY)
-        def plan_changes(extracted: dict, run_id=None) -> dict:  # type: ignore[no-untyped-def]
-            return pipeline.plan(tenant_id, run_id, extracted)
+        def plan_changes(extracted: dict, run_id=None, params=None) -> dict:  # type: ignore[no-untyped-def]
+            return pipeline.plan(tenant_id, run_id, extracted, dry_run=bool(params and params.get("dry_run")))
 
         # pool_slots = concurrent Zoho calls of this task: the pool caps calls across all tenants of an org.
         @task(pool=tenant.zoho_pool, pool_slots=tenant.zoho_max_concurrency, retry_policy=SYNC_RETRY_POLICY)
@@ -79,11 +91,13 @@ def build_sync_dag(tenant: TenantConfig):  # type: ignore[no-untyped-def]
                                    started_at=getattr(dag_run, "start_date", None))
 
         schema = create_state_schema()
+        lock = acquire_tenant_lock()
         extracted = extract_customers()
-        schema >> extracted
+        schema >> lock >> extracted
         planned = plan_changes(extracted)
         loaded = upsert_to_zoho(planned)
-        report_summary(extracted, planned, loaded)
+        summary = report_summary(extracted, planned, loaded)
+        summary >> release_tenant_lock().as_teardown(setups=lock)
 
     return zoho_sync()
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
 import copy
 import gc
+import hashlib
+import hmac
 import json
 import math
+import operator
 import os
 import random
 import re
@@ -17,8 +22,8 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, Callable, Iterable, Iterator
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from sandboxes.seed import BASE_CURRENCY, STORES, StoreData, format_ts, generate_store, parse_ts
 
@@ -36,6 +41,22 @@ MAX_PAGE = "Maximum SearchCriteria pageSize is %max"
 NO_SUCH_ENTITY = "No such entity with %fieldName = %fieldValue"
 ENTITY_MISSING = "The entity that was requested doesn't exist. Verify the entity and try again."
 INTERNAL = "Internal Error. Details are available in Magento log file. Report ID: %1"
+# OAuth 1.0a refusals, worded as Magento\Framework\Oauth\Oauth and NonceGenerator word them.
+BAD_SIGNATURE = "The signature is invalid. Verify and try again."
+NONCE_USED = "The nonce is already being used by the consumer with ID %1"
+BAD_TIMESTAMP = "Incorrect timestamp value in the oauth_timestamp parameter"
+UNKNOWN_CONSUMER = "A consumer having the specified key does not exist"
+UNKNOWN_TOKEN = "Specified token does not exist"
+BAD_OAUTH_VERSION = "The \"%1\" Oauth version isn't supported."
+BAD_SIGNATURE_METHOD = "Signature method %1 is not supported"
+DUPLICATE_EMAIL = "A customer with the same email address already exists in an associated website."
+OAUTH_TIME_DEVIATION = 600  # seconds a timestamp may run ahead of the server (NonceGenerator::TIME_DEVIATION)
+OAUTH_REQUIRED = ("oauth_consumer_key", "oauth_signature", "oauth_signature_method", "oauth_nonce",
+                  "oauth_timestamp", "oauth_token")
+INTEGRATION_CONSUMER_ID = 1
+# Timestamps and codes compare byte-wise; skipping case folding on them keeps million-row scans fast.
+VERBATIM_COLUMNS = frozenset({"created_at", "updated_at", "dob", "increment_id", "order_currency_code",
+                              "base_currency_code"})
 RES_CUSTOMER, RES_CUSTOMER_MANAGE = "Magento_Customer::customer", "Magento_Customer::manage"
 RES_ORDERS, RES_STORE = "Magento_Sales::actions_view", "Magento_Backend::store"
 STORE_CODES = {s["code"]: sid for sid, s in STORES.items()}
@@ -191,18 +212,28 @@ def _number(raw: str | None) -> float | None:
         return None
 
 
-def _key(value: Any) -> Any:
-    return value.casefold() if isinstance(value, str) else value
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Full scans allocate a tuple per row; with millions of live rows the cyclic GC would rescan them all, often."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
-def _comparable(value: Any, raw: str | None) -> tuple[Any, Any] | None:
-    """Both sides in one type: numbers for numeric columns, case-folded strings otherwise (SQL NULL -> None)."""
-    if value is None or raw is None:
-        return None
-    if isinstance(value, (int, float)):
-        num = _number(raw)
-        return None if num is None else (value, num)
-    return str(value).casefold(), raw.casefold()
+def _sort_key(column: str) -> Callable[[dict], tuple]:
+    """NULLs first (ascending), strings compared case-insensitively like MySQL's default collation."""
+    fold = column not in VERBATIM_COLUMNS
+
+    def key(row: dict) -> tuple:
+        v = row.get(column)
+        if v is None:
+            return (False, 0)
+        return (True, v.casefold() if fold and isinstance(v, str) else v)
+    return key
 
 
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
@@ -240,10 +271,37 @@ def compile_filter(f: Filter, column: str) -> Callable[[dict], bool]:
         return lambda row: (v := row.get(column)) is not None and (str(raw) in str(v).split(",")) == positive
     # Magento hands unknown condition types to the DB adapter as plain equality.
     op = _COMPARE.get(cond, _COMPARE["eq"])
-    return lambda row: (pair := _comparable(row.get(column), raw)) is not None and op(*pair)
+    if raw is None:
+        return lambda row: False  # "= NULL" is never true in SQL
+    num, fold = _number(raw), column not in VERBATIM_COLUMNS
+    text = raw.casefold() if fold else raw
+
+    def compare(row: dict) -> bool:
+        v = row.get(column)
+        if v is None:
+            return False
+        if isinstance(v, str):
+            return op(v.casefold() if fold else v, text)
+        if isinstance(v, (int, float)):
+            return num is not None and op(v, num)
+        return op(str(v).casefold(), raw.casefold())
+    return compare
+
+
+def combine_groups(groups: list[list[Callable[[dict], bool]]]) -> Callable[[dict], bool] | None:
+    """OR inside a group, AND across groups; None when there is nothing to filter."""
+    preds = [g[0] if len(g) == 1 else (lambda row, g=g: any(p(row) for p in g)) for g in groups]
+    if not preds:
+        return None
+    if len(preds) == 1:
+        return preds[0]
+    return lambda row: all(p(row) for p in preds)
 
 
 # ---- fields= response filtering --------------------------------------------------------------------
+
+_FIELD_NAME = re.compile(r"\s*([^,\[\]\s]*)\s*")
+
 
 def parse_fields(spec: str) -> dict:
     """'items[id,email],total_count' -> {'items': {'id': None, 'email': None}, 'total_count': None}."""
@@ -253,7 +311,7 @@ def parse_fields(spec: str) -> dict:
         nonlocal pos
         out: dict = {}
         while pos < len(spec):
-            m = re.compile(r"\s*([^,\[\]\s]*)\s*").match(spec, pos)
+            m = _FIELD_NAME.match(spec, pos)
             name, pos = m.group(1), m.end()
             sub = None
             if pos < len(spec) and spec[pos] == "[":
@@ -281,19 +339,77 @@ def apply_fields(value: Any, spec: dict | None) -> Any:
     return value
 
 
+# ---- OAuth 1.0a (RFC 5849), verified independently of any client code --------------------------------
+
+_OAUTH_DIGESTS = {"HMAC-SHA256": hashlib.sha256, "HMAC-SHA1": hashlib.sha1}
+
+
+def _rfc3986(value: str) -> str:
+    return quote(value, safe="~")
+
+
+def parse_oauth_header(value: str) -> dict[str, str]:
+    """`k="v",k2="v2"` after "OAuth ": rawurldecoded names and values (Magento's Helper\\Request::_processHeader)."""
+    out: dict[str, str] = {}
+    for part in value.split(","):
+        name, sep, raw = part.strip().partition("=")
+        if sep and name.startswith("oauth_"):
+            out[unquote(name)] = unquote(raw.strip().strip('"'))
+    return out
+
+
+def oauth1_base_string(method: str, url: str, params: list[tuple[str, str]]) -> str:
+    """RFC 5849 §3.4.1: method, normalised URL, and the encoded pairs sorted byte-wise."""
+    parts = urlsplit(url)
+    scheme, host, port = parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+    netloc = host if port is None or (scheme, port) in (("http", 80), ("https", 443)) else f"{host}:{port}"
+    pairs = sorted((_rfc3986(k), _rfc3986(v)) for k, v in params)
+    normalised = "&".join(f"{k}={v}" for k, v in pairs)
+    return "&".join((method.upper(), _rfc3986(f"{scheme}://{netloc}{parts.path}"), _rfc3986(normalised)))
+
+
+@dataclass
+class SignedRequest:
+    """What an OAuth 1.0a signature covers: method, URL, query and a form-encoded body."""
+
+    method: str
+    url: str
+    query: str
+    content_type: str
+    body: bytes
+
+    def params(self) -> list[tuple[str, str]]:
+        # Magento's Helper\Request::_extractQueryStringParams: split on & and =, keep pairs of exactly two,
+        # rawurldecode (a "+" stays a plus), and never take protocol parameters from the query.
+        out = []
+        for chunk in self.query.split("&") if self.query else ():
+            pieces = chunk.split("=")
+            if len(pieces) == 2 and not pieces[0].startswith("oauth_"):
+                out.append((unquote(pieces[0]), unquote(pieces[1])))
+        if self.content_type.startswith("application/x-www-form-urlencoded") and self.body:
+            out += [(k, v) for k, v in parse_qsl(self.body.decode(), keep_blank_values=True)
+                    if not k.startswith("oauth_")]
+        return out
+
+
 # ---- the sandbox ----------------------------------------------------------------------------------
 
 @dataclass
 class _Entity:
     name: str
-    id_field: str
     fields: frozenset
     aliases: dict
     unknown_field_status: int  # EAV customers: 400 "Invalid attribute name"; flat orders: SQL error -> 500
 
 
-_CUSTOMERS = _Entity("customers", "id", CUSTOMER_FIELDS, {"entity_id": "id"}, 400)
-_ORDERS = _Entity("orders", "entity_id", ORDER_FIELDS, {}, 500)
+_CUSTOMERS = _Entity("customers", CUSTOMER_FIELDS, {"entity_id": "id"}, 400)
+_ORDERS = _Entity("orders", ORDER_FIELDS, {}, 500)
+
+
+def _by(rows: list[dict], key: str) -> list[dict]:
+    """Rows in primary-key order (the order a table scan returns them); generated data already is."""
+    keys = list(map(operator.itemgetter(key), rows))
+    return rows if keys == sorted(keys) else sorted(rows, key=operator.itemgetter(key))
 
 
 class MagentoSandbox:
@@ -303,10 +419,24 @@ class MagentoSandbox:
                  admin_password: str = "sandbox-admin-password-123",
                  integration_token: str = "sandbox-integration-token-0123456789", two_factor_auth: bool = False,
                  input_limit_enabled: bool = False, max_page_size: int = 300, default_page_size: int = 20,
-                 legacy_last_page_repeat: bool = False, latency: float = 0.0, seed: int = 0) -> None:
-        data = data if data is not None else generate_store()
+                 legacy_last_page_repeat: bool = False, latency: float = 0.0, seed: int = 0,
+                 consumer_key: str = "sandbox-consumer-key-0123456789ab",
+                 consumer_secret: str = "sandbox-consumer-secret-0123456789",
+                 access_token_secret: str = "sandbox-token-secret-0123456789ab",
+                 allow_integration_bearer: bool = True, integration_resources: Iterable[str] | None = None) -> None:
         self.admin_username, self.admin_password = admin_username, admin_password
         self.integration_token = integration_token
+        # The integration's OAuth 1.0a credentials; `integration_token` is its access token.
+        self.consumer_key, self.consumer_secret = consumer_key, consumer_secret
+        self.access_token_secret = access_token_secret
+        # Magento 2.4.4+ default is False: the access token alone (Bearer) is refused, only signed requests pass.
+        self.allow_integration_bearer = allow_integration_bearer
+        # ACL resources granted to the integration (None: all); admins always have all.
+        self.integration_resources = None if integration_resources is None else frozenset(integration_resources)
+        # Called with {"method", "path", "query"} before each REST request is answered: tests change data here
+        # to play an admin editing the store between two pages of a client's paging.
+        self.on_request: Callable[[dict], None] | None = None
+        self._nonces: set[tuple[str, str]] = set()
         self.two_factor_auth = two_factor_auth
         self.input_limit_enabled = input_limit_enabled
         self.max_page_size, self.default_page_size = max_page_size, default_page_size
@@ -315,22 +445,27 @@ class MagentoSandbox:
         self.url = ""
         self._rng = random.Random(seed)  # admin tokens and report ids
         self._lock = threading.RLock()
-        # Caller's dicts are shared, never mutated: every change replaces a row (copy-on-write).
-        self._customers: dict[int, dict] = {c["id"]: c for c in sorted(data.customers, key=lambda c: c["id"])}
-        self._orders: dict[int, dict] = {o["entity_id"]: o for o in sorted(data.orders, key=lambda o: o["entity_id"])}
-        self._subscribed: dict[int, int] = {  # newsletter_subscriber: customer id -> status (1 subscribed, 3 not)
-            c["id"]: 1 for c in data.customers if c.get("extension_attributes", {}).get("is_subscribed")}
-        self._now = self._initial_clock()
+        with _gc_paused():
+            self._load(data if data is not None else generate_store())
         self._admin_tokens: dict[str, int] = {}  # token -> expiry (sandbox clock)
         self._calls: list[dict] = []
         self._faults: deque[str] = deque()
         self._cache: OrderedDict[tuple, list[dict]] = OrderedDict()
         self._orders_by_customer: dict[int, list[int]] | None = None  # built on first delete
         self._increment_seq: dict[int, int] | None = None  # built on first add_order
-        self._next_entity_id = 1 + max(self._orders, default=0)
-        self._next_address_id = 1 + max((a["id"] for c in data.customers for a in c.get("addresses", ())), default=0)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    def _load(self, data: StoreData) -> None:
+        # Caller's dicts are shared, never mutated: every change replaces a row (copy-on-write).
+        self._customers: dict[int, dict] = {c["id"]: c for c in _by(data.customers, "id")}
+        self._orders: dict[int, dict] = {o["entity_id"]: o for o in _by(data.orders, "entity_id")}
+        self._subscribed: dict[int, int] = {  # newsletter_subscriber: customer id -> status (1 subscribed, 3 not)
+            c["id"]: 1 for c in data.customers if c.get("extension_attributes", {}).get("is_subscribed")}
+        self._now = self._initial_clock()
+        self._next_entity_id = 1 + max(self._orders, default=0)
+        self._next_customer_id = 1 + max(self._customers, default=0)
+        self._next_address_id = 0  # found on first use: one more scan of a million rows is not free
 
     # ---- lifecycle --------------------------------------------------------------------------------
     def start(self, port: int = 0) -> MagentoSandbox:
@@ -360,9 +495,10 @@ class MagentoSandbox:
 
     # ---- clock --------------------------------------------------------------------------------------
     def _initial_clock(self) -> int:
-        stamps = [c["updated_at"] for c in self._customers.values() if "updated_at" in c]
-        stamps += [o["updated_at"] for o in self._orders.values() if "updated_at" in o]
-        return parse_ts(max(stamps)) + 1 if stamps else parse_ts("2024-01-01 00:00:00")
+        stamps = [max((r.get("updated_at", "") for r in table.values()), default="")
+                  for table in (self._customers, self._orders)]
+        latest = max(stamps)
+        return parse_ts(latest) + 1 if latest else parse_ts("2024-01-01 00:00:00")
 
     def now(self) -> str:
         """The sandbox clock as Magento writes it (UTC)."""
@@ -431,6 +567,9 @@ class MagentoSandbox:
         if target is None and addresses:
             target = addresses[0]
         if target is None:
+            if not self._next_address_id:
+                self._next_address_id = 1 + max(
+                    (a["id"] for c in self._customers.values() for a in c.get("addresses", ())), default=0)
             target = {"id": self._next_address_id, "customer_id": row["id"],
                       "default_shipping": True, "default_billing": True}
             self._next_address_id += 1
@@ -448,6 +587,30 @@ class MagentoSandbox:
         with self._lock:
             self._require_customer(customer_id)
             self._subscribed[customer_id] = 1 if subscribed else 3
+
+    def add_customer(self, email: str, *, firstname: str = "New", lastname: str = "Customer", website_id: int = 1,
+                     subscribed: bool = False, **fields: Any) -> dict:
+        """Register a customer now (next auto-increment id); (email, website) is unique, as in customer_entity."""
+        with self._lock:
+            if website_id not in {s["website_id"] for s in STORES.values()}:
+                raise ValueError(f"no website with id {website_id}")
+            folded = email.strip().casefold()
+            if any(c.get("website_id") == website_id and str(c.get("email", "")).strip().casefold() == folded
+                   for c in self._customers.values()):
+                raise MagentoError(400, DUPLICATE_EMAIL)
+            store_id = next(sid for sid, s in STORES.items() if s["website_id"] == website_id)
+            now = format_ts(self._now)
+            row = {"id": self._next_customer_id, "group_id": 1, "created_at": now, "updated_at": now,
+                   "created_in": STORES[store_id]["name"], "email": email, "firstname": firstname,
+                   "lastname": lastname, "store_id": store_id, "website_id": website_id, "addresses": [],
+                   "disable_auto_group_change": 0, "extension_attributes": {"is_subscribed": False}}
+            row.update({k: v for k, v in fields.items() if v is not None and k != "id"})
+            self._customers[row["id"]] = row
+            self._next_customer_id += 1
+            if subscribed:
+                self._subscribed[row["id"]] = 1
+            self._changed()
+            return copy.deepcopy(self._public_customer(row))
 
     def add_order(self, customer_id: int | None, *, base_grand_total: float, status: str = "complete",
                   email: str | None = None, store_id: int | None = None, firstname: str | None = None,
@@ -515,9 +678,10 @@ class MagentoSandbox:
     def _customer_orders(self) -> dict[int, list[int]]:
         if self._orders_by_customer is None:
             index: dict[int, list[int]] = {}
-            for o in self._orders.values():
-                if "customer_id" in o:
-                    index.setdefault(o["customer_id"], []).append(o["entity_id"])
+            with _gc_paused():
+                for o in self._orders.values():
+                    if "customer_id" in o:
+                        index.setdefault(o["customer_id"], []).append(o["entity_id"])
             self._orders_by_customer = index
         return self._orders_by_customer
 
@@ -551,18 +715,61 @@ class MagentoSandbox:
             self._admin_tokens[token] = self._now + ADMIN_TOKEN_LIFETIME
         return token
 
-    def authorize(self, header: str | None, resource: str) -> None:
+    def authorize(self, header: str | None, resource: str, request: SignedRequest | None = None) -> None:
+        """Admin token or integration (Bearer if allowed, or OAuth 1.0a signed); then the ACL resource."""
         denied = MagentoError(401, NOT_AUTHORIZED, {"resources": resource})
         scheme, _, token = (header or "").strip().partition(" ")
         token = token.strip()
+        if scheme.lower() == "oauth" and request is not None:
+            self.verify_oauth1(token, request)
+            self._integration_may(resource, denied)
+            return
         if scheme.lower() != "bearer" or not token:
             raise denied
         if token == self.integration_token:
+            if not self.allow_integration_bearer:
+                raise denied  # 2.4.4+: the integration is not identified, so nothing is authorised
+            self._integration_may(resource, denied)
             return
         with self._lock:
             expiry = self._admin_tokens.get(token)
             if expiry is None or self._now >= expiry:
                 raise denied
+
+    def _integration_may(self, resource: str, denied: MagentoError) -> None:
+        if self.integration_resources is not None and resource not in self.integration_resources:
+            raise denied
+
+    def verify_oauth1(self, header_params: str, request: SignedRequest) -> None:
+        """Check an OAuth 1.0a request the way Magento\\Framework\\Oauth\\Oauth::validateAccessTokenRequest does."""
+        params = parse_oauth_header(header_params)
+        for name in OAUTH_REQUIRED:
+            if not params.get(name):
+                raise MagentoError(400, REQUIRED, {"fieldName": name})
+        if params.get("oauth_version", "1.0") != "1.0":
+            raise MagentoError(400, BAD_OAUTH_VERSION, [params["oauth_version"]])
+        method = params["oauth_signature_method"]
+        if method not in _OAUTH_DIGESTS:
+            raise MagentoError(400, BAD_SIGNATURE_METHOD, [method])
+        if not hmac.compare_digest(params["oauth_consumer_key"], self.consumer_key):
+            raise MagentoError(401, UNKNOWN_CONSUMER)
+        if not hmac.compare_digest(params["oauth_token"], self.integration_token):
+            raise MagentoError(401, UNKNOWN_TOKEN)
+        timestamp = params["oauth_timestamp"]
+        # Checked against the real clock: clients sign with theirs, not with the sandbox's data clock.
+        if not timestamp.isdigit() or not 0 < int(timestamp) <= time.time() + OAUTH_TIME_DEVIATION:
+            raise MagentoError(400, BAD_TIMESTAMP)
+        with self._lock:  # the nonce is spent before the signature is checked, as in Magento
+            key = (params["oauth_consumer_key"], params["oauth_nonce"])
+            if key in self._nonces:
+                raise MagentoError(401, NONCE_USED, [INTEGRATION_CONSUMER_ID])
+            self._nonces.add(key)
+        signed = [(k, v) for k, v in params.items() if k != "oauth_signature"] + request.params()
+        base = oauth1_base_string(request.method, request.url, signed)
+        key_bytes = f"{_rfc3986(self.consumer_secret)}&{_rfc3986(self.access_token_secret)}".encode()
+        expected = base64.b64encode(hmac.new(key_bytes, base.encode(), _OAUTH_DIGESTS[method]).digest()).decode()
+        if not hmac.compare_digest(expected, params["oauth_signature"]):
+            raise MagentoError(401, BAD_SIGNATURE)
 
     # ---- search -------------------------------------------------------------------------------------
     def search(self, entity: _Entity, criteria: SearchCriteria) -> dict:
@@ -606,16 +813,16 @@ class MagentoSandbox:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        groups = [[compile_filter(f, self._column(entity, f.field)) for f in g] for g in criteria.filter_groups]
+        predicate = combine_groups([[compile_filter(f, self._column(entity, f.field)) for f in g]
+                                    for g in criteria.filter_groups])
         sorts = [(self._column(entity, f), d) for f, d in criteria.sort_orders]
         table = self._customers if entity is _CUSTOMERS else self._orders
-        # OR inside a group, AND across groups.
-        rows = [r for r in table.values() if all(any(p(r) for p in g) for g in groups)]
-        # Stable sorts from the last key to the first over id order: ties always break by id ascending.
-        for column, direction in reversed(sorts):
-            # Direction defaults to DESC (SortingProcessor); NULLs sort first ascending, last descending.
-            rows.sort(key=lambda r, c=column: (r.get(c) is not None, _key(r.get(c)) if r.get(c) is not None else 0),
-                      reverse=(direction or "DESC") == "DESC")
+        with _gc_paused():
+            rows = list(table.values()) if predicate is None else [r for r in table.values() if predicate(r)]
+            # Stable sorts from the last key to the first over id order: ties always break by id ascending.
+            # Direction defaults to DESC (Magento's SortingProcessor); NULLs come first ascending, last descending.
+            for column, direction in reversed(sorts):
+                rows.sort(key=_sort_key(column), reverse=(direction or "DESC") == "DESC")
         self._cache[key] = rows
         if len(self._cache) > 8:
             self._cache.popitem(last=False)
@@ -640,10 +847,10 @@ class MagentoSandbox:
         with self._lock:
             return self._faults.popleft() if self._faults else None
 
-    def _record(self, method: str, path: str, query: str, status: int) -> None:
+    def _record(self, method: str, path: str, query: str, status: int, headers: dict | None = None) -> None:
         with self._lock:
             self._calls.append({"method": method, "path": path, "query": dict(parse_qsl(query, keep_blank_values=True)),
-                                "status": status, "ts": time.time()})
+                                "status": status, "ts": time.time(), "headers": dict(headers or {})})
 
 
 # ---- HTTP layer --------------------------------------------------------------------------------------
@@ -728,7 +935,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         status, payload, content_type, headers = self._rest(method, parts.path, parts.query, raw)
         # Record before answering, so a client that just got its response always finds its call logged.
-        self.sandbox._record(method, parts.path, parts.query, status)
+        self.sandbox._record(method, parts.path, parts.query, status, dict(self.headers.items()))
         if status == 0:
             self.close_connection = True  # "drop": the client sees the connection close with no response
             return
@@ -736,6 +943,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---- Magento REST -----------------------------------------------------------------------------
     def _rest(self, method: str, path: str, query: str, raw: bytes) -> tuple[int, bytes, str, dict]:
+        hook = self.sandbox.on_request
+        if hook is not None:
+            hook({"method": method, "path": path, "query": dict(parse_qsl(query, keep_blank_values=True))})
         fault = self.sandbox._take_fault()
         if fault == "drop":
             return 0, b"", "", {}
@@ -763,28 +973,30 @@ class _Handler(BaseHTTPRequestHandler):
         params = parse_php_query(query)
         sb = self.sandbox
         auth = self.headers.get("Authorization")
+        signed = SignedRequest(method, f"http://{self.headers.get('Host', '')}{path}", query,
+                               self.headers.get("Content-Type", ""), raw)
         if method == "POST" and route == "/V1/integration/admin/token":
             return 200, sb.issue_admin_token(self._json_body(raw))
         if method == "GET" and route == "/V1/customers/search":
-            sb.authorize(auth, RES_CUSTOMER)
+            sb.authorize(auth, RES_CUSTOMER, signed)
             return 200, self._search(_CUSTOMERS, params)
         if method == "GET" and route == "/V1/orders":
-            sb.authorize(auth, RES_ORDERS)
+            sb.authorize(auth, RES_ORDERS, signed)
             return 200, self._search(_ORDERS, params)
         if m := re.fullmatch(r"/V1/customers/(\d+)", route):
             if method == "GET":
-                sb.authorize(auth, RES_CUSTOMER)
+                sb.authorize(auth, RES_CUSTOMER, signed)
                 return 200, self._fields(sb.get_customer(int(m.group(1))), params)
             if method == "DELETE":
-                sb.authorize(auth, RES_CUSTOMER_MANAGE)
+                sb.authorize(auth, RES_CUSTOMER_MANAGE, signed)
                 return 200, self._delete(int(m.group(1)))
         if method == "GET" and (m := re.fullmatch(r"/V1/orders/(\d+)", route)):
-            sb.authorize(auth, RES_ORDERS)
+            sb.authorize(auth, RES_ORDERS, signed)
             return 200, self._fields(sb.get_order(int(m.group(1))), params)
         stores = {"/V1/store/storeViews": _store_views, "/V1/store/websites": _websites,
                   "/V1/store/storeConfigs": lambda: _store_configs(sb.url)}
         if method == "GET" and route in stores:
-            sb.authorize(auth, RES_STORE)
+            sb.authorize(auth, RES_STORE, signed)
             return 200, stores[route]()
         raise MagentoError(404, NO_ROUTE)
 
@@ -830,6 +1042,8 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, sb.state()
         if method == "GET" and path == "/__sandbox__/calls":
             return 200, sb.calls()
+        if method == "POST" and path == "/__sandbox__/customers":
+            return 200, sb.add_customer(str(body.pop("email")), **body)
         if method == "POST" and path == "/__sandbox__/orders":
             return 200, sb.add_order(body.get("customer_id"), **{k: v for k, v in body.items() if k != "customer_id"})
         if method == "POST" and path == "/__sandbox__/clock":
@@ -863,10 +1077,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--input-limit-enabled", action="store_true")
     parser.add_argument("--legacy-last-page-repeat", action="store_true")
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--no-integration-bearer", action="store_true",
+                        help="refuse the integration token as a Bearer token (Magento 2.4.4+ default): OAuth 1.0a only")
     args = parser.parse_args(argv)
     sandbox = MagentoSandbox(generate_store(args.customers, seed=args.seed), two_factor_auth=args.two_factor_auth,
                              input_limit_enabled=args.input_limit_enabled,
-                             legacy_last_page_repeat=args.legacy_last_page_repeat, latency=args.latency)
+                             legacy_last_page_repeat=args.legacy_last_page_repeat, latency=args.latency,
+                             allow_integration_bearer=not args.no_integration_bearer)
     gc.freeze()  # this process owns the data set: keep the cyclic GC from rescanning millions of rows
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())

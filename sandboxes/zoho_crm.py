@@ -207,7 +207,7 @@ def _complete_field(spec: dict, field_id: str, custom: bool) -> dict:
         "decimal_place": 2 if data_type == "currency" else None,
         "pick_list_values": [
             {"display_value": v, "actual_value": v, "reference_value": v, "sequence_number": i + 1,
-             "id": f"{field_id}{i:02d}", "type": "used"} for i, v in enumerate(picklist)],
+             "id": f"{field_id}{i:02d}", "type": "used", "colour_code": None} for i, v in enumerate(picklist)],
         "lookup": {"module": {"api_name": "Accounts"}} if data_type == "lookup" else {},
     }
     for key, value in spec.items():  # extra_fields may carry any other metadata key verbatim
@@ -333,7 +333,13 @@ class _Route:
 
 
 class ZohoSandbox:
-    """In-process Zoho CRM v8 emulator serving the accounts host and the API host on one loopback port."""
+    """In-process Zoho CRM v8 emulator serving the accounts host and the API host on one loopback port.
+
+    Test knobs: ``inject_fault`` / ``set_fault_rate`` (429 with optional Retry-After, 500, drop, expire_token,
+    apply_then_500), ``deny_permissions`` (403 NO_PERMISSION), ``latency``, ``concurrency_limit`` (429 past
+    it; ``peak_concurrency`` records the most calls in flight), ``token_throttle_window``,
+    ``bulk_step_seconds`` and ``bulk_relative_download_url``; ``calls()`` lists every call with its credits.
+    """
 
     def __init__(
         self,
@@ -357,6 +363,9 @@ class ZohoSandbox:
         self.daily_credits = daily_credits
         self.seed = seed
         self.bulk_step_seconds = 0.2  # pause between bulk job states so pollers see ADDED → IN PROGRESS
+        # Zoho's v7 samples give a relative download_url; the OAS an absolute one (doc §9 step 5).
+        self.bulk_relative_download_url = False
+        self.token_throttle_window = TOKEN_THROTTLE_WINDOW  # tests shorten Zoho's 10 minutes
         self.url = ""
         self.peak_concurrency = 0
         self._lock = threading.RLock()  # one lock around the record store and all other state
@@ -381,6 +390,7 @@ class ZohoSandbox:
         self._credits_in_window = 0
         self._in_flight = 0
         self._faults: list[dict] = []
+        self._denied: dict[str, list[str]] = {}
         self._fault_rates: dict[str, float] = {}
         self._files: dict[str, dict] = {}
         self._jobs: dict[str, dict] = {}
@@ -474,16 +484,29 @@ class ZohoSandbox:
     # ----------------------------------------------------------------------------------------- faults
 
     def inject_fault(self, kind: str, *, times: int = 1, operation: str | None = None,
-                     status: int | None = None) -> None:
+                     status: int | None = None, retry_after: float | str | None = None) -> None:
         """Queue a fault for the next ``times`` matching calls.
 
         ``operation=None`` matches every API call (not token calls); name ``"token"`` to hit the accounts host.
-        ``status`` overrides the HTTP status of a 429/500/apply_then_500 answer.
+        ``status`` overrides the HTTP status of a 429/500/apply_then_500 answer. ``retry_after`` adds a
+        ``Retry-After`` header to a 429 or 500 (Zoho does not document one; a client must cope either way).
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
         with self._lock:
-            self._faults.append({"kind": kind, "times": int(times), "operation": operation, "status": status})
+            self._faults.append({"kind": kind, "times": int(times), "operation": operation, "status": status,
+                                 "retry_after": retry_after})
+
+    def deny_permissions(self, module: str, permissions: list[str]) -> None:
+        """The connected user's profile loses ``permissions`` on ``module``: its calls answer 403 NO_PERMISSION.
+
+        An empty list gives the permissions back.
+        """
+        with self._lock:
+            if permissions:
+                self._denied[self._module_name(module)] = list(permissions)
+            else:
+                self._denied.pop(self._module_name(module), None)
 
     def set_fault_rate(self, kind: str, probability: float) -> None:
         """Random faults on API calls, reproducible for a given seed; probability 0 switches them off."""
@@ -515,7 +538,7 @@ class ZohoSandbox:
             if api_call:
                 for kind, probability in self._fault_rates.items():
                     if self._fault_rng.random() < probability:
-                        return {"kind": kind, "times": 1, "operation": None, "status": None}
+                        return {"kind": kind, "times": 1, "operation": None, "status": None, "retry_after": None}
         return None
 
     def _fault_response(self, fault: dict) -> _Response | None:
@@ -523,10 +546,11 @@ class ZohoSandbox:
         kind = fault["kind"]
         if kind == "drop":
             return _Response(0, drop=True)
+        headers = {"Retry-After": str(fault["retry_after"])} if fault.get("retry_after") is not None else {}
         if kind == "429":
-            return _json_response(fault["status"] or 429, _err("TOO_MANY_REQUESTS", "too many requests"))
+            return _Response(fault["status"] or 429, _err("TOO_MANY_REQUESTS", "too many requests"), headers)
         if kind == "500":
-            return _json_response(fault["status"] or 500, _INTERNAL)
+            return _Response(fault["status"] or 500, copy.deepcopy(_INTERNAL), headers)
         if kind == "expire_token":
             with self._lock:
                 self._access_tokens.clear()
@@ -589,7 +613,8 @@ class ZohoSandbox:
                 self.set_fault_rate(body["kind"], float(body["probability"]))
             else:
                 self.inject_fault(body["kind"], times=int(body.get("times", 1)),
-                                  operation=body.get("operation"), status=body.get("status"))
+                                  operation=body.get("operation"), status=body.get("status"),
+                                  retry_after=body.get("retry_after"))
             return _json_response(200, {"status": "success"})
         if route == ("POST", "/__sandbox__/delete_in_ui"):
             self.delete_record_in_ui(body["module"], str(body["id"]), bool(body.get("permanent", False)))
@@ -648,7 +673,7 @@ class ZohoSandbox:
             if holder is None or holder["revoked"] or holder["client_id"] != params.get("client_id"):
                 return _json_response(200, {"error": "invalid_code"})
             issued = holder["issued"]
-            while issued and now - issued[0] >= TOKEN_THROTTLE_WINDOW:
+            while issued and now - issued[0] >= self.token_throttle_window:
                 issued.popleft()
             if len(issued) >= TOKEN_THROTTLE_COUNT:
                 return _json_response(400, dict(THROTTLE_BODY))
@@ -719,7 +744,9 @@ class ZohoSandbox:
                 time.sleep(self.latency)  # still counted as in flight, like a slow Zoho
             resp = self._authorised_call(req, route, info)
             if fault is not None and fault["kind"] == "apply_then_500":
-                resp = _json_response(fault["status"] or 500, _INTERNAL)
+                self._refund(info["credits"])  # answered 5xx, so not billed, like every other 5xx here
+                info["credits"] = 0
+                resp = self._with_credit_header(_json_response(fault["status"] or 500, _INTERNAL))
             return resp
         finally:
             with self._lock:
@@ -733,6 +760,10 @@ class ZohoSandbox:
             return route.error
         if not self._scope_ok(scopes, route):
             return _json_response(401, _SCOPE_MISMATCH)
+        with self._lock:
+            denied = self._denied.get(route.module or "")
+        if denied:  # the user's profile lacks a permission: 403 naming it (doc §2.6)
+            return _json_response(403, _err("NO_PERMISSION", "permission denied", permissions=list(denied)))
         cost = self._cost(route.operation, req)
         if not self._charge(cost):
             return self._with_credit_header(_json_response(429, _OUT_OF_CREDITS))
@@ -1611,7 +1642,8 @@ class ZohoSandbox:
             if index is None and default is None or (index is not None and not 0 <= int(index) < len(header)):
                 message = f"required key index for field {name} is not found in request body."
                 return [], _json_response(400, _err("COLUMN_INDEX_NOT_FOUND", message, api_name=name))
-            out.append({"api_name": name, "index": None if index is None else int(index), "default": default})
+            out.append({"api_name": name, "index": None if index is None else int(index), "default": default,
+                        "find_by": m.get("find_by")})
         return out, None
 
     def _run_bulk_job(self, job_id: str) -> None:
@@ -1682,7 +1714,8 @@ class ZohoSandbox:
         if job["callback"]:
             body["callback"] = job["callback"]
         if job["status"] == "COMPLETED":
-            body["result"] = {"download_url": f"{self.url}/crm/bulk/v8/write/{job['id']}/result"}
+            path = f"/crm/bulk/v8/write/{job['id']}/result"
+            body["result"] = {"download_url": path if self.bulk_relative_download_url else f"{self.url}{path}"}
         return body
 
     def _h_bulk_download(self, req: _Request, info: dict, job_id: str) -> _Response:
@@ -1692,7 +1725,7 @@ class ZohoSandbox:
         if payload is None:
             return _json_response(404, _err("RESOURCE_NOT_FOUND", "The requested resource doesn't exist."))
         return _Response(200, payload, {"Content-Disposition": f'attachment; filename="{job_id}.zip"'},
-                         content_type="application/zip")
+                         content_type="application/octet-stream")  # bulk_write.json: octet-stream
 
 
 # ------------------------------------------------------------------------------------ module helpers
@@ -1766,8 +1799,13 @@ def _bulk_values(specs: dict[str, dict], job: dict, row: list[str]) -> tuple[dic
             if not job["ignore_empty"]:
                 values[m["api_name"]] = None  # an empty cell clears the field unless ignore_empty
             continue
+        spec = specs.get(m["api_name"])
+        if spec is not None and spec["data_type"] in ("lookup", "ownerlookup"):
+            # a lookup cell names the related record by id (or name), as the mapping's find_by says
+            values[m["api_name"]] = {"id" if (m.get("find_by") or "id") == "id" else "name": text}
+            continue
         try:
-            values[m["api_name"]] = _csv_value(specs.get(m["api_name"]), text)
+            values[m["api_name"]] = _csv_value(spec, text)
         except ValueError:
             errors.append(("INVALID_DATA", m["api_name"]))
     return values, errors

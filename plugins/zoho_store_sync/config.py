@@ -65,6 +65,8 @@ class TenantConfig(BaseModel):
     zoho_pool: str = DEFAULT_ZOHO_POOL
     zoho_max_concurrency: int = Field(10, ge=1, le=25)
     zoho_workflow_triggers: bool = True
+    zoho_max_retries: int = Field(6, ge=0, le=12)  # in-task retries of a 429/5xx/dropped call (backoff with jitter)
+    retries: int = Field(3, ge=0, le=10)  # Airflow task retries
     failure_threshold: float = Field(0.1, ge=0.0, le=1.0)
     magento: MagentoOptions = Field(default_factory=MagentoOptions)
     deconetwork: DecoNetworkOptions = Field(default_factory=DecoNetworkOptions)

@@ -38,11 +38,6 @@ class Mapping:
     fields: dict[str, dict[str, str]]
     lengths: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def signature(self, module: str) -> str:
-        """Changes when the module's mapping changes; part of every hash of that module."""
-        items = sorted(self.fields.get(module, {}).items())
-        return f"{HASH_VERSION}|{module}|" + ",".join(f"{z}={s}" for z, s in items)
-
     def max_length(self, module: str, zoho_field: str) -> int:
         known = self.lengths.get(module, {})
         return known.get(zoho_field) or STANDARD_FIELD_LENGTHS.get(zoho_field) or DEFAULT_TEXT_LENGTH
@@ -93,14 +88,35 @@ def build_payloads(customers: pd.DataFrame, mapping: Mapping, module: str) -> pd
     return pd.DataFrame(columns, index=customers.index)
 
 
-def payload_hashes(payloads: pd.DataFrame, signature: str) -> np.ndarray:
-    """A 64-bit hash per row of exactly what is sent, vectorised; signed so databases can store it."""
+def _seed(text: str) -> np.uint64:
+    return np.uint64(int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "little"))
+
+
+def _mix(values: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: spreads every input bit over the whole 64-bit output."""
+    with np.errstate(over="ignore"):
+        values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return values ^ (values >> np.uint64(31))
+
+
+def payload_hashes(payloads: pd.DataFrame, module: str) -> np.ndarray:
+    """A 64-bit hash per row of exactly what is sent, vectorised; signed so databases can store it.
+
+    The hash is a sum over the row's non-null (field, value) pairs. A field added to the mapping
+    therefore changes the hash only of rows where it has a value, and a removed field only of rows
+    where it had one: changing a mapping re-sends just the records whose payload changed.
+    """
     if payloads.empty:
         return np.zeros(0, dtype="int64")
-    seed = int.from_bytes(hashlib.sha1(signature.encode()).digest()[:8], "little")
-    row_hash = pd.util.hash_pandas_object(payloads[sorted(payloads.columns)], index=False).to_numpy()
-    mixed = (row_hash ^ np.uint64(seed)) * np.uint64(0x9E3779B97F4A7C15)
-    return mixed.view("int64")
+    total = np.zeros(len(payloads), dtype="uint64")
+    with np.errstate(over="ignore"):
+        for name in payloads.columns:
+            column = payloads[name]
+            hashed = pd.util.hash_pandas_object(column, index=False).to_numpy(dtype="uint64")
+            pair = _mix(hashed ^ _seed(f"{HASH_VERSION}|{module}|{name}"))
+            total += np.where(column.isna().to_numpy(), np.uint64(0), pair)
+        return _mix(total ^ _seed(f"{HASH_VERSION}|{module}")).view("int64")
 
 
 def _json_value(value: Any) -> Any:
@@ -126,3 +142,41 @@ def payload_records(payloads: pd.DataFrame) -> list[dict[str, Any]]:
 
 def payload_json(payloads: pd.DataFrame) -> list[str]:
     return [json.dumps(record, ensure_ascii=False, sort_keys=True) for record in payload_records(payloads)]
+
+
+# Zoho data types a canonical field may be written to.
+_COMPATIBLE_TYPES = {
+    "string": {"text", "textarea", "email", "phone", "website", "picklist", "autonumber"},
+    "int64": {"integer", "bigint", "double", "currency", "decimal", "text", "textarea"},
+    "float64": {"double", "currency", "decimal", "text", "textarea"},
+    "boolean": {"boolean"},
+}
+
+
+def check_against_org(mapping: Mapping, module: str, org_fields: list[dict[str, Any]]) -> list[str]:
+    """Problems of a module's mapping against the org's real field metadata (empty list: fine)."""
+    by_name = {f.get("api_name"): f for f in org_fields}
+    problems = []
+    for zoho_field, source_field in mapping.fields.get(module, {}).items():
+        meta = by_name.get(zoho_field)
+        if meta is None:
+            problems.append(f"{module}.{zoho_field}: no such field in the Zoho org (create it, or delete the mapping)")
+            continue
+        if meta.get("read_only") or meta.get("field_read_only"):
+            problems.append(f"{module}.{zoho_field}: read-only in Zoho, it cannot be written")
+            continue
+        data_type = str(meta.get("data_type", ""))
+        kind = CUSTOMER_COLUMNS[source_field]
+        if data_type and data_type not in _COMPATIBLE_TYPES[kind]:
+            problems.append(f"{module}.{zoho_field}: Zoho type {data_type!r} cannot hold {source_field!r} ({kind})")
+    for meta in org_fields:
+        if meta.get("system_mandatory") and meta.get("api_name") not in mapping.fields.get(module, {}):
+            problems.append(f"{module}.{meta.get('api_name')}: mandatory in the Zoho org but not mapped")
+    return problems
+
+
+def with_org_lengths(mapping: Mapping, org_fields_by_module: dict[str, list[dict[str, Any]]]) -> Mapping:
+    """The mapping with each text field's length taken from the org (Zoho rejects longer values)."""
+    lengths = {module: {f["api_name"]: int(f["length"]) for f in fields if f.get("length")}
+               for module, fields in org_fields_by_module.items()}
+    return Mapping(fields=mapping.fields, lengths=lengths)

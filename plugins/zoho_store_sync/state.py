@@ -11,7 +11,7 @@ import io
 import json
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 
 import pandas as pd
@@ -102,6 +102,27 @@ refresh_tokens = sa.Table(
     sa.Column("scope", sa.Text),
     sa.Column("api_domain", sa.String(250)),
     sa.Column("connected_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+tenant_locks = sa.Table(
+    "zoho_sync_locks",
+    metadata,
+    # One holder per tenant: the scheduled sync and the reset never run at the same time.
+    sa.Column("tenant_id", sa.String(100), primary_key=True),
+    sa.Column("holder", sa.String(40), nullable=False),  # "sync" or "reset"
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),  # a crashed holder's lease ends
+)
+
+resets = sa.Table(
+    "zoho_sync_resets",
+    metadata,
+    sa.Column("tenant_id", sa.String(100), primary_key=True),
+    sa.Column("modules", sa.String(40), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # in_progress (resumable) or done
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
 )
 
 STATE_COLUMNS = ["customer_key", "email", "module", "zoho_id", "payload_hash", "status", "error_code",
@@ -238,12 +259,21 @@ class StateStore:
         finally:
             raw.close()
 
+    def count_retryable_failures(self) -> int:
+        query = sa.select(sa.func.count()).select_from(customers_state).where(
+            customers_state.c.tenant_id == self.tenant_id, customers_state.c.status == "failed",
+            customers_state.c.retryable.is_(True))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
     def forget(self, modules: Iterable[str] | None = None) -> int:
-        """Reset: forget ids, hashes and deleted-in-Zoho marks of this tenant (optionally some modules)."""
+        """Forget ids, hashes and deleted-in-Zoho marks of this tenant (optionally some modules) and its
+        cursors, so the next run is a full pass."""
         statement = sa.delete(customers_state).where(customers_state.c.tenant_id == self.tenant_id)
         if modules is not None:
             statement = statement.where(customers_state.c.module.in_(list(modules)))
         with self.engine.begin() as conn:
+            conn.execute(sa.delete(cursors).where(cursors.c.tenant_id == self.tenant_id))
             return conn.execute(statement).rowcount
 
     # --- cursors ---------------------------------------------------------------------------------
@@ -267,6 +297,64 @@ class StateStore:
     def forget_cursors(self) -> None:
         with self.engine.begin() as conn:
             conn.execute(sa.delete(cursors).where(cursors.c.tenant_id == self.tenant_id))
+
+    # --- tenant lock -----------------------------------------------------------------------------
+    def acquire_lock(self, holder: str, run_id: str, ttl: timedelta) -> tuple[bool, dict[str, Any] | None]:
+        """Take the tenant's lock for ``holder`` unless another holder's lease is still running.
+
+        Returns (acquired, current holder row). The same holder kind may take over its own lease (a
+        resumed reset, or the next sync run after a crashed one).
+        """
+        now = now_utc()
+        with self.engine.connect() as conn:
+            conn.info["immediate"] = True
+            with conn.begin():
+                if self.engine.dialect.name == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"lock:{self.tenant_id}"})
+                row = conn.execute(sa.select(tenant_locks).where(tenant_locks.c.tenant_id == self.tenant_id)).first()
+                if row is not None and row.holder != holder and _aware(row.expires_at) > now:
+                    return False, dict(row._mapping)
+                values = {"holder": holder, "run_id": run_id, "expires_at": now + ttl}
+                if row is None:
+                    conn.execute(sa.insert(tenant_locks).values(tenant_id=self.tenant_id, **values))
+                else:
+                    conn.execute(sa.update(tenant_locks).where(tenant_locks.c.tenant_id == self.tenant_id).values(**values))
+                return True, None
+
+    def release_lock(self, holder: str, run_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(tenant_locks).where(tenant_locks.c.tenant_id == self.tenant_id,
+                                                       tenant_locks.c.holder == holder, tenant_locks.c.run_id == run_id))
+
+    # --- resets ----------------------------------------------------------------------------------
+    def reset_in_progress(self) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(resets).where(resets.c.tenant_id == self.tenant_id,
+                                                       resets.c.status == "in_progress")).first()
+        return dict(row._mapping) if row else None
+
+    def begin_reset(self, modules: Iterable[str], run_id: str) -> bool:
+        """Forget the state of ``modules`` and record the reset, unless the same reset is to be resumed.
+
+        Returns True when resuming (the state kept holds what Zoho already confirmed).
+        """
+        key = ",".join(sorted(modules))
+        current = self.reset_in_progress()
+        if current is not None and current["modules"] == key:
+            return True
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(customers_state).where(customers_state.c.tenant_id == self.tenant_id,
+                                                          customers_state.c.module.in_(sorted(modules))))
+            conn.execute(sa.delete(cursors).where(cursors.c.tenant_id == self.tenant_id))
+            conn.execute(sa.delete(resets).where(resets.c.tenant_id == self.tenant_id))
+            conn.execute(sa.insert(resets).values(tenant_id=self.tenant_id, modules=key, status="in_progress",
+                                                  run_id=run_id, started_at=now_utc()))
+        return False
+
+    def finish_reset(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(resets).where(resets.c.tenant_id == self.tenant_id)
+                         .values(status="done", finished_at=now_utc()))
 
     # --- history ---------------------------------------------------------------------------------
     def record_run(self, run_id: str, kind: str, summary: dict[str, Any], started_at: datetime | None) -> None:
@@ -305,6 +393,11 @@ class StateStore:
             query = query.where(record_errors.c.run_id == run_id)
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite returns naive datetimes: they were written in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def _is_na(value: Any) -> bool:

@@ -57,7 +57,8 @@ def test_every_task_has_retries_and_a_timeout(monkeypatch):
         assert task.retries >= 2, task.task_id
         assert task.execution_timeout is not None and task.execution_timeout <= timedelta(hours=2), task.task_id
     assert [t.task_id for t in dag.topological_sort()] == [
-        "create_state_schema", "extract_customers", "plan_changes", "upsert_to_zoho", "report_summary"]
+        "create_state_schema", "acquire_tenant_lock", "extract_customers", "plan_changes", "upsert_to_zoho",
+        "report_summary", "release_tenant_lock"]
 
 
 def test_malformed_tenant_is_named_with_its_field_and_other_tenants_still_load(monkeypatch):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from sandboxes.magento import MagentoSandbox
+from sandboxes.magento import MagentoError as SandboxMagentoError, MagentoSandbox
 from sandboxes.seed import generate_store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,6 +131,123 @@ def test_missing_or_unknown_token_gets_401_naming_the_acl_resource(shared, path,
     assert resp.status_code == 401
     assert resp.json() == {"message": "The consumer isn't authorized to access %resources.",
                            "parameters": {"resources": resource}}
+
+
+# ---- OAuth 1.0a integrations (signed by hand here, independently of the sync's hook) -------------------------
+
+def _enc(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(value, safe="~")
+
+
+def oauth_header(sb: MagentoSandbox, method: str, url: str, *, nonce: str | None = None, timestamp: int | None = None,
+                 signature_method: str = "HMAC-SHA256", consumer_secret: str | None = None, **overrides: str) -> str:
+    """RFC 5849 by the book: sorted encoded pairs of query + protocol params, HMAC keyed by both secrets."""
+    import base64
+    import hashlib
+    import hmac
+    import uuid
+    from urllib.parse import unquote, urlsplit
+
+    oauth = {"oauth_consumer_key": sb.consumer_key, "oauth_token": sb.integration_token,
+             "oauth_signature_method": signature_method, "oauth_timestamp": str(timestamp or int(time.time())),
+             "oauth_nonce": nonce or uuid.uuid4().hex, "oauth_version": "1.0", **overrides}
+    parts = urlsplit(url)
+    query = [tuple(unquote(x) for x in p.split("=", 1)) for p in parts.query.split("&") if p]
+    pairs = "&".join(f"{k}={v}" for k, v in sorted((_enc(k), _enc(v)) for k, v in [*query, *oauth.items()]))
+    base = "&".join([method, _enc(f"{parts.scheme}://{parts.netloc}{parts.path}"), _enc(pairs)])
+    key = f"{_enc(consumer_secret or sb.consumer_secret)}&{_enc(sb.access_token_secret)}".encode()
+    digest = hashlib.sha256 if signature_method == "HMAC-SHA256" else hashlib.sha1
+    oauth["oauth_signature"] = base64.b64encode(hmac.new(key, base.encode(), digest).digest()).decode()
+    return "OAuth " + ", ".join(f'{_enc(k)}="{_enc(v)}"' for k, v in oauth.items())
+
+
+@pytest.fixture(scope="module")
+def oauth_only(data):
+    """A 2.4.4+ store: integration tokens are not accepted as standalone Bearer tokens."""
+    with MagentoSandbox(data, allow_integration_bearer=False) as sb:
+        yield sb
+
+
+SIGNED_URL = "/rest/V1/customers/search?searchCriteria%5BpageSize%5D=2&searchCriteria%5Bfilter_groups%5D%5B0%5D" \
+             "%5Bfilters%5D%5B0%5D%5Bfield%5D=updated_at&searchCriteria%5Bfilter_groups%5D%5B0%5D%5Bfilters%5D%5B0%5D" \
+             "%5Bvalue%5D=2024-01-01%2000%3A00%3A00&searchCriteria%5Bfilter_groups%5D%5B0%5D%5Bfilters%5D%5B0%5D" \
+             "%5Bcondition_type%5D=gteq"
+
+
+@pytest.mark.parametrize("signature_method", ["HMAC-SHA256", "HMAC-SHA1"])
+def test_oauth1_signed_request_is_verified_and_accepted(oauth_only, signature_method):
+    url = oauth_only.url + SIGNED_URL
+    resp = requests.get(url, headers={"Authorization": oauth_header(oauth_only, "GET", url,
+                                                                      signature_method=signature_method)}, timeout=10)
+    assert resp.status_code == 200 and len(resp.json()["items"]) == 2
+
+
+def test_bearer_integration_token_is_refused_when_bearer_use_is_off_but_admin_tokens_still_work(oauth_only):
+    resp = search(oauth_only, criteria(page_size=1))
+    assert resp.status_code == 401 and resp.json()["parameters"] == {"resources": "Magento_Customer::customer"}
+    token = requests.post(oauth_only.url + "/rest/V1/integration/admin/token", json=ADMIN, timeout=10).json()
+    assert search(oauth_only, criteria(page_size=1), headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+@pytest.mark.parametrize("tamper", ["query", "path", "added_param", "wrong_secret"])
+def test_tampered_oauth1_request_is_refused_with_the_invalid_signature_message(oauth_only, tamper):
+    url = oauth_only.url + SIGNED_URL
+    header = oauth_header(oauth_only, "GET", url, consumer_secret="guess" if tamper == "wrong_secret" else None)
+    sent = {"query": url.replace("pageSize%5D=2", "pageSize%5D=200"),
+            "path": url.replace("/rest/V1/", "/rest/default/V1/"),
+            "added_param": url + "&fields=items%5Bid%5D", "wrong_secret": url}[tamper]
+    resp = requests.get(sent, headers={"Authorization": header}, timeout=10)
+    assert resp.status_code == 401
+    assert resp.json() == {"message": "The signature is invalid. Verify and try again."}
+
+
+def test_plus_in_a_signed_query_is_a_literal_plus_like_magentos_rawurldecode(oauth_only):
+    # The client signs "2024-01-01 00:00:00" but sends "+": Magento verifies against a literal "+" and refuses.
+    url = oauth_only.url + SIGNED_URL
+    header = oauth_header(oauth_only, "GET", url)
+    resp = requests.get(url.replace("%2000", "+00"), headers={"Authorization": header}, timeout=10)
+    assert resp.status_code == 401 and resp.json()["message"].startswith("The signature is invalid")
+
+
+def test_replayed_oauth1_nonce_is_refused(oauth_only):
+    url = oauth_only.url + SIGNED_URL
+    header = oauth_header(oauth_only, "GET", url, nonce="once-only-nonce")
+    assert requests.get(url, headers={"Authorization": header}, timeout=10).status_code == 200
+    replay = requests.get(url, headers={"Authorization": header}, timeout=10)
+    assert replay.status_code == 401
+    assert replay.json() == {"message": "The nonce is already being used by the consumer with ID %1", "parameters": [1]}
+
+
+@pytest.mark.parametrize("change, status, message", [
+    ({"timestamp": int(time.time()) + 3600}, 400, "Incorrect timestamp value in the oauth_timestamp parameter"),
+    ({"oauth_consumer_key": "someone-else"}, 401, "A consumer having the specified key does not exist"),
+    ({"oauth_token": "revoked-token"}, 401, "Specified token does not exist"),
+    ({"signature_method": "PLAINTEXT"}, 400, "Signature method %1 is not supported"),
+    ({"oauth_version": "2.0"}, 400, "The \"%1\" Oauth version isn't supported."),
+])
+def test_oauth1_protocol_errors_are_refused_like_magento(oauth_only, change, status, message):
+    url = oauth_only.url + SIGNED_URL
+    resp = requests.get(url, headers={"Authorization": oauth_header(oauth_only, "GET", url, **change)}, timeout=10)
+    assert resp.status_code == status and resp.json()["message"] == message
+
+
+def test_oauth1_request_without_a_nonce_is_400_required(oauth_only):
+    url = oauth_only.url + SIGNED_URL
+    header = oauth_header(oauth_only, "GET", url).replace("oauth_nonce=", "oauth_nonsense=")
+    resp = requests.get(url, headers={"Authorization": header}, timeout=10)
+    assert resp.status_code == 400 and resp.json()["parameters"] == {"fieldName": "oauth_nonce"}
+
+
+def test_integration_resources_limit_what_the_integration_may_read(data):
+    with MagentoSandbox(data, integration_resources={"Magento_Customer::customer"}) as sb:
+        assert search(sb, criteria(page_size=1)).status_code == 200
+        orders = search(sb, criteria(page_size=1), path="/rest/V1/orders")
+        assert orders.status_code == 401 and orders.json()["parameters"] == {"resources": "Magento_Sales::actions_view"}
+        url = sb.url + "/rest/V1/orders?searchCriteria%5BpageSize%5D=1"
+        signed = requests.get(url, headers={"Authorization": oauth_header(sb, "GET", url)}, timeout=10)
+        assert signed.status_code == 401  # the same integration, signed: the same ACL
 
 
 # ---- routes and store codes -----------------------------------------------------------------------------
@@ -434,6 +551,39 @@ def test_calls_log_records_method_path_query_and_status(sandbox):
     assert calls[0]["query"]["searchCriteria[pageSize]"] == "3" and calls[0]["ts"] <= time.time()
     over_http = requests.get(sandbox.url + "/__sandbox__/calls", timeout=10).json()
     assert len(over_http) == 2  # control endpoints are not logged
+
+
+def test_add_customer_takes_the_next_id_and_refuses_the_same_email_twice_on_one_website(sandbox, data):
+    added = sandbox.add_customer("new.person@example.com", firstname="New", website_id=2, subscribed=True)
+    assert added["id"] == len(data.customers) + 1 and added["created_at"] == added["updated_at"] == sandbox.now()
+    assert added["website_id"] == added["store_id"] == 2 and added["created_in"] == "EU Store View"
+    assert added["extension_attributes"]["is_subscribed"] is True and "middlename" not in added
+    with pytest.raises(SandboxMagentoError, match="same email address"):
+        sandbox.add_customer(" NEW.person@example.com", website_id=2)
+    assert sandbox.add_customer("new.person@example.com", website_id=1)["id"] == added["id"] + 1  # another website
+    over_http = requests.post(sandbox.url + "/__sandbox__/customers", json={"email": "http@example.com"}, timeout=10)
+    assert over_http.json()["id"] == added["id"] + 2
+
+
+def test_on_request_runs_before_each_rest_request_so_tests_can_edit_between_pages(sandbox):
+    seen = []
+
+    def edit(request: dict) -> None:
+        seen.append((request["method"], request["path"], request["query"].get("searchCriteria[currentPage]")))
+        if len(seen) == 1:
+            sandbox.delete_customer(1)
+
+    sandbox.on_request = edit
+    first = search(sandbox, criteria(page_size=2, current_page=1))
+    requests.get(sandbox.url + "/__sandbox__/state", timeout=10)  # control calls are not REST calls
+    assert ids(first) == [2, 3]  # the edit landed before the page was read
+    assert seen == [("GET", "/rest/V1/customers/search", "1")]
+
+
+def test_calls_log_records_the_request_headers(sandbox):
+    search(sandbox, criteria(page_size=1), headers={**INTEGRATION, "X-Probe": "yes"})
+    headers = sandbox.calls()[-1]["headers"]
+    assert headers["X-Probe"] == "yes" and headers["Authorization"] == INTEGRATION["Authorization"]
 
 
 # ---- faults -------------------------------------------------------------------------------------------

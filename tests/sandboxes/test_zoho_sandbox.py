@@ -723,6 +723,40 @@ def test_apply_then_500_applies_the_write_and_answers_500(sandbox: ZohoSandbox, 
     assert api.upsert("Contacts", [contact(1)]).json()["data"][0]["action"] == "update"  # a retry does not duplicate
 
 
+def test_apply_then_500_is_not_billed_like_every_other_5xx(sandbox: ZohoSandbox, api: Api) -> None:
+    sandbox.inject_fault("apply_then_500", operation="upsert")
+    api.upsert("Contacts", [contact(i) for i in range(20)])
+    assert sandbox.credits_used() == 0 and sandbox.calls()[-1]["credits"] == 0
+
+
+def test_injected_429_and_500_can_carry_a_retry_after_header(sandbox: ZohoSandbox, api: Api) -> None:
+    sandbox.inject_fault("429", operation="upsert", retry_after=2)
+    sandbox.inject_fault("500", operation="upsert")
+    throttled = api.upsert("Contacts", [contact(1)])
+    assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "2"
+    assert "Retry-After" not in api.upsert("Contacts", [contact(1)]).headers
+
+
+def test_a_denied_permission_answers_403_no_permission_naming_it(sandbox: ZohoSandbox, api: Api) -> None:
+    sandbox.deny_permissions("Leads", ["Crm_Implied_View_Leads"])
+    denied = api.upsert("Leads", [contact(1)])
+    assert denied.status_code == 403
+    assert denied.json() == {"code": "NO_PERMISSION", "details": {"permissions": ["Crm_Implied_View_Leads"]},
+                             "message": "permission denied", "status": "error"}
+    assert api.upsert("Contacts", [contact(1)]).status_code == 200
+    sandbox.deny_permissions("Leads", [])
+    assert api.upsert("Leads", [contact(1)]).status_code == 200
+
+
+def test_token_throttle_window_can_be_shortened_for_tests(sandbox: ZohoSandbox) -> None:
+    sandbox.token_throttle_window = 0.2
+    for _ in range(10):
+        assert "access_token" in refresh(sandbox).json()
+    assert refresh(sandbox).status_code == 400
+    time.sleep(0.25)
+    assert "access_token" in refresh(sandbox).json()
+
+
 def test_faults_hit_the_token_endpoint_only_when_it_is_named(sandbox: ZohoSandbox) -> None:
     sandbox.inject_fault("500")
     assert refresh(sandbox).status_code == 200  # an unnamed fault waits for an API call
@@ -827,6 +861,39 @@ def test_bulk_write_uses_field_mappings_by_index(sandbox: ZohoSandbox, api: Api)
     wait_for_job(api, api.call("POST", "/crm/bulk/v8/write", json=job).json()["details"]["id"])
     [lead] = sandbox.records("Leads")
     assert (lead["Last_Name"], lead["Email"], lead["Lead_Source"]) == ("Smith", "smith@example.com", "Online Store")
+
+
+def test_bulk_lookup_columns_name_the_related_record_by_the_mappings_find_by(sandbox: ZohoSandbox,
+                                                                             api: Api) -> None:
+    rows = [["Last_Name", "Account_Name"], ["Smith", "5700000000000999999"]]
+    file_id = upload(sandbox, api, bulk_zip(rows)).json()["details"]["file_id"]
+    job = {"operation": "insert", "resource": [{"type": "data", "module": {"api_name": "Contacts"}, "file_id": file_id,
+                                                "field_mappings": [{"api_name": "Last_Name", "index": 0},
+                                                                   {"api_name": "Account_Name", "index": 1,
+                                                                    "find_by": "id"}]}]}
+    wait_for_job(api, api.call("POST", "/crm/bulk/v8/write", json=job).json()["details"]["id"])
+    [stored] = sandbox.records("Contacts")
+    assert stored["Account_Name"] == {"id": "5700000000000999999"}
+
+
+def test_bulk_result_is_an_octet_stream_and_the_download_url_may_be_relative(sandbox: ZohoSandbox,
+                                                                            api: Api) -> None:
+    sandbox.bulk_relative_download_url = True
+    file_id = upload(sandbox, api, bulk_zip([["Last_Name"], ["A"]])).json()["details"]["file_id"]
+    job = {"operation": "insert",
+           "resource": [{"type": "data", "module": {"api_name": "Contacts"}, "file_id": file_id}]}
+    done = wait_for_job(api, api.call("POST", "/crm/bulk/v8/write", json=job).json()["details"]["id"])[-1]
+    url = done["result"]["download_url"]
+    assert url.startswith("/crm/bulk/v8/write/")
+    result = api.call("GET", url)
+    assert result.headers["Content-Type"] == "application/octet-stream"  # as bulk_write.json declares
+    assert zipfile.is_zipfile(io.BytesIO(result.content))
+
+
+def test_picklist_values_carry_colour_code_as_the_fields_oas_requires(api: Api) -> None:
+    fields = {f["api_name"]: f for f in api.call("GET", "/crm/v8/settings/fields",
+                                                 params={"module": "Leads"}).json()["fields"]}
+    assert all("colour_code" in v for v in fields["Lead_Status"]["pick_list_values"])
 
 
 def test_bulk_upload_needs_its_headers_and_a_zip(sandbox: ZohoSandbox, api: Api) -> None:

@@ -79,17 +79,26 @@ def test_text_is_cut_to_the_zoho_field_length():
     assert build_payloads(prepared.valid, mapping, "Leads")["First_Name"].iloc[0] == "F" * 40
 
 
-def test_hash_changes_with_any_sent_value_and_with_the_mapping():
+def test_hash_changes_with_any_sent_value():
     mapping = load_mapping(TENANT)
     prepared = prepare(customers(email=["a@x.io", "b@x.io"]))
     payloads = build_payloads(prepared.valid, mapping, "Leads")
-    first = payload_hashes(payloads, mapping.signature("Leads"))
-    again = payload_hashes(payloads.copy(), mapping.signature("Leads"))
+    first = payload_hashes(payloads, "Leads")
+    again = payload_hashes(payloads.copy(), "Leads")
     assert (first == again).all() and first[0] != first[1]
     edited = payloads.copy()
     edited.loc[0, "City"] = "Oslo"
-    assert payload_hashes(edited, mapping.signature("Leads"))[0] != first[0]
-    assert payload_hashes(payloads, "other-signature")[0] != first[0]
+    assert payload_hashes(edited, "Leads")[0] != first[0]
+    assert payload_hashes(payloads, "Contacts")[0] != first[0]
+
+
+def test_a_field_added_to_the_mapping_changes_only_rows_where_it_has_a_value():
+    prepared = prepare(customers(email=["a@x.io", "b@x.io"], company=["ACME", None]))
+    before = payload_hashes(build_payloads(prepared.valid, load_mapping(TENANT), "Contacts"), "Contacts")
+    tenant = TENANT.model_copy(update={"mapping_overrides": {"Contacts": {"Description": "company"}}})
+    after = payload_hashes(build_payloads(prepared.valid, load_mapping(tenant), "Contacts"), "Contacts")
+    assert after[0] != before[0]
+    assert after[1] == before[1]
 
 
 def test_plan_sends_new_records_then_nothing_until_a_value_changes():
@@ -151,3 +160,12 @@ def test_mapping_to_an_unknown_customer_field_names_tenant_module_and_field():
     tenant = TENANT.model_copy(update={"mapping_overrides": {"Contacts": {"Title": "job_title"}}})
     with pytest.raises(MappingError, match=r"tenant 't1': mapping Contacts.Title: unknown customer field 'job_title'"):
         load_mapping(tenant)
+
+
+def test_existing_customers_stay_unchanged_when_new_customers_appear_beside_them():
+    mapping = load_mapping(TENANT)
+    before = prepare(customers(email=[f"c{i}@x.io" for i in range(50)]))
+    state = state_from(plan_changes(before.valid, empty_state(), mapping, TENANT.modules).changes)
+    after = prepare(customers(email=[f"c{i}@x.io" for i in range(51)]))
+    plan = plan_changes(after.valid, state, mapping, TENANT.modules)
+    assert (plan.counts["unchanged"], plan.counts["new"], plan.counts["changed"]) == (50, 1, 0)

@@ -1,34 +1,63 @@
 """The Magento 2 hook: authenticated REST calls and searchCriteria paging that never loses or repeats a row.
 
-Connection: ``host`` is the store's base URL (``https://shop.example.com``). Extra ``auth`` chooses:
+Connection: ``host`` is the store's base URL (``https://shop.example.com``). Extra ``auth`` chooses how
+every request is authenticated:
 
-* ``integration_token`` (default): ``password`` is an integration's access token, sent as a bearer token
-  (the store must allow integration tokens as standalone bearer tokens);
-* ``admin``: ``login``/``password`` of an admin user; the 4-hour admin token is renewed once on a 401.
-  Magento 2.4 refuses this when two-factor authentication is on: use an integration instead.
+* ``integration_token`` (default): ``password`` is an integration's access token, sent as
+  ``Authorization: Bearer``. Magento 2.4.4 and later refuse this unless the store enables Stores >
+  Configuration > Services > OAuth > Consumer Settings > *Allow OAuth Access Tokens to be used as
+  standalone Bearer tokens*; otherwise use ``oauth1``.
+* ``oauth1``: the integration's four credentials, every request signed with OAuth 1.0a HMAC-SHA256
+  (RFC 5849; works whatever the bearer setting). ``consumer_key`` and ``access_token`` go in the extra;
+  the two secrets go in ``password`` as a JSON object
+  ``{"consumer_secret": "...", "access_token_secret": "..."}`` so Airflow masks them like any password.
+  Any of the four may be in either place; a value in the password JSON wins over the extra.
+* ``admin``: ``login``/``password`` of an admin user, exchanged for a 4-hour admin token that is renewed
+  once on a 401. Magento 2.4 refuses admin tokens when two-factor authentication is on (the default):
+  the error says so; use an integration instead.
+
+Optional extras: ``store_code`` (read by the caller, not here) and ``timeout``. No extra ever becomes an
+HTTP header (Airflow's HttpHook would send every unknown extra as one, secrets included).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import random
+import secrets
 import threading
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import requests
 from requests.auth import AuthBase
+from requests.structures import CaseInsensitiveDict
 
 from airflow.providers.http.hooks.http import HttpHook
 
-_OWN_EXTRAS = frozenset({"auth", "store_code", "timeout"})
+AUTH_MODES = ("integration_token", "oauth1", "admin")
+OAUTH1_FIELDS = ("consumer_key", "consumer_secret", "access_token", "access_token_secret")
+_MAX_PAGE_MESSAGE = "Maximum SearchCriteria pageSize is"
 
 
 class MagentoError(Exception):
-    """Magento refused a call; the message is Magento's own, placeholders filled in."""
+    """Magento refused a call; the message is Magento's own, placeholders filled in.
+
+    ``status`` is the HTTP status (None when no response came), ``body`` the decoded error body.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
 
 
 class MagentoAuthError(MagentoError):
-    pass
+    """The credentials were refused, or the integration lacks an ACL resource."""
 
 
 def format_magento_message(body: Any) -> str:
@@ -38,12 +67,110 @@ def format_magento_message(body: Any) -> str:
     message = str(body.get("message", ""))
     parameters = body.get("parameters")
     if isinstance(parameters, list):
+        # %10 before %1, so the longer placeholder is not eaten by the shorter one
         for index, value in reversed(list(enumerate(parameters, start=1))):
-            message = message.replace(f"%{index}", str(value))
+            message = message.replace(f"%{index}", _text(value))
     elif isinstance(parameters, dict):
         for name, value in sorted(parameters.items(), key=lambda kv: -len(kv[0])):
-            message = message.replace(f"%{name}", str(value))
+            message = message.replace(f"%{name}", _text(value))
     return message
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+# ---- OAuth 1.0a (RFC 5849) ----------------------------------------------------------------------------
+
+def percent_encode(value: str) -> str:
+    """RFC 5849 §3.6: UTF-8, then every byte except ALPHA / DIGIT / "-" / "." / "_" / "~" as %XX (upper case)."""
+    return quote(value, safe="~")
+
+
+def encode_query(params: Sequence[tuple[str, Any]] | dict[str, Any] | None) -> str:
+    """A query string with RFC 3986 escapes (a space is ``%20``, never ``+``).
+
+    Magento rebuilds the signed parameters with PHP's ``rawurldecode``, which keeps ``+`` as a plus while
+    PHP's ``$_GET`` reads it as a space: ``%20`` means the same to both, so signatures always match.
+    """
+    if not params:
+        return ""
+    items = params.items() if isinstance(params, dict) else params
+    return urlencode([(str(k), "" if v is None else str(v)) for k, v in items], quote_via=quote, safe="~")
+
+
+def normalized_url(url: str) -> str:
+    """RFC 5849 §3.4.1.2: scheme and host in lower case, default port dropped, no query or fragment."""
+    parts = urlsplit(url)
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    port = parts.port
+    netloc = host if port is None or (scheme, port) in (("http", 80), ("https", 443)) else f"{host}:{port}"
+    return f"{scheme}://{netloc}{parts.path or '/'}"
+
+
+def query_pairs(query: str) -> list[tuple[str, str]]:
+    """Decoded (name, value) pairs of a raw query string, percent-decoding only (as Magento's rawurldecode)."""
+    pairs = []
+    for part in query.split("&") if query else ():
+        name, _, value = part.partition("=")
+        pairs.append((unquote(name), unquote(value)))
+    return pairs
+
+
+def signature_base_string(method: str, url: str, params: Sequence[tuple[str, str]]) -> str:
+    """RFC 5849 §3.4.1: METHOD & encoded URL & encoded, sorted, encoded ``name=value`` pairs.
+
+    Pairs sort by encoded name then value, byte-wise. (Magento sorts names with PHP's natural order; the two
+    agree for every name this hook sends, whose bracket indices are single digits.)
+    """
+    encoded = sorted((percent_encode(k), percent_encode(v)) for k, v in params)
+    normalized = "&".join(f"{k}={v}" for k, v in encoded)
+    return "&".join((method.upper(), percent_encode(normalized_url(url)), percent_encode(normalized)))
+
+
+def oauth1_signature(base_string: str, consumer_secret: str, token_secret: str, method: str = "HMAC-SHA256") -> str:
+    """HMAC over the base string with key ``encode(consumer secret)&encode(token secret)``, base64."""
+    digest = {"HMAC-SHA256": hashlib.sha256, "HMAC-SHA1": hashlib.sha1}[method]
+    key = f"{percent_encode(consumer_secret)}&{percent_encode(token_secret)}".encode()
+    return base64.b64encode(hmac.new(key, base_string.encode(), digest).digest()).decode()
+
+
+class OAuth1(AuthBase):
+    """Signs each request with OAuth 1.0a HMAC-SHA256 in the ``Authorization: OAuth ...`` header.
+
+    The signed parameters are read back from the URL actually sent, so what is signed is what Magento sees.
+    A form-encoded body would be signed too (RFC 5849 §3.4.1.3.1); JSON bodies are not, as the RFC says.
+    """
+
+    def __init__(self, consumer_key: str, consumer_secret: str, access_token: str, access_token_secret: str, *,
+                 clock: Callable[[], float] = time.time, nonce: Callable[[], str] = lambda: secrets.token_hex(16)) -> None:
+        self.consumer_key, self.consumer_secret = consumer_key, consumer_secret
+        self.access_token, self.access_token_secret = access_token, access_token_secret
+        self._clock, self._nonce = clock, nonce
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        oauth = {
+            "oauth_consumer_key": self.consumer_key,
+            "oauth_nonce": self._nonce(),
+            "oauth_signature_method": "HMAC-SHA256",
+            "oauth_timestamp": str(int(self._clock())),
+            "oauth_token": self.access_token,
+            "oauth_version": "1.0",
+        }
+        url = request.url or ""
+        params = query_pairs(urlsplit(url).query) + list(oauth.items())
+        content_type = request.headers.get("Content-Type", "")
+        if isinstance(request.body, (str, bytes)) and content_type.startswith("application/x-www-form-urlencoded"):
+            body = request.body.decode() if isinstance(request.body, bytes) else request.body
+            params += [(unquote(k.replace("+", " ")), unquote(v.replace("+", " ")))
+                       for k, _, v in (p.partition("=") for p in body.split("&") if p)]
+        base = signature_base_string(request.method or "GET", url, params)
+        oauth["oauth_signature"] = oauth1_signature(base, self.consumer_secret, self.access_token_secret)
+        request.headers["Authorization"] = "OAuth " + ",".join(
+            f'{percent_encode(k)}="{percent_encode(v)}"' for k, v in oauth.items())
+        return request
 
 
 class _Bearer(AuthBase):
@@ -55,11 +182,14 @@ class _Bearer(AuthBase):
         return request
 
 
+# ---- the hook --------------------------------------------------------------------------------------------
+
 class MagentoHook(HttpHook):
     """REST calls to one Magento 2 store.
 
-    :param magento_conn_id: the Connection with the store URL and credentials.
+    :param magento_conn_id: the Connection with the store URL and credentials (see the module docstring).
     :param store_code: store view code in the URL (``/rest/<store_code>/V1/...``).
+    :param max_retries: retries of one call on 429, 503 and dropped connections, with backoff.
     """
 
     conn_name_attr = "magento_conn_id"
@@ -75,17 +205,22 @@ class MagentoHook(HttpHook):
         self.max_retries = max_retries
         self.timeout = timeout
         self.calls = 0
+        self.sleep: Callable[[float], None] = time.sleep  # replaceable, so tests never wait
         self._lock = threading.Lock()
         self._session_obj: requests.Session | None = None
+        self._conn: Any = None
         self._admin_token: str | None = None
+        self._oauth1: OAuth1 | None = None
 
     def get_conn(self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None):
-        """A session without basic auth and without the hook's own extras as headers."""
-        session = super().get_conn(headers, extra_options)
-        session.auth = None
-        for name in list(session.headers):
-            if name in _OWN_EXTRAS:
-                del session.headers[name]
+        """A session without basic auth and with none of the connection's extras as headers."""
+        session = super().get_conn(None, extra_options)
+        session.auth = None  # HttpHook would send login/password as basic auth on every call
+        # HttpHook copies every unknown extra into the headers: consumer secrets would go out in clear.
+        session.headers = CaseInsensitiveDict(requests.utils.default_headers())
+        session.headers["Accept"] = "application/json"
+        if headers:
+            session.headers.update(headers)
         return session
 
     @property
@@ -94,8 +229,24 @@ class MagentoHook(HttpHook):
             self._session_obj = self.get_conn()
         return self._session_obj
 
+    @property
+    def _connection(self) -> Any:
+        if self._conn is None:  # one secrets-backend lookup per hook, not per request
+            self._conn = self.get_connection(self.magento_conn_id)
+        return self._conn
+
     def _auth_mode(self) -> str:
-        return str(self.get_connection(self.magento_conn_id).extra_dejson.get("auth", "integration_token"))
+        mode = str(self._connection.extra_dejson.get("auth", "integration_token"))
+        if mode not in AUTH_MODES:
+            raise MagentoAuthError(f"Magento connection {self.magento_conn_id!r}: unknown auth {mode!r} "
+                                   f"(use one of {', '.join(AUTH_MODES)})")
+        return mode
+
+    @property
+    def store_url(self) -> str:
+        """The store's base URL, as in the Connection (no trailing slash)."""
+        self._session  # sets base_url
+        return self.base_url.rstrip("/")
 
     def _rest_url(self, path: str, *, scoped: bool = True) -> str:
         self._session  # sets base_url
@@ -103,62 +254,100 @@ class MagentoHook(HttpHook):
         return f"{self.base_url.rstrip('/')}/rest{scope}/V1/{path.lstrip('/')}"
 
     def _credentials(self, renew: bool = False) -> AuthBase:
-        conn = self.get_connection(self.magento_conn_id)
+        conn = self._connection
         mode = self._auth_mode()
         if mode == "integration_token":
             if not conn.password:
-                raise MagentoAuthError(f"Magento connection {self.magento_conn_id!r}: password must hold the integration access token")
+                raise MagentoAuthError(f"Magento connection {self.magento_conn_id!r}: password must hold the "
+                                       "integration access token")
             return _Bearer(conn.password)
-        if mode == "admin":
+        if mode == "oauth1":
+            if self._oauth1 is None:
+                self._oauth1 = OAuth1(**self._oauth1_credentials())
+            return self._oauth1
+        with self._lock:
             if renew or self._admin_token is None:
                 self._admin_token = self._fetch_admin_token(conn.login, conn.password)
             return _Bearer(self._admin_token)
-        raise MagentoAuthError(f"Magento connection {self.magento_conn_id!r}: unknown auth {mode!r} "
-                               "(use 'integration_token' or 'admin')")
+
+    def _oauth1_credentials(self) -> dict[str, str]:
+        conn = self._connection
+        extra = conn.extra_dejson
+        from_password: dict[str, Any] = {}
+        if conn.password and conn.password.lstrip().startswith("{"):
+            try:
+                from_password = json.loads(conn.password)
+            except ValueError:
+                raise MagentoAuthError(f"Magento connection {self.magento_conn_id!r}: password is not valid JSON "
+                                       "(expected {\"consumer_secret\": ..., \"access_token_secret\": ...})") from None
+        values = {name: from_password.get(name) or extra.get(name) for name in OAUTH1_FIELDS}
+        missing = [name for name, value in values.items() if not value]
+        if missing:  # names only: never a value
+            raise MagentoAuthError(f"Magento connection {self.magento_conn_id!r}: auth 'oauth1' needs "
+                                   f"{', '.join(missing)} (extra, or the secrets as JSON in password)")
+        return {name: str(value) for name, value in values.items()}
 
     def _fetch_admin_token(self, username: str | None, password: str | None) -> str:
         response = self._session.post(self._rest_url("integration/admin/token", scoped=False),
                                       json={"username": username, "password": password}, timeout=self.timeout)
         if response.status_code == 200:
             return str(response.json())
-        message = format_magento_message(_json(response))
+        body = _json(response)
+        message = format_magento_message(body)
         if "2fa" in message.lower() or "two-factor" in message.lower():
             raise MagentoAuthError(
                 f"Magento refused an admin token because two-factor authentication is on ({message}). "
-                "Create an integration (System > Extensions > Integrations) and use auth 'integration_token'."
-            )
-        raise MagentoAuthError(f"Magento admin token refused (HTTP {response.status_code}): {message}")
+                "Unattended syncs cannot answer a 2FA prompt: create an integration (System > Extensions > "
+                "Integrations) and use auth 'oauth1' (or 'integration_token' if the store allows bearer tokens).",
+                status=response.status_code, body=body)
+        raise MagentoAuthError(f"Magento admin token refused (HTTP {response.status_code}): {message}",
+                               status=response.status_code, body=body)
 
-    def get(self, path: str, params: list[tuple[str, Any]] | dict[str, Any] | None = None) -> Any:
+    def get(self, path: str, params: Sequence[tuple[str, Any]] | dict[str, Any] | None = None) -> Any:
         """GET a REST path with auth, one token renewal on 401, and backoff on 429/503/dropped connections."""
+        query = encode_query(params)
+        url = self._rest_url(path) + (f"?{query}" if query else "")
         renewed = False
         attempt = 0
         while True:
             try:
-                response = self._session.get(self._rest_url(path), params=params, auth=self._credentials(renew=renewed),
-                                             timeout=self.timeout)
+                response = self._session.get(url, auth=self._credentials(renew=renewed), timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout):
                 if attempt >= self.max_retries:
                     raise
-                time.sleep(_backoff(attempt))
+                self.sleep(_backoff(attempt))
                 attempt += 1
                 continue
             with self._lock:
                 self.calls += 1
             if response.status_code == 200:
                 return response.json()
-            message = format_magento_message(_json(response))
+            body = _json(response)
+            message = format_magento_message(body)
             if response.status_code == 401:
                 if self._auth_mode() == "admin" and not renewed:
                     renewed = True  # admin tokens expire after 4 hours
                     continue
-                raise MagentoAuthError(f"Magento refused {path} (HTTP 401): {message}. If it names an ACL "
-                                       "resource, grant that resource to the integration.")
+                raise MagentoAuthError(self._unauthorized_hint(path, body, message), status=401, body=body)
             if response.status_code in (429, 503) and attempt < self.max_retries:
-                time.sleep(_backoff(attempt, response.headers.get("Retry-After")))
+                self.sleep(_backoff(attempt, response.headers.get("Retry-After")))
                 attempt += 1
                 continue
-            raise MagentoError(f"Magento {path} failed (HTTP {response.status_code}): {message}")
+            raise MagentoError(f"Magento {path} failed (HTTP {response.status_code}): {message}",
+                               status=response.status_code, body=body)
+
+    def _unauthorized_hint(self, path: str, body: Any, message: str) -> str:
+        text = f"Magento refused {path} (HTTP 401): {message}"
+        parameters = body.get("parameters") if isinstance(body, dict) else None
+        resource = parameters.get("resources") if isinstance(parameters, dict) else None
+        if not resource:
+            return text
+        text += (f" Grant the ACL resource {_text(resource)} to the integration (System > Extensions > "
+                 "Integrations > API) and re-authorise it, or check that the credentials are current.")
+        if self._auth_mode() == "integration_token":
+            text += (" Magento 2.4.4+ also refuses integration tokens used as bearer tokens unless the store "
+                     "allows it: use auth 'oauth1' instead.")
+        return text
 
     def search(
         self,
@@ -173,7 +362,9 @@ class MagentoHook(HttpHook):
 
         Page numbers shift when rows are deleted or added while paging (a row is skipped or read twice);
         a keyset does not. Always sends ``pageSize`` (with input limits on, Magento silently returns 20 rows
-        otherwise), stops on ``total_count`` (the rows still to read), and drops any row already seen.
+        otherwise) and lowers it to the store's maximum if the store says it is smaller; stops on
+        ``total_count`` (the rows still to read), never on an empty page (Magento <= 2.3 repeats the last
+        page); drops any row already seen.
         """
         base: list[tuple[str, Any]] = []
         for g, group in enumerate(filter_groups):
@@ -182,17 +373,23 @@ class MagentoHook(HttpHook):
         keyset_group = len(filter_groups)
         base += [("searchCriteria[sortOrders][0][field]", id_field),
                  ("searchCriteria[sortOrders][0][direction]", "ASC"),
-                 ("searchCriteria[pageSize]", page_size),
                  ("searchCriteria[currentPage]", 1)]
         if fields:
             base.append(("fields", fields))
         seen: set[Any] = set()
         last_id: Any = None
         while True:
-            params = list(base)
+            params = [*base, ("searchCriteria[pageSize]", page_size)]
             if last_id is not None:
                 params += _filter(keyset_group, 0, id_field, last_id, "gt")
-            body = self.get(resource, params)
+            try:
+                body = self.get(resource, params)
+            except MagentoError as exc:
+                smaller = _store_max_page_size(exc)
+                if smaller is None or smaller >= page_size:
+                    raise
+                page_size = smaller  # the store's input limit is below ours: page at its maximum
+                continue
             items = body.get("items") or []
             remaining = int(body.get("total_count") or 0)
             fresh = [item for item in items if item.get(id_field) not in seen]
@@ -206,10 +403,37 @@ class MagentoHook(HttpHook):
                 return  # the store ignored the keyset filter: stop rather than loop
             last_id = next_last
 
+    def newest(self, resource: str, *, field: str = "updated_at",
+               filter_groups: Sequence[Sequence[tuple[str, Any, str]]] = (), id_field: str = "id") -> str | None:
+        """The largest ``field`` value among the rows matching the filters (one call), or None when none."""
+        params: list[tuple[str, Any]] = []
+        for g, group in enumerate(filter_groups):
+            for f, (name, value, condition) in enumerate(group):
+                params += _filter(g, f, name, value, condition)
+        params += [("searchCriteria[sortOrders][0][field]", field),
+                   ("searchCriteria[sortOrders][0][direction]", "DESC"),
+                   ("searchCriteria[pageSize]", 1), ("searchCriteria[currentPage]", 1),
+                   ("fields", f"items[{id_field},{field}],total_count")]
+        items = self.get(resource, params).get("items") or []
+        return items[0].get(field) if items else None
+
 
 def _filter(group: int, index: int, field: str, value: Any, condition: str) -> list[tuple[str, Any]]:
     prefix = f"searchCriteria[filter_groups][{group}][filters][{index}]"
     return [(f"{prefix}[field]", field), (f"{prefix}[value]", value), (f"{prefix}[condition_type]", condition)]
+
+
+def _store_max_page_size(error: MagentoError) -> int | None:
+    """The maximum from Magento's ``Maximum SearchCriteria pageSize is %max`` refusal, else None."""
+    body = error.body
+    if error.status != 400 or not isinstance(body, dict) or not str(body.get("message", "")).startswith(_MAX_PAGE_MESSAGE):
+        return None
+    parameters = body.get("parameters")
+    raw = parameters.get("max") if isinstance(parameters, dict) else parameters[0] if parameters else None
+    try:
+        return max(1, int(raw))
+    except (TypeError, ValueError):
+        return None
 
 
 def _json(response: requests.Response) -> Any:

@@ -12,6 +12,8 @@ from typing import Callable, Protocol
 
 from cryptography.fernet import Fernet, InvalidToken
 
+HISTORY_S = 3600.0  # refresh times kept per refresh token: longer than Zoho's 10-minute token window
+
 
 @dataclass(frozen=True)
 class AccessToken:
@@ -86,14 +88,22 @@ class MemoryTokenCache:
         blob = self._tokens.get(key)
         return unseal(blob, cipher) if blob else None
 
-    def refresh_exclusively(self, key, cipher, still_good, refresh):  # type: ignore[no-untyped-def]
+    def refresh_exclusively(
+        self,
+        key: str,
+        cipher: Fernet,
+        still_good: Callable[[AccessToken], bool],
+        refresh: Callable[[list[float]], AccessToken],
+    ) -> AccessToken:
         with self._lock:
             current = self.get(key, cipher)
             if current is not None and still_good(current):
                 return current
-            history = self._refreshes.setdefault(key, [])
+            now = time.time()
+            history = [t for t in self._refreshes.get(key, []) if now - t < HISTORY_S]  # bounded memory
             token = refresh(list(history))
             history.append(time.time())
+            self._refreshes[key] = history
             self._tokens[key] = seal(token, cipher)
             return token
 

@@ -1,0 +1,115 @@
+"""Manual full reset of one tenant's Zoho sync (``zoho_reset``): wiring only, see ``zoho_store_sync.reset``."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from zoho_store_sync import pipeline, reset
+from zoho_store_sync.config import load_tenants
+from zoho_store_sync.retry_policy import SYNC_RETRY_POLICY
+from zoho_store_sync.settings import DEFAULT_ZOHO_POOL
+
+DOC_MD = """
+### Reset a tenant's Zoho sync
+
+Forgets the tenant's sync state for the chosen record types (Zoho ids, hashes, the deleted-in-Zoho
+marks) and resends every customer of those types, **matched on email**, so nothing is duplicated:
+running it twice creates no duplicate. Use it after records were deleted in Zoho and must come back.
+
+1. *Trigger DAG w/ config*: pick the **tenant**, the **record types**, and type the tenant id in
+   **confirm** (without it nothing happens). Tick **dry run** to see what would be sent first.
+2. Progress: the `send_chunk` tasks advance one by one in the grid; each logs
+   `reset progress: done/total records confirmed (percent), ... about N s left`.
+3. If the reset dies, trigger it again with the same form: it resumes and sends only what Zoho has
+   not confirmed. The tenant's scheduled sync waits (is skipped) while a reset runs, and a reset
+   waits for a running sync to finish.
+
+Large loads use Zoho's Bulk Write API when it costs fewer API credits; the summary (`ZOHO_SYNC_SUMMARY`
+log line, `zoho_sync_runs` row of kind `reset`) says which path each record type took and its cost.
+"""
+
+_TENANTS = [t.tenant_id for t in load_tenants().tenants]
+
+
+@dag(
+    dag_id="zoho_reset",
+    schedule=None,
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["zoho_sync", "manual"],
+    doc_md=DOC_MD,
+    default_args={"owner": "data-engineering", "retries": 2, "retry_delay": timedelta(minutes=2),
+                  "execution_timeout": timedelta(hours=3)},
+    params={
+        "tenant": Param(_TENANTS[0] if _TENANTS else "", type="string", title="Tenant",
+                        **({"enum": _TENANTS} if _TENANTS else {}), description="The tenant to reset."),
+        "record_types": Param(["Contacts", "Leads"], type="array", title="Record types to resend",
+                              items={"type": "string", "enum": ["Contacts", "Leads"]}, uniqueItems=True),
+        "dry_run": Param(False, type="boolean", title="Dry run",
+                         description="Report what the reset would send; change nothing."),
+        "confirm": Param("", type="string", title="Confirm",
+                         description="Type the tenant id to confirm. Without it nothing happens."),
+        "wait_for_sync_minutes": Param(30, type="integer", minimum=0, maximum=720, title="Wait for a running sync",
+                                       description="How long to wait for the tenant's running sync to finish."),
+    },
+)
+def zoho_reset():
+    @task(retries=0)
+    def check_request(params=None) -> list[str]:  # type: ignore[no-untyped-def]
+        try:
+            return list(reset.check_request(params["tenant"], params["record_types"], params["confirm"]))
+        except (reset.ResetNotConfirmed, LookupError) as problem:
+            raise AirflowFailException(str(problem)) from None
+
+    @task(retries=0)
+    def acquire_tenant_lock(modules: list[str], run_id=None, params=None) -> None:  # type: ignore[no-untyped-def]
+        reset.wait_for_lock(params["tenant"], run_id, minutes=params["wait_for_sync_minutes"])
+
+    @task
+    def forget_state(modules: list[str], run_id=None, params=None) -> dict:  # type: ignore[no-untyped-def]
+        return reset.begin(params["tenant"], run_id, tuple(modules), bool(params["dry_run"]))
+
+    @task(retry_policy=SYNC_RETRY_POLICY)
+    def extract_customers(started: dict, run_id=None, params=None) -> dict:  # type: ignore[no-untyped-def]
+        return pipeline.extract(params["tenant"], run_id, full=True)
+
+    @task(retry_policy=SYNC_RETRY_POLICY)
+    def plan_resend(extracted: dict, started: dict, run_id=None, params=None) -> dict:  # type: ignore[no-untyped-def]
+        return pipeline.plan(params["tenant"], run_id, extracted, dry_run=started["dry_run"],
+                             modules=tuple(started["modules"]), forget=started["dry_run"])
+
+    @task
+    def split_into_chunks(planned: dict, run_id=None, params=None) -> list[dict]:  # type: ignore[no-untyped-def]
+        return reset.split(params["tenant"], run_id, planned)
+
+    # One chunk at a time: the grid shows the reset advancing, and each chunk uses the org's full concurrency.
+    @task(pool=DEFAULT_ZOHO_POOL, max_active_tis_per_dagrun=1, retry_policy=SYNC_RETRY_POLICY)
+    def send_chunk(chunk: dict, run_id=None, params=None) -> dict:  # type: ignore[no-untyped-def]
+        return reset.send_chunk(params["tenant"], run_id, chunk, bool(params["dry_run"]))
+
+    @task
+    def report_reset(extracted: dict, planned: dict, chunks: list[dict], sent: list[dict], run_id=None,  # type: ignore[no-untyped-def]
+                     params=None) -> dict:
+        return reset.finish(params["tenant"], run_id, extracted, planned, chunks, list(sent), bool(params["dry_run"]))
+
+    @task(trigger_rule="all_done")
+    def release_tenant_lock(run_id=None, params=None) -> None:  # type: ignore[no-untyped-def]
+        pipeline.release_tenant_lock(params["tenant"], run_id, "reset")
+
+    modules = check_request()
+    lock = acquire_tenant_lock(modules)
+    started = forget_state(modules)
+    lock >> started
+    extracted = extract_customers(started)
+    planned = plan_resend(extracted, started)
+    chunks = split_into_chunks(planned)
+    sent = send_chunk.expand(chunk=chunks)
+    done = report_reset(extracted, planned, chunks, sent)
+    done >> release_tenant_lock().as_teardown(setups=lock)
+
+
+zoho_reset()

@@ -1,0 +1,133 @@
+"""Connect a tenant's Zoho org (grant code → refresh token, stored encrypted) and verify it works.
+
+Airflow tasks cannot write Connections, so the refresh token is stored in the state database
+(``zoho_sync_refresh_tokens``), encrypted with a key derived from the Connection's client secret; the
+tenant's hook reads it there whenever the Connection has no ``refresh_token`` extra. Nobody copies the
+refresh token by hand, and it never appears in a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from zoho_store_sync import pipeline
+from zoho_store_sync.config import TenantConfig, get_tenant
+from zoho_store_sync.hooks.zoho_crm import ZohoConfigError, ZohoError, ZohoOAuthError, ZohoScopeError
+from zoho_store_sync.mapping import check_against_org, load_mapping
+from zoho_store_sync.state import RefreshTokenStore
+
+log = logging.getLogger(__name__)
+
+# What each record type needs, as alternatives: any one scope of a group is enough.
+REQUIRED_SCOPES: dict[str, list[tuple[str, ...]]] = {
+    "Contacts": [("ZohoCRM.modules.ALL", "ZohoCRM.modules.contacts.ALL", "ZohoCRM.modules.contacts.WRITE")],
+    "Leads": [("ZohoCRM.modules.ALL", "ZohoCRM.modules.leads.ALL", "ZohoCRM.modules.leads.WRITE")],
+    "_always": [("ZohoCRM.settings.fields.READ", "ZohoCRM.settings.fields.ALL", "ZohoCRM.settings.ALL")],
+}
+
+
+class VerificationFailed(RuntimeError):
+    """One line per failed check, each saying what to do."""
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"[{'ok' if self.ok else 'FAILED'}] {self.name}: {self.detail}"
+
+
+def _mask(secret: str) -> None:
+    try:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(secret)
+    except Exception:  # outside a task: nothing to mask
+        pass
+
+
+def connect(tenant_id: str, grant_code: str, redirect_uri: str | None = None) -> dict[str, Any]:
+    """Exchange a one-time grant code for a refresh token and store it for the tenant's hook."""
+    grant_code = (grant_code or "").strip()
+    if not grant_code:
+        raise ZohoConfigError("no grant code given: generate one in the Zoho API console (it lives only minutes)")
+    _mask(grant_code)
+    tenant = get_tenant(tenant_id)
+    store = pipeline.state_store(tenant)
+    store.create_schema()
+    hook = pipeline.zoho_hook(tenant, store)
+    try:
+        body = hook.exchange_grant_code(grant_code, redirect_uri or None)
+    except ZohoOAuthError as exc:
+        if exc.code == "invalid_code":
+            raise ZohoOAuthError("invalid_code", "the grant code expired (it lives only a few minutes) or was "
+                                 "already used: generate a new one and run zoho_connect again at once") from None
+        raise
+    RefreshTokenStore(store.engine).save(tenant.zoho_conn_id, hook.settings["client_secret"], body["refresh_token"],
+                                         scope=str(body.get("scope", "")), api_domain=str(body.get("api_domain", "")))
+    log.info("tenant %s connected: refresh token stored for connection %s (scopes: %s)", tenant_id,
+             tenant.zoho_conn_id, body.get("scope", ""))
+    return {"tenant": tenant_id, "zoho_conn_id": tenant.zoho_conn_id, "scope": body.get("scope", ""),
+            "api_domain": body.get("api_domain", "")}
+
+
+def _scope_checks(tenant: TenantConfig, granted: set[str]) -> list[Check]:
+    checks = []
+    for module in (*tenant.modules, "_always"):
+        for group in REQUIRED_SCOPES[module]:
+            ok = bool(granted & set(group))
+            what = "field metadata" if module == "_always" else module
+            checks.append(Check(f"scope for {what}", ok, "granted" if ok else
+                                f"missing: grant one of {', '.join(group)} when generating the grant code"))
+    return checks
+
+
+def verify(tenant_id: str) -> list[Check]:
+    """Every check, in order; raises VerificationFailed listing the failed ones with what to do."""
+    tenant = get_tenant(tenant_id)
+    store = pipeline.state_store(tenant)
+    store.create_schema()
+    hook = pipeline.zoho_hook(tenant, store)
+    checks: list[Check] = []
+    try:
+        token = hook.get_access_token()
+    except ZohoConfigError as exc:
+        checks.append(Check("connection", False, str(exc)))
+        return _finish(tenant_id, checks)
+    except ZohoOAuthError as exc:
+        checks.append(Check("access token", False, str(exc)))
+        return _finish(tenant_id, checks)
+    checks.append(Check("access token", True, "obtained from the refresh token"))
+    checks.append(Check("data centre", True, f"the token's API domain {token.api_domain} belongs to the "
+                                             "connection's data centre"))
+    granted = {s.strip() for s in token.scope.replace(" ", ",").split(",") if s.strip()}
+    if granted:
+        checks.extend(_scope_checks(tenant, granted))
+    mapping = load_mapping(tenant)
+    for module in tenant.modules:
+        try:
+            fields = hook.get_fields(module)
+        except ZohoScopeError as exc:
+            checks.append(Check(f"{module} fields", False, str(exc)))
+            continue
+        except ZohoError as exc:
+            checks.append(Check(f"{module} fields", False, f"could not read the field list: {exc}"))
+            continue
+        problems = check_against_org(mapping, module, fields)
+        checks.append(Check(f"{module} mapping", not problems, "every mapped field exists and is writable"
+                            if not problems else "; ".join(problems)))
+    return _finish(tenant_id, checks)
+
+
+def _finish(tenant_id: str, checks: list[Check]) -> list[Check]:
+    for check in checks:
+        log.info("verify %s %s", tenant_id, check.line())
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        raise VerificationFailed(f"tenant {tenant_id!r} is not ready:\n  " + "\n  ".join(c.line() for c in failed))
+    return checks
