@@ -38,6 +38,28 @@ def _environment() -> None:
     sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
 
 
+def _configure_deconetwork(zoho_main, zoho_affiliate, deco) -> None:  # type: ignore[no-untyped-def]
+    """A DecoNetwork business that lets one affiliate store (Northside, store 2) run its own Zoho integration."""
+    for conn_id, zoho in (("ZOHO_DECO_DEMO", zoho_main), ("ZOHO_NORTHSIDE_DEMO", zoho_affiliate)):
+        os.environ[f"AIRFLOW_CONN_{conn_id}"] = json.dumps({
+            "conn_type": "http", "login": zoho.client_id, "password": zoho.client_secret,
+            "extra": {"refresh_token": zoho.refresh_token, "accounts_url": zoho.url, "api_domain": zoho.url,
+                      "allow_custom_hosts": True},
+        })
+    os.environ["AIRFLOW_CONN_DECO_DEMO"] = json.dumps(
+        {"conn_type": "http", "host": deco.url, "login": deco.username, "password": deco.password})
+    export = f"file://{deco.write_export(DEMO / 'deconetwork-customers.csv')}"
+    tenants = json.loads(os.environ["AIRFLOW_VAR_ZOHO_SYNC_TENANTS"])
+    tenants += [
+        {"tenant_id": "demo_deco", "source": "deconetwork", "store_conn_id": "deco_demo", "zoho_conn_id": "zoho_deco_demo",
+         "deconetwork": {"customers_export_url": export, "allow_affiliate_integrations": True}},
+        {"tenant_id": "demo_deco_northside", "source": "deconetwork", "store_conn_id": "deco_demo",
+         "zoho_conn_id": "zoho_northside_demo",
+         "deconetwork": {"customers_export_url": export, "affiliate_of": "demo_deco", "store_ids": ["2"]}},
+    ]
+    os.environ["AIRFLOW_VAR_ZOHO_SYNC_TENANTS"] = json.dumps(tenants)
+
+
 def _configure(zoho, magento) -> None:  # type: ignore[no-untyped-def]
     """Connections and the tenants Variable as environment variables (a real deployment uses the UI or a secrets backend)."""
     os.environ["AIRFLOW_CONN_ZOHO_DEMO"] = json.dumps({
@@ -45,9 +67,12 @@ def _configure(zoho, magento) -> None:  # type: ignore[no-untyped-def]
         "extra": {"refresh_token": zoho.refresh_token, "accounts_url": zoho.url, "api_domain": zoho.url,
                   "allow_custom_hosts": True},
     })
+    # A Magento 2.4.4+ integration: requests signed with OAuth 1.0a (HMAC-SHA256), secrets in the password.
     os.environ["AIRFLOW_CONN_MAGENTO_DEMO"] = json.dumps({
-        "conn_type": "http", "host": magento.url, "password": magento.integration_token,
-        "extra": {"auth": "integration_token"},
+        "conn_type": "http", "host": magento.url,
+        "password": json.dumps({"consumer_secret": magento.consumer_secret,
+                                "access_token_secret": magento.access_token_secret}),
+        "extra": {"auth": "oauth1", "consumer_key": magento.consumer_key, "access_token": magento.integration_token},
     })
     os.environ["AIRFLOW_CONN_ZOHO_SYNC_STATE_DB"] = json.dumps({"conn_type": "sqlite", "host": str(DEMO / "state.db")})
     os.environ["AIRFLOW_VAR_ZOHO_SYNC_TENANTS"] = json.dumps([{
@@ -55,14 +80,14 @@ def _configure(zoho, magento) -> None:  # type: ignore[no-untyped-def]
     }])
 
 
-def _run_dag(dag, label: str) -> dict:  # type: ignore[no-untyped-def]
+def _run_dag(dag, label: str, tenant_id: str = TENANT_ID) -> dict:  # type: ignore[no-untyped-def]
     from zoho_store_sync.config import get_tenant
     from zoho_store_sync.pipeline import state_store
 
     dag_run = dag.test()
     if str(dag_run.state) != "success" and getattr(dag_run.state, "value", None) != "success":
         raise SystemExit(f"{label}: DAG run ended {dag_run.state}; rerun with DEMO_LOG_LEVEL=INFO for the task logs")
-    summary = state_store(get_tenant(TENANT_ID)).run_summaries("sync")[-1]
+    summary = state_store(get_tenant(tenant_id)).run_summaries("sync")[-1]
     print(json.dumps(summary, ensure_ascii=False), flush=True)
     return summary
 
@@ -81,7 +106,7 @@ def main() -> int:
     from sandboxes.zoho_crm import ZohoSandbox
 
     logging.getLogger("airflow").setLevel(logging.ERROR)
-    with ZohoSandbox() as zoho, MagentoSandbox(generate_store(CUSTOMERS, seed=7)) as magento:
+    with ZohoSandbox() as zoho, MagentoSandbox(generate_store(CUSTOMERS, seed=7), allow_integration_bearer=False) as magento:
         _configure(zoho, magento)
         from airflow.models import DagBag
 
@@ -102,6 +127,26 @@ def main() -> int:
         third = _run_dag(dag, "run 3")
 
         held = {m: len(zoho.records(m)) for m in ("Contacts", "Leads")}
+
+        from sandboxes.deconetwork import DecoNetworkSandbox, generate_deconetwork_store
+
+        with ZohoSandbox(seed=1) as zoho_deco, ZohoSandbox(seed=2) as zoho_northside, \
+                DecoNetworkSandbox(generate_deconetwork_store(600, seed=3)) as deco:
+            _configure_deconetwork(zoho_deco, zoho_northside, deco)
+            bag = DagBag(dag_folder=str(REPO / "dags"))
+            if bag.import_errors:
+                raise SystemExit(f"DAG import errors: {bag.import_errors}")
+            deco_main = _run_dag(bag.dags["zoho_sync__demo_deco"], "DecoNetwork", "demo_deco")
+            northside = _run_dag(bag.dags["zoho_sync__demo_deco_northside"], "affiliate", "demo_deco_northside")
+            northside_name = next(s["name"] for s in deco.stores() if s["store_id"] == "2")
+            northside_stores = {r.get("Store_Name") for m in ("Contacts", "Leads") for r in zoho_northside.records(m)}
+            main_stores = {r.get("Store_Name") for m in ("Contacts", "Leads") for r in zoho_deco.records(m)}
+            checks_deco = {
+                "DecoNetwork tenant synced": deco_main["inserted"] > 0 and deco_main["failed"] == 0,
+                "affiliate synced only its own store, to its own Zoho":
+                    northside["inserted"] > 0 and northside_stores == {northside_name},
+                "parent left the affiliate's store out": northside_name not in main_stores,
+            }
         expected_records = first["contacts"] + first["leads"]
         checks = {
             "run 1 inserted every valid customer": first["inserted"] == expected_records and first["failed"] == 0,
@@ -110,6 +155,7 @@ def main() -> int:
                 third["updated"] == CHANGED and third["inserted"] == 0 and third["failed"] == 0
                 and third["write_calls"] <= 2,
             "Zoho holds one record per valid email": sum(held.values()) == expected_records,
+            **checks_deco,
         }
     for name, ok in checks.items():
         print(f"{'ok ' if ok else 'FAIL'} {name}", file=sys.stderr)

@@ -83,6 +83,14 @@ class TenantConfig(BaseModel):
         raise ValueError("must be a 5-field cron expression, an @preset, or null for manual only")
 
     @model_validator(mode="after")
+    def _affiliate_names_its_stores(self) -> TenantConfig:
+        if self.deconetwork.affiliate_of and not self.deconetwork.store_ids:
+            raise ValueError("deconetwork.affiliate_of needs deconetwork.store_ids (the affiliate's own stores)")
+        if self.deconetwork.affiliate_of == self.tenant_id:
+            raise ValueError("deconetwork.affiliate_of names the tenant itself")
+        return self
+
+    @model_validator(mode="after")
     def _something_to_sync(self) -> TenantConfig:
         if self.sync_option != "none" and not (self.sync_contacts or self.sync_leads):
             raise ValueError("sync_contacts and sync_leads are both false: set sync_option to 'none' instead")
@@ -157,8 +165,30 @@ def parse_tenants(raw: Any) -> TenantsParseResult:
             continue
         seen.add(tenant.tenant_id)
         result.tenants.append(tenant)
+    _check_affiliates(result)
     result.tenants.sort(key=lambda t: t.tenant_id)
     return result
+
+
+def _check_affiliates(result: TenantsParseResult) -> None:
+    """An affiliate must name a configured parent, and two affiliates of one parent can't share a store."""
+    by_id = {t.tenant_id: t for t in result.tenants}
+    claimed: dict[tuple[str, str], str] = {}
+    for tenant in list(result.tenants):
+        parent = tenant.deconetwork.affiliate_of
+        if not parent:
+            continue
+        problem = None
+        if parent not in by_id:
+            problem = f"names {parent!r}, which is not a configured tenant"
+        else:
+            for store in tenant.deconetwork.store_ids or []:
+                other = claimed.setdefault((parent, store), tenant.tenant_id)
+                if other != tenant.tenant_id:
+                    problem = f"store {store!r} is already claimed by affiliate {other!r}"
+        if problem:
+            result.errors.append(f"tenant {tenant.tenant_id!r}: field 'deconetwork.affiliate_of': {problem}")
+            result.tenants.remove(tenant)
 
 
 def load_tenants() -> TenantsParseResult:

@@ -22,6 +22,7 @@ from zoho_store_sync.customers import prepare
 from zoho_store_sync.diff import plan_changes
 from zoho_store_sync.hooks.zoho_crm import ZohoCrmHook
 from zoho_store_sync.loader import apply_plan
+from zoho_store_sync.scope import scope_customers
 from zoho_store_sync.mapping import Mapping, MappingError, check_against_org, load_mapping, with_org_lengths
 from zoho_store_sync.sources import SourceExtract
 from zoho_store_sync.state import DatabaseTokenCache, RefreshTokenStore, StateStore, engine_from_conn_id
@@ -82,15 +83,14 @@ def extract_source(tenant: TenantConfig, cursor: dict[str, Any] | None) -> Sourc
         from zoho_store_sync.sources import magento
 
         hook = MagentoHook(tenant.store_conn_id, store_code=tenant.magento.store_code)
-        if hasattr(magento, "extract"):
-            return magento.extract(hook, tenant.magento, cursor, full_every_hours=tenant.full_sync_every_hours)
-        frame = magento.extract_customers(hook, tenant.magento)
-        return SourceExtract(frame, full=True, all_customer_keys=frame["customer_key"].tolist(), calls=hook.calls)
+        return magento.extract(hook, tenant.magento, cursor, full_every_hours=tenant.full_sync_every_hours)
     from zoho_store_sync.hooks.deconetwork import DecoNetworkHook
     from zoho_store_sync.sources import deconetwork
 
     hook = DecoNetworkHook(tenant.store_conn_id) if tenant.deconetwork.use_order_api else None
-    return deconetwork.extract(hook, tenant.deconetwork, cursor, full_every_hours=tenant.full_sync_every_hours)
+    # The order table is kept between runs (the order API cannot search by customer): next to the staging files.
+    return deconetwork.extract(hook, tenant.deconetwork, cursor, full_every_hours=tenant.full_sync_every_hours,
+                               state_url=f"{staging.staging_root()}/{tenant.tenant_id}/deconetwork")
 
 
 def extract(tenant_id: str, run_id: str, *, full: bool = False) -> dict[str, Any]:
@@ -105,12 +105,9 @@ def extract(tenant_id: str, run_id: str, *, full: bool = False) -> dict[str, Any
         log.info("retryable failures pending: full pass")
         cursor = None
     result = extract_source(tenant, cursor)
-    customers = result.customers
-    if tenant.source == "deconetwork" or tenant.sync_option != "all_stores":
-        from zoho_store_sync.scope import scope_customers
-
-        customers, scoped = scope_customers(customers, tenant, load_tenants().tenants)
-        log.info("scope %s: %s", tenant.sync_option, scoped)
+    # Sync option and affiliate stores; deletion detection keeps the unscoped keys (out of scope ≠ deleted).
+    customers, scoped = scope_customers(result.customers, tenant, load_tenants().tenants)
+    log.info("scope %s: %s", tenant.sync_option, scoped)
     run = staging.run_dir(tenant_id, run_id)
     url = staging.write_frame(f"{run}/customers.parquet", customers)
     keys_url = None
@@ -119,8 +116,8 @@ def extract(tenant_id: str, run_id: str, *, full: bool = False) -> dict[str, Any
                                        pd.DataFrame({"customer_key": pd.Series(result.all_customer_keys, dtype="string")}))
     log.info("extracted %d customers (%s pass) in %.1f s", len(customers), "full" if result.full else "incremental",
              time.monotonic() - started)
-    return {"customers": url, "all_keys": keys_url, "extracted": len(customers), "full": result.full,
-            "cursor": result.cursor, "store_calls": result.calls}
+    return {"customers": url, "all_keys": keys_url, "extracted": len(result.customers), "in_scope": len(customers),
+            "scope": scoped, "full": result.full, "cursor": result.cursor, "store_calls": result.calls}
 
 
 def _mark_deleted_in_zoho(hook: ZohoCrmHook, store: StateStore, state: pd.DataFrame, modules: tuple[str, ...],
@@ -165,7 +162,9 @@ def checked_mapping(tenant: TenantConfig, hook: ZohoCrmHook, store: StateStore, 
     fields = org_fields(hook, store, modules)
     problems = [p for m in modules for p in check_against_org(mapping, m, fields[m])]
     if problems:
-        raise MappingError(f"tenant {tenant.tenant_id!r}: the mapping does not fit the Zoho org: " + "; ".join(problems))
+        message = f"tenant {tenant.tenant_id!r}: the mapping does not fit the Zoho org: " + "; ".join(problems)
+        log.error("%s", message)
+        raise MappingError(message)
     return with_org_lengths(mapping, fields)
 
 
@@ -241,6 +240,7 @@ def build_summary(tenant_id: str, run_id: str, extracted: dict[str, Any], planne
         "dry_run": dry,
         "full_pass": bool(extracted.get("full", True)),
         "extracted": extracted["extracted"],
+        "out_of_scope": extracted["extracted"] - extracted.get("in_scope", extracted["extracted"]),
         "invalid": planned["invalid"],
         "duplicates": planned["duplicates"],
         "contacts": planned["contacts"],

@@ -99,3 +99,20 @@ def test_parsing_500_tenants_builds_all_dags(monkeypatch):
     assert bag.import_errors == {}
     assert len([d for d in bag.dag_ids if d.startswith("zoho_sync__")]) == 500
     print(f"parsed 500 tenants in {elapsed:.2f} s")  # the figure is measured by `make bench`, not asserted
+
+
+def test_manual_dags_are_manual_only_with_docs_and_a_form(monkeypatch):
+    bag = _dagbag(monkeypatch, VALID)
+    reset, connect = bag.dags["zoho_reset"], bag.dags["zoho_connect"]
+    for dag in (reset, connect):
+        assert dag.schedule is None and dag.doc_md and dag.max_active_runs == 1
+    assert reset.params.get_param("tenant").schema["enum"] == ["acme_eu", "beta"]
+    assert reset.params["confirm"] == ""  # nothing happens unless the operator types the tenant id
+    assert reset.params.get_param("record_types").schema["items"]["enum"] == ["Contacts", "Leads"]
+    assert connect.params.get_param("grant_code").schema["format"] == "password"
+
+
+def test_sync_releases_the_tenant_lock_as_a_teardown(monkeypatch):
+    dag = _dagbag(monkeypatch, VALID).dags["zoho_sync__acme_eu"]
+    assert dag.get_task("release_tenant_lock").is_teardown
+    assert dag.get_task("acquire_tenant_lock").is_setup

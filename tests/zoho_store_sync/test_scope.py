@@ -99,9 +99,14 @@ def test_an_affiliate_syncs_its_own_stores_under_either_store_option() -> None:
 
 
 def test_affiliate_settings_that_cannot_work_fail_naming_the_tenant_and_field() -> None:
-    no_stores = tenant("club", deconetwork={"affiliate_of": "acme"})
-    with pytest.raises(ScopeError, match="'club'.*deconetwork.store_ids"):
-        scope_customers(CUSTOMERS, no_stores, [tenant("acme"), no_stores])
+    from zoho_store_sync.config import parse_tenants
+
+    base = {"source": "deconetwork", "store_conn_id": "deco", "zoho_conn_id": "zoho"}
+    result = parse_tenants([{**base, "tenant_id": "acme"}, {**base, "tenant_id": "club", "deconetwork": {"affiliate_of": "acme"}},
+                            {**base, "tenant_id": "lost", "deconetwork": {"affiliate_of": "gone", "store_ids": ["2"]}}])
+    assert [t.tenant_id for t in result.tenants] == ["acme"]
+    assert any("tenant 'club'" in e and "deconetwork.store_ids" in e for e in result.errors)
+    assert any("tenant 'lost'" in e and "'deconetwork.affiliate_of'" in e and "'gone'" in e for e in result.errors)
     orphan = tenant("club", deconetwork={"affiliate_of": "gone", "store_ids": ["2"]})
     with pytest.raises(ScopeError, match="'club'.*deconetwork.affiliate_of.*'gone'"):
         scope_customers(CUSTOMERS, orphan, [orphan])
