@@ -9,7 +9,7 @@ from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from zoho_store_sync import connect
-from zoho_store_sync.config import load_tenants
+from zoho_store_sync.config import tenant_param
 from zoho_store_sync.hooks.zoho_crm import ZohoError
 
 DOC_MD = """
@@ -31,9 +31,6 @@ and is writable. Each failed check says what to do.
 """
 
 log = logging.getLogger(__name__)
-_TENANTS = [t.tenant_id for t in load_tenants().tenants]
-
-
 @dag(
     dag_id="zoho_connect",
     schedule=None,
@@ -44,8 +41,7 @@ _TENANTS = [t.tenant_id for t in load_tenants().tenants]
     doc_md=DOC_MD,
     default_args={"owner": "data-engineering", "retries": 0, "execution_timeout": timedelta(minutes=10)},
     params={
-        "tenant": Param(_TENANTS[0] if _TENANTS else "", type="string", title="Tenant",
-                        **({"enum": _TENANTS} if _TENANTS else {})),
+        "tenant": tenant_param("The tenant whose Zoho org to connect or verify."),
         "mode": Param("verify", type="string", enum=["connect", "verify"], title="Mode"),
         "grant_code": Param("", type="string", format="password", title="Grant code",
                             description="Only for mode 'connect'. One-time code from the Zoho API console."),

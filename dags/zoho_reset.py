@@ -8,7 +8,7 @@ from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from zoho_store_sync import pipeline, reset
-from zoho_store_sync.config import load_tenants
+from zoho_store_sync.config import tenant_param
 from zoho_store_sync.retry_policy import SYNC_RETRY_POLICY
 from zoho_store_sync.settings import DEFAULT_ZOHO_POOL
 
@@ -31,9 +31,6 @@ Large loads use Zoho's Bulk Write API when it costs fewer API credits; the summa
 log line, `zoho_sync_runs` row of kind `reset`) says which path each record type took and its cost.
 """
 
-_TENANTS = [t.tenant_id for t in load_tenants().tenants]
-
-
 @dag(
     dag_id="zoho_reset",
     schedule=None,
@@ -45,8 +42,7 @@ _TENANTS = [t.tenant_id for t in load_tenants().tenants]
     default_args={"owner": "data-engineering", "retries": 2, "retry_delay": timedelta(minutes=2),
                   "execution_timeout": timedelta(hours=3)},
     params={
-        "tenant": Param(_TENANTS[0] if _TENANTS else "", type="string", title="Tenant",
-                        **({"enum": _TENANTS} if _TENANTS else {}), description="The tenant to reset."),
+        "tenant": tenant_param("The tenant to reset."),
         "record_types": Param(["Contacts", "Leads"], type="array", title="Record types to resend",
                               items={"type": "string", "enum": ["Contacts", "Leads"]}, uniqueItems=True),
         "dry_run": Param(False, type="boolean", title="Dry run",

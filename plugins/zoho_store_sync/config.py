@@ -209,3 +209,12 @@ def get_tenant(tenant_id: str) -> TenantConfig:
     problems = [e for e in parsed.errors if repr(tenant_id) in e]
     detail = f": {problems[0]}" if problems else ""
     raise LookupError(f"tenant {tenant_id!r} is not configured in the Variable{detail}")
+
+
+def tenant_param(description: str):  # type: ignore[no-untyped-def]
+    """A trigger-form drop-down of the configured tenants, for the manual DAGs (read at parse time)."""
+    from airflow.sdk import Param
+
+    tenant_ids = [t.tenant_id for t in load_tenants().tenants]
+    choices = {"enum": tenant_ids} if tenant_ids else {}
+    return Param(tenant_ids[0] if tenant_ids else "", type="string", title="Tenant", description=description, **choices)
