@@ -112,13 +112,13 @@ def string_hashes(values: pd.Series) -> np.ndarray:
     return pd.util.hash_array(raw, categorize=False)
 
 
-def _is_arrow(values: pd.Series) -> bool:
+def is_arrow_string(values: pd.Series) -> bool:
     return isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow"
 
 
 def _arrow(values: pd.Series) -> pa.ChunkedArray:
     """A string column as Arrow: zero-copy for pandas' default string dtype."""
-    if _is_arrow(values):
+    if is_arrow_string(values):
         return values.array._pa_array
     return pa.chunked_array([pa.array(values.astype("string[pyarrow]").array._pa_array.combine_chunks())])
 
@@ -131,7 +131,7 @@ def _matches_email(emails: pd.Series) -> np.ndarray:
     Python's ``re`` only for values holding a newline, where ``$`` differs; the emails are stripped, so a
     newline can only sit inside one, where the character classes refuse it under both engines.
     """
-    if not _is_arrow(emails):
+    if not is_arrow_string(emails):
         return emails.str.match(_EMAIL_PATTERN).fillna(False).astype(bool).to_numpy()
     matched = pc.match_substring_regex(_arrow(emails), f"^({_EMAIL_PATTERN[1:]})")
     return pc.fill_null(matched, False).to_numpy(zero_copy_only=False)
@@ -178,7 +178,7 @@ def prepare(customers: pd.DataFrame) -> PreparedCustomers:
 
 def _shared_email(emails: pd.Series) -> np.ndarray:
     """``emails.duplicated(keep=False)``: 64-bit hashes find the few candidates, then the emails decide."""
-    if len(emails) < 10_000 or not _is_arrow(emails):
+    if len(emails) < 10_000 or not is_arrow_string(emails):
         return emails.duplicated(keep=False).to_numpy()
     candidates = pd.Series(string_hashes(emails)).duplicated(keep=False).to_numpy()
     shared = np.zeros(len(emails), dtype=bool)

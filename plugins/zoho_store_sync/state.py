@@ -454,12 +454,6 @@ class DatabaseTokenCache:
                     conn.execute(sa.insert(access_tokens).values(cache_key=key, **values))
                 return token
 
-    def invalidate(self, key: str, cipher: Fernet, token_value: str) -> None:
-        current = self.get(key, cipher)
-        if current is None or current.value == token_value:
-            with self.engine.begin() as conn:
-                conn.execute(sa.update(access_tokens).where(access_tokens.c.cache_key == key).values(sealed_token=None))
-
 
 class RefreshTokenStore:
     """Refresh tokens obtained by ``zoho_connect``, encrypted with a key derived from the client secret.

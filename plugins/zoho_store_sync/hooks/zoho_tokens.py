@@ -71,10 +71,6 @@ class TokenCache(Protocol):
         """
         ...
 
-    def invalidate(self, key: str, cipher: Fernet, token_value: str) -> None:
-        """Forget ``token_value`` if it is still the cached one (another task may have replaced it)."""
-        ...
-
 
 class MemoryTokenCache:
     """Process-local cache: for tests and one-off scripts. Tasks use the state database's cache."""
@@ -106,9 +102,3 @@ class MemoryTokenCache:
             self._refreshes[key] = history
             self._tokens[key] = seal(token, cipher)
             return token
-
-    def invalidate(self, key: str, cipher: Fernet, token_value: str) -> None:
-        with self._lock:
-            current = self.get(key, cipher)
-            if current is None or current.value == token_value:
-                self._tokens.pop(key, None)
