@@ -28,7 +28,6 @@ import json
 import os
 import random
 import re
-import signal
 import threading
 import time
 from collections import deque
@@ -41,6 +40,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from sandboxes.magento import parse_php_query
 from sandboxes.seed import LOCALES
+from sandboxes._server import LoopbackServer, serve_until_stopped
 
 __all__ = ["DecoNetworkSandbox", "DecoStoreData", "generate_deconetwork_store", "EXPORT_COLUMNS", "ORDER_STATUSES"]
 
@@ -341,8 +341,13 @@ def _compare(op: int, a: Any, b: Any) -> bool:
 
 # ---- the sandbox ----------------------------------------------------------------------------------------
 
-class DecoNetworkSandbox:
+class DecoNetworkSandbox(LoopbackServer):
     """An in-memory DecoNetwork site served over HTTP on 127.0.0.1; all state behind one lock."""
+
+    thread_name = "deconetwork-sandbox"
+
+    def _handler(self) -> type:
+        return _Handler
 
     def __init__(self, data: DecoStoreData | None = None, *, username: str = "api-user",
                  password: str = "sandbox-deco-password-123", api_enabled: bool = True, seed: int = 0,
@@ -373,31 +378,6 @@ class DecoNetworkSandbox:
         self._thread: threading.Thread | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------------
-    def start(self, port: int = 0) -> DecoNetworkSandbox:
-        handler = type("DecoNetworkHandler", (_Handler,), {"sandbox": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="deconetwork-sandbox", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> DecoNetworkSandbox:
-        return self.start() if self._server is None else self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # ---- clock -----------------------------------------------------------------------------------------
     def now(self) -> str:
         """The site clock (local time, the API's date format)."""
@@ -770,24 +750,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sandbox = DecoNetworkSandbox(generate_deconetwork_store(args.customers, args.seed),
                                  api_enabled=not args.api_disabled)
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    sandbox.start(args.port)
-    try:
-        if args.export:
-            sandbox.write_export(args.export)
-        if args.ready_file:
-            tmp = f"{args.ready_file}.tmp"
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump({"url": sandbox.url, "export": args.export, "username": sandbox.username}, fh)
-            os.replace(tmp, args.ready_file)  # readers never see a half-written file
-        print(f"DecoNetwork sandbox listening on {sandbox.url}", flush=True)
-        while not stopped.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sandbox.stop()
+    if args.export:
+        sandbox.write_export(args.export)
+    serve_until_stopped(sandbox, args.port, args.ready_file, {"export": args.export, "username": sandbox.username})
 
 
 if __name__ == "__main__":

@@ -12,10 +12,8 @@ import hmac
 import json
 import math
 import operator
-import os
 import random
 import re
-import signal
 import string
 import threading
 import time
@@ -26,6 +24,7 @@ from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from sandboxes.seed import BASE_CURRENCY, STORES, StoreData, format_ts, generate_store, parse_ts
+from sandboxes._server import LoopbackServer, serve_until_stopped
 
 __all__ = ["MagentoSandbox", "MagentoError", "parse_search_criteria", "parse_fields"]
 
@@ -412,8 +411,13 @@ def _by(rows: list[dict], key: str) -> list[dict]:
     return rows if keys == sorted(keys) else sorted(rows, key=operator.itemgetter(key))
 
 
-class MagentoSandbox:
+class MagentoSandbox(LoopbackServer):
     """In-memory Magento store served over HTTP; all state sits behind one lock."""
+
+    thread_name = "magento-sandbox"
+
+    def _handler(self) -> type:
+        return _Handler
 
     def __init__(self, data: StoreData | None = None, *, admin_username: str = "sync-admin",
                  admin_password: str = "sandbox-admin-password-123",
@@ -468,31 +472,6 @@ class MagentoSandbox:
         self._next_address_id = 0  # found on first use: one more scan of a million rows is not free
 
     # ---- lifecycle --------------------------------------------------------------------------------
-    def start(self, port: int = 0) -> MagentoSandbox:
-        handler = type("MagentoHandler", (_Handler,), {"sandbox": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="magento-sandbox", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> MagentoSandbox:
-        return self.start() if self._server is None else self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # ---- clock --------------------------------------------------------------------------------------
     def _initial_clock(self) -> int:
         stamps = [max((r.get("updated_at", "") for r in table.values()), default="")
@@ -1085,22 +1064,7 @@ def main(argv: list[str] | None = None) -> None:
                              legacy_last_page_repeat=args.legacy_last_page_repeat, latency=args.latency,
                              allow_integration_bearer=not args.no_integration_bearer)
     gc.freeze()  # this process owns the data set: keep the cyclic GC from rescanning millions of rows
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    sandbox.start(args.port)
-    try:
-        if args.ready_file:
-            tmp = f"{args.ready_file}.tmp"
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump({"url": sandbox.url}, fh)
-            os.replace(tmp, args.ready_file)  # readers never see a half-written file
-        print(f"Magento sandbox listening on {sandbox.url}", flush=True)
-        while not stopped.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sandbox.stop()
+    serve_until_stopped(sandbox, args.port, args.ready_file, {})
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import random
 import re
 import threading
@@ -31,6 +30,7 @@ from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
+from sandboxes._server import LoopbackServer, serve_until_stopped
 
 MODULES = ("Contacts", "Leads")
 MAX_WRITE_RECORDS = 100
@@ -332,7 +332,7 @@ class _Route:
 # ------------------------------------------------------------------------------------------------ sandbox
 
 
-class ZohoSandbox:
+class ZohoSandbox(LoopbackServer):
     """In-process Zoho CRM v8 emulator serving the accounts host and the API host on one loopback port.
 
     Test knobs: ``inject_fault`` / ``set_fault_rate`` (429 with optional Retry-After, 500, drop, expire_token,
@@ -340,6 +340,11 @@ class ZohoSandbox:
     it; ``peak_concurrency`` records the most calls in flight), ``token_throttle_window``,
     ``bulk_step_seconds`` and ``bulk_relative_download_url``; ``calls()`` lists every call with its credits.
     """
+
+    thread_name = "zoho-sandbox"
+
+    def _handler(self) -> type:
+        return _Handler
 
     def __init__(
         self,
@@ -404,33 +409,12 @@ class ZohoSandbox:
     # ---------------------------------------------------------------------------------- lifecycle
 
     def start(self, port: int = 0) -> "ZohoSandbox":
-        """Bind 127.0.0.1 (port 0 = any free port) and serve in a daemon thread."""
-        server = _Server(("127.0.0.1", port), _Handler)
-        server.sandbox = self
-        self._server = server
-        self.url = f"http://127.0.0.1:{server.server_address[1]}"
         self._stopping.clear()
-        # a short poll interval keeps stop() fast (the default 0.5 s adds up over a test suite)
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="zoho-sandbox", daemon=True)
-        self._thread.start()
-        return self
+        return super().start(port)
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> "ZohoSandbox":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        self._stopping.set()  # ends the bulk-job threads' waits
+        super().stop()
 
     # ------------------------------------------------------------------------- registration helpers
 
@@ -1877,12 +1861,6 @@ def _send(handler: BaseHTTPRequestHandler, resp: _Response) -> None:
     handler.wfile.write(payload)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # bursts of concurrent clients must queue, not be refused
-    sandbox: ZohoSandbox
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "ZohoSandbox/1.0"
@@ -1912,21 +1890,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sandbox = ZohoSandbox(seed=args.seed, latency=args.latency, concurrency_limit=args.concurrency_limit,
                           daily_credits=args.daily_credits, access_token_ttl=args.access_token_ttl)
-    sandbox.start(args.port)
-    ready = {"url": sandbox.url, "client_id": sandbox.client_id, "client_secret": sandbox.client_secret,
-             "refresh_token": sandbox.refresh_token, "pid": os.getpid()}
-    if args.ready_file:
-        tmp = f"{args.ready_file}.tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(ready, handle)
-        os.replace(tmp, args.ready_file)  # atomic: readers never see a half-written file
-    print(json.dumps({"url": sandbox.url}), flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sandbox.stop()
+    serve_until_stopped(sandbox, args.port, args.ready_file,
+                        {"client_id": sandbox.client_id, "client_secret": sandbox.client_secret,
+                         "refresh_token": sandbox.refresh_token})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,76 @@
+"""What every sandbox shares: an HTTP server on 127.0.0.1 in a daemon thread, and the CLI's ready file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # bursts of concurrent clients must queue, not be refused
+
+
+class LoopbackServer:
+    """Start/stop/context manager for a sandbox; subclasses return their request handler class."""
+
+    thread_name = "sandbox"
+    url: str = ""
+    _server: _Server | None = None
+    _thread: threading.Thread | None = None
+
+    def start(self, port: int = 0) -> Any:
+        """Bind 127.0.0.1 (port 0 = any free port) and serve in a daemon thread."""
+        handler = type(f"{type(self).__name__}Handler", (self._handler(),), {"sandbox": self})
+        server = _Server(("127.0.0.1", port), handler)
+        server.sandbox = self  # type: ignore[attr-defined]
+        self._server = server
+        self.url = f"http://127.0.0.1:{server.server_address[1]}"
+        # a short poll interval keeps stop() fast (the default 0.5 s adds up over a test suite)
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=self.thread_name, daemon=True)
+        self._thread.start()
+        return self
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Any:
+        return self.start() if self._server is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve_until_stopped(sandbox: LoopbackServer, port: int, ready_file: str | None, ready: dict[str, Any]) -> None:
+    """CLI mode: serve in the foreground, write ``ready`` (plus the URL) atomically, stop on SIGTERM or ^C."""
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    sandbox.start(port)
+    try:
+        payload = {"url": sandbox.url, "pid": os.getpid(), **ready}
+        if ready_file:
+            tmp = f"{ready_file}.tmp"
+            with open(tmp, "w", encoding="utf-8") as handle:
+                json.dump(payload, handle)
+            os.replace(tmp, ready_file)  # readers never see a half-written file
+        print(json.dumps({"url": sandbox.url}), flush=True)
+        while not stopped.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sandbox.stop()
