@@ -20,9 +20,9 @@ import time
 from typing import Any, Iterator, Sequence
 
 import requests
-from requests.utils import default_headers
 
 from airflow.providers.http.hooks.http import HttpHook
+from zoho_store_sync.hooks._session import plain_session
 
 FIND_ORDERS_PATH = "/api/json/manage_orders/find"
 MAX_LIMIT = 100  # the documented maximum rows per call
@@ -94,15 +94,7 @@ class DecoNetworkHook(HttpHook):
 
     def get_conn(self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None):
         """A plain session: no basic auth, and no header taken from the connection's extras."""
-        session = super().get_conn(None, extra_options)
-        session.auth = None
-        # The HTTP provider copies unknown extras into headers; credentials must only ever be form fields.
-        session.headers.clear()
-        session.headers.update(default_headers())
-        session.headers["Accept"] = "application/json"
-        if headers:
-            session.headers.update(headers)
-        return session
+        return plain_session(super().get_conn(None, extra_options), headers)
 
     @property
     def _session(self) -> requests.Session:

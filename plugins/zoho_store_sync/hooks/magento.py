@@ -35,9 +35,9 @@ from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import requests
 from requests.auth import AuthBase
-from requests.structures import CaseInsensitiveDict
 
 from airflow.providers.http.hooks.http import HttpHook
+from zoho_store_sync.hooks._session import plain_session
 
 AUTH_MODES = ("integration_token", "oauth1", "admin")
 OAUTH1_FIELDS = ("consumer_key", "consumer_secret", "access_token", "access_token_secret")
@@ -214,14 +214,7 @@ class MagentoHook(HttpHook):
 
     def get_conn(self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None):
         """A session without basic auth and with none of the connection's extras as headers."""
-        session = super().get_conn(None, extra_options)
-        session.auth = None  # HttpHook would send login/password as basic auth on every call
-        # HttpHook copies every unknown extra into the headers: consumer secrets would go out in clear.
-        session.headers = CaseInsensitiveDict(requests.utils.default_headers())
-        session.headers["Accept"] = "application/json"
-        if headers:
-            session.headers.update(headers)
-        return session
+        return plain_session(super().get_conn(None, extra_options), headers)
 
     @property
     def _session(self) -> requests.Session:

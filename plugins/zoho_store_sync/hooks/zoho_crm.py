@@ -32,6 +32,7 @@ import requests
 from requests.auth import AuthBase
 
 from airflow.providers.http.hooks.http import HttpHook
+from zoho_store_sync.hooks._session import plain_session
 from zoho_store_sync.hooks.zoho_tokens import (
     AccessToken,
     MemoryTokenCache,
@@ -425,11 +426,7 @@ class ZohoCrmHook(HttpHook):
 
         (HttpHook would send every unknown extra, e.g. the refresh token, as a header.)
         """
-        session = requests.Session()
-        session.auth = None
-        if headers:
-            session.headers.update(headers)
-        return session
+        return plain_session(requests.Session(), headers)
 
     def _session(self) -> requests.Session:
         # One keep-alive session per thread: requests.Session is not documented as thread-safe.
