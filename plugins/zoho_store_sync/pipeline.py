@@ -22,8 +22,8 @@ from zoho_store_sync.customers import prepare
 from zoho_store_sync.diff import plan_changes
 from zoho_store_sync.hooks.zoho_crm import ZohoCrmHook
 from zoho_store_sync.loader import apply_plan
-from zoho_store_sync.scope import scope_customers
 from zoho_store_sync.mapping import Mapping, MappingError, check_against_org, load_mapping, with_org_lengths
+from zoho_store_sync.scope import scope_customers
 from zoho_store_sync.sources import SourceExtract
 from zoho_store_sync.state import DatabaseTokenCache, RefreshTokenStore, StateStore, engine_from_conn_id
 

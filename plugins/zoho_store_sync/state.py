@@ -7,6 +7,7 @@ writes another tenant's rows. The schema is created by a task (``create_schema``
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import time
@@ -151,7 +152,13 @@ def engine_url_from_connection(conn: Any) -> str:
 def engine_from_conn_id(conn_id: str) -> sa.Engine:
     from airflow.sdk import Connection
 
-    return make_engine(engine_url_from_connection(Connection.get(conn_id)))
+    return _shared_engine(engine_url_from_connection(Connection.get(conn_id)))
+
+
+@functools.lru_cache(maxsize=32)
+def _shared_engine(url: str) -> sa.Engine:
+    """One engine (one connection pool) per database per process, however many steps ask for it."""
+    return make_engine(url)
 
 
 def make_engine(url: str) -> sa.Engine:
