@@ -22,6 +22,7 @@ mapped from ``deleted`` set to true, or with ``delete``, deleted in Zoho. ``igno
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from zoho_store_sync.customers import classify
+from zoho_store_sync.customers import record_types
 from zoho_store_sync.mapping import Mapping, MappingError, build_payloads, payload_hashes_by_module, payload_json
 
 SEND_ACTIONS = ("new", "changed", "retry", "convert", "email_changed")
@@ -37,6 +38,8 @@ DELETE_ACTIONS = ("flag_deleted", "delete")
 PLAN_COLUMNS = ["customer_key", "email", "module", "action", "payload_hash", "zoho_id", "attempts", "payload"]
 COUNTED_ACTIONS = ("new", "changed", "retry", "convert", "email_changed", "unchanged", "skipped_failed",
                    "skipped_deleted")
+assert COUNTED_ACTIONS[:len(SEND_ACTIONS)] == SEND_ACTIONS  # _actions' codes: below len(SEND_ACTIONS) = send
+ACTION_NAMES = np.array(COUNTED_ACTIONS, dtype=object)
 
 
 @dataclass
@@ -76,57 +79,58 @@ def plan_changes(
     if source_deletions == "delete" and "deleted" in customers:
         flagged_deleted = customers["deleted"].astype("boolean").fillna(False).astype(bool)
     frame = customers.loc[~flagged_deleted] if flagged_deleted.any() else customers
-    module = classify(frame).to_numpy(dtype=object)
+    module = record_types(frame)  # classify() as numpy text: a million comparisons take milliseconds
     state_row = _unique_state_rows(frame["customer_key"], state["customer_key"])  # None: keys not unique
     if state_row is not None:
-        was_contact = _at(state["module"], state_row) == "Contacts"
+        state_module = _Coded(state["module"], state_row)
+        was_contact = state_module == "Contacts"
     else:
         was_contact = frame["customer_key"].isin(state.loc[state["module"] == "Contacts", "customer_key"]).to_numpy()
     module[was_contact & (module == "Leads")] = "Contacts"  # never flipped back to a Lead
 
     counts = {"contacts": int((module == "Contacts").sum()), "leads": int((module == "Leads").sum())}
-    in_scope = np.isin(module, list(modules))
+    in_scope = _among(module, modules)
     counts["skipped_record_type"] = int((~in_scope).sum())
     module[~in_scope] = ""
-    hashes = payload_hashes_by_module(frame, mapping, module)
-    blocks = [(m, rows) for m in modules if len(rows := np.flatnonzero(module == m))]
-    planned_rows = np.concatenate([rows for _, rows in blocks]) if blocks else np.zeros(0, dtype="int64")
-
-    known = state.rename(columns={"payload_hash": "state_hash", "module": "state_module", "email": "state_email"})
-    # Nullable integers: new customers have no state hash, and a float64 column would round 64-bit hashes
-    # (every existing customer would look changed).
-    known = known.assign(state_hash=known["state_hash"].astype("Int64"))
-    if state_row is not None:
-        at = state_row[planned_rows]
-        action = _actions(
-            status=_at(state["status"], at), state_module=_at(state["module"], at), state_email=_at(state["email"], at),
-            email=frame["email"].iloc[planned_rows], module=module[planned_rows],
-            same=_same_hash(known["state_hash"], at, hashes[planned_rows]),
-            retryable=_at(known["retryable"].astype("boolean").fillna(False).to_numpy(dtype=bool), at, False),
-            has_id=_at(known["zoho_id"].notna().to_numpy(), at, False),
-        )
-        sending = np.isin(action, SEND_ACTIONS)
-        send = _joined(frame, known, blocks, module, hashes, planned_rows, at, sending)
-        send["action"] = pd.Series(action[sending], index=send.index, dtype="object")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(payload_hashes_by_module, frame, mapping, module)  # meanwhile, read the state
+        known = state.rename(columns={"payload_hash": "state_hash", "module": "state_module", "email": "state_email"})
+        # Nullable integers: new customers have no state hash, and a float64 column would round 64-bit hashes
+        # (every existing customer would look changed).
+        known = known.assign(state_hash=known["state_hash"].astype("Int64"))
+        if state_row is not None:
+            status, retryable = _Coded(state["status"], state_row), _at(
+                known["retryable"].astype("boolean").fillna(False).to_numpy(dtype=bool), state_row)
+            has_id = _at(known["zoho_id"].notna().to_numpy(), state_row)
+            email_moved = _email_moved(state["email"], state_row, frame["email"])
+        hashes = hashing.result()
+    if state_row is not None:  # one state row at most per customer: decide in frame order, then pick
+        action = _actions(status=status, state_module=state_module, module=module, modules=modules,
+                          same=_same_hash(known["state_hash"], state_row, hashes), retryable=retryable,
+                          has_id=has_id, email_moved=email_moved)
+        send = _joined(frame, known, modules, module, hashes, state_row, in_scope & (action < len(SEND_ACTIONS)))
+        send_action = ACTION_NAMES[action[send["_frame_row"].to_numpy()]]
+        action = action[in_scope]
     else:  # several state rows per customer key (never from the state table): pandas' merge pairs them up
-        planned = _planned(frame, blocks, hashes)
+        planned = _planned(frame, [(m, np.flatnonzero(module == m)) for m in modules], hashes)
         merged = planned.merge(known[STATE_JOIN_COLUMNS], on="customer_key", how="left")
+        state_email = merged["state_email"].astype("object")
         action = _actions(
-            status=merged["status"].to_numpy(dtype=object), state_module=merged["state_module"].to_numpy(dtype=object),
-            state_email=merged["state_email"].to_numpy(dtype=object), email=merged["email"],
-            module=merged["module"].to_numpy(dtype=object),
+            status=_Coded(merged["status"]), state_module=_Coded(merged["state_module"]),
+            module=merged["module"].to_numpy(dtype=object), modules=modules,
             same=merged["state_hash"].eq(merged["payload_hash"]).fillna(False).astype(bool).to_numpy(),
             retryable=merged["retryable"].astype("boolean").fillna(False).astype(bool).to_numpy(),
             has_id=merged["zoho_id"].notna().to_numpy(),
+            email_moved=(state_email.notna() & (state_email != merged["email"].astype("object"))).to_numpy(),
         )
-        sending = np.isin(action, SEND_ACTIONS)
-        send = merged.loc[sending]
-        send = send.assign(action=pd.Series(action[sending], index=send.index, dtype="object"))
-    for name in COUNTED_ACTIONS:
-        counts[name] = int((action == name).sum())
+        send = merged.loc[action < len(SEND_ACTIONS)]
+        send_action = ACTION_NAMES[action[action < len(SEND_ACTIONS)]]
+    send = send.assign(action=pd.Series(send_action, index=send.index, dtype="object"))
+    for name, count in zip(COUNTED_ACTIONS, np.bincount(action, minlength=len(COUNTED_ACTIONS)).tolist()):
+        counts[name] = int(count)
 
     send["payload"] = pd.Series(dtype="object")
-    for name, rows in blocks:
+    for name in modules:
         mask = (send["module"] == name).to_numpy()
         if mask.any():
             # JSON only for the rows to send: building it for unchanged rows would be wasted work
@@ -140,35 +144,32 @@ def plan_changes(
 
 
 def _planned(frame: pd.DataFrame, blocks: list[tuple[str, np.ndarray]], hashes: np.ndarray) -> pd.DataFrame:
-    """The planned rows (key, email, module, hash) of ``blocks``, one block per module, in block order."""
+    """The planned rows (key, email, module, hash) of ``blocks`` (module, frame rows), in block order."""
     parts = [pd.DataFrame({
         "customer_key": frame["customer_key"].iloc[rows].to_numpy(),
         "email": frame["email"].iloc[rows].to_numpy(),
         "module": module,
         "payload_hash": hashes[rows],
-        "_frame_row": rows,  # position in frame
-    }) for module, rows in blocks]
+        "_frame_row": rows,
+    }) for module, rows in blocks if len(rows)]
     return pd.concat(parts, ignore_index=True) if parts else _empty_planned().rename(columns={"_row": "_frame_row"})
 
 
-def _joined(frame: pd.DataFrame, known: pd.DataFrame, blocks: list[tuple[str, np.ndarray]], module: np.ndarray,
-            hashes: np.ndarray, planned_rows: np.ndarray, at: np.ndarray, sending: np.ndarray) -> pd.DataFrame:
+def _joined(frame: pd.DataFrame, known: pd.DataFrame, modules: tuple[str, ...], module: np.ndarray,
+            hashes: np.ndarray, state_row: np.ndarray, sending: np.ndarray) -> pd.DataFrame:
     """The rows to send merged with their state rows, exactly as merging every planned row would give them.
 
     pandas' merge picks column dtypes from what it sees (a planned row without a state row turns integer
     columns into floats, an empty side changes the key's dtype). So a planned row with and one without a
-    state row, if the rows to send lack one, and one state row join the merge as anchors, dropped after it.
+    state row (when the rows to send lack one) and one state row join the merge as anchors, dropped after it.
     """
-    picked = np.flatnonzero(sending)
-    anchors = [kind[:1] for kind, seen in ((np.flatnonzero(at < 0), (at[picked] < 0).any()),
-                                           (np.flatnonzero(at >= 0), (at[picked] >= 0).any())) if not seen]
-    chosen = np.concatenate([picked, *anchors]).astype("int64")
-    parts = []
-    for group in (picked, *anchors):  # the rows to send in planned order (grouped by module), then the anchors
-        rows = planned_rows[group]
-        parts += [(m, rows[module[rows] == m]) for m, _ in blocks]
-    left = _planned(frame, [(m, rows) for m, rows in parts if len(rows)], hashes)
-    own = at[chosen]
+    blocks = [(m, np.flatnonzero(sending & (module == m))) for m in modules]  # planned order: by module
+    picked = np.concatenate([rows for _, rows in blocks] + [np.zeros(0, dtype="int64")])
+    for kind in (state_row < 0, state_row >= 0):
+        if not kind[picked].any() and (anchor := np.flatnonzero(kind & (module != ""))[:1]).size:
+            blocks.append((str(module[anchor[0]]), anchor))
+    left = _planned(frame, blocks, hashes)
+    own = state_row[left["_frame_row"].to_numpy()]
     state_rows = np.unique(np.concatenate([own[own >= 0], [0] if len(known) else []]).astype("int64"))
     merged = left.merge(known[STATE_JOIN_COLUMNS].iloc[state_rows], on="customer_key", how="left")
     return merged.iloc[:len(picked)].copy()
@@ -204,48 +205,78 @@ def _integer_keys(keys: pd.Series) -> np.ndarray | None:
     return numbers.to_numpy()
 
 
-def _at(values: pd.Series | np.ndarray, rows: np.ndarray, missing: object = None) -> np.ndarray:
-    """``values`` at positions ``rows`` (an object array unless ``missing`` says otherwise); -1: ``missing``."""
-    array = np.asarray(values, dtype=object) if missing is None else np.asarray(values)
-    if not len(array):
-        return np.full(len(rows), missing, dtype=array.dtype)
-    taken = array.take(np.maximum(rows, 0))
-    taken[rows < 0] = missing
-    return taken
+class _Coded:
+    """A low-cardinality column (status, module) as integer codes: ``coded == "synced"`` costs milliseconds."""
+
+    def __init__(self, values: pd.Series | np.ndarray, rows: np.ndarray | None = None) -> None:
+        codes, names = pd.factorize(np.asarray(values, dtype=object))  # missing: -1
+        if rows is not None:  # the values at these positions; -1: none
+            codes = np.where(rows >= 0, codes.take(np.maximum(rows, 0)) if len(codes) else -1, -1)
+        self.codes = codes
+        self.names = {name: code for code, name in enumerate(names.tolist())}
+
+    def __eq__(self, name: object) -> np.ndarray:  # type: ignore[override]
+        return self.codes == self.names.get(name, -2)
+
+    def isna(self) -> np.ndarray:
+        return self.codes < 0
+
+
+def _at(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Booleans of the state rows at ``rows``; False where a customer has no state row (-1)."""
+    return np.where(rows >= 0, values.take(np.maximum(rows, 0)) if len(values) else False, False)
 
 
 def _same_hash(state_hashes: pd.Series, rows: np.ndarray, hashes: np.ndarray) -> np.ndarray:
     """Whether the state row's hash equals the new one (False without a state row or hash)."""
     if not len(state_hashes):
         return np.zeros(len(rows), dtype=bool)
-    values = state_hashes.to_numpy(dtype="int64", na_value=0).take(np.maximum(rows, 0))
-    present = ~state_hashes.isna().to_numpy().take(np.maximum(rows, 0)) & (rows >= 0)
-    return present & (values == hashes)
+    at = np.maximum(rows, 0)
+    present = (rows >= 0) & ~state_hashes.isna().to_numpy().take(at)
+    return present & (state_hashes.to_numpy(dtype="int64", na_value=0).take(at) == hashes)
 
 
-def _actions(*, status: np.ndarray, state_module: np.ndarray, state_email: np.ndarray, email: pd.Series,
-             module: np.ndarray, same: np.ndarray, retryable: np.ndarray, has_id: np.ndarray) -> np.ndarray:
-    """The action of every planned row (rules in the module docstring); arrays aligned on the planned rows."""
-    status = pd.Series(status, dtype=object)
-    action = np.full(len(status), "changed", dtype=object)
-    action[(status.isna() | (status == "deleted_in_source")).to_numpy()] = "new"
-    synced = (status == "synced").to_numpy()
-    action[synced & same] = "unchanged"
-    failed = (status == "failed").to_numpy()
-    action[failed & retryable] = "retry"
-    action[failed & ~retryable & same] = "skipped_failed"
-    state_module = pd.Series(state_module, dtype=object)
-    same_module = (state_module == pd.Series(module, dtype=object)).to_numpy()
-    candidates = np.flatnonzero(has_id & (synced | failed) & same_module & (action != "skipped_failed")
-                                & pd.notna(state_email))
-    if len(candidates):
-        # Compared as Python objects, as pandas compares object columns (a missing email differs from any)
-        differs = (pd.Series(state_email[candidates], dtype=object)
-                   != pd.Series(email.iloc[candidates].to_numpy(dtype=object), dtype=object)).to_numpy()
-        action[candidates[differs]] = "email_changed"
-    became_buyer = has_id & (state_module == "Leads").to_numpy() & (module == "Contacts") & (synced | failed)
-    action[became_buyer & (action != "skipped_failed")] = "convert"
-    action[(status == "deleted_in_zoho").to_numpy()] = "skipped_deleted"
+def _email_moved(state_emails: pd.Series, rows: np.ndarray, emails: pd.Series) -> np.ndarray:
+    """The state row has an email and it is not the customer's (a missing customer email differs from any)."""
+    try:
+        theirs = pa.array(state_emails.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
+        ours = pa.array(emails.astype("string").array, type=pa.large_string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all text: compare as Python objects, as pandas would
+        theirs_at = pd.Series(np.asarray(state_emails, dtype=object).take(np.maximum(rows, 0)) if len(state_emails)
+                              else np.full(len(rows), None), dtype=object).where(rows >= 0, None)
+        return (theirs_at.notna() & (theirs_at != emails.astype("object").reset_index(drop=True))).to_numpy()
+    theirs = theirs.take(pa.array(rows, mask=rows < 0)) if len(theirs) else pa.nulls(len(rows), pa.large_string())
+    differs = pc.fill_null(pc.not_equal(theirs, ours), True)
+    return pc.and_(theirs.is_valid(), differs).to_numpy(zero_copy_only=False)
+
+
+def _among(values: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """``np.isin`` for a few names, without sorting a million values."""
+    found = np.zeros(len(values), dtype=bool)
+    for name in names:
+        found |= values == name
+    return found
+
+
+def _actions(*, status: _Coded, state_module: _Coded, module: np.ndarray, modules: tuple[str, ...],
+             same: np.ndarray, retryable: np.ndarray, has_id: np.ndarray, email_moved: np.ndarray) -> np.ndarray:
+    """The action per customer (rules in the module docstring) from its state row's columns (NaN: none),
+    as a position in ``COUNTED_ACTIONS`` (the send actions come first)."""
+    code = {name: np.int8(i) for i, name in enumerate(COUNTED_ACTIONS)}
+    action = np.full(len(module), code["changed"], dtype="int8")
+    action[status.isna() | (status == "deleted_in_source")] = code["new"]
+    synced, failed = status == "synced", status == "failed"
+    action[synced & same] = code["unchanged"]
+    action[failed & retryable] = code["retry"]
+    action[failed & ~retryable & same] = code["skipped_failed"]
+    same_module = np.zeros(len(module), dtype=bool)
+    for name in modules:
+        same_module |= (state_module == name) & (module == name)
+    email_changed = has_id & (synced | failed) & email_moved
+    action[email_changed & same_module & (action != code["skipped_failed"])] = code["email_changed"]
+    became_buyer = has_id & (state_module == "Leads") & (module == "Contacts") & (synced | failed)
+    action[became_buyer & (action != code["skipped_failed"])] = code["convert"]
+    action[status == "deleted_in_zoho"] = code["skipped_deleted"]
     return action
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ import pyarrow.compute as pc
 import yaml
 
 from zoho_store_sync.config import TenantConfig
-from zoho_store_sync.customers import CUSTOMER_COLUMNS, is_arrow_string, string_hashes
+from zoho_store_sync.customers import CUSTOMER_COLUMNS, arrow_hashes, is_arrow_string
 from zoho_store_sync.settings import mappings_dir
 
 HASH_VERSION = "1"  # bump when the hash recipe changes: every record is then re-sent once
@@ -97,14 +98,20 @@ def payload_values(values: pd.Series, kind: str, max_length: int) -> pd.Series:
 
 
 def _arrow_text(values: pd.Series, max_length: int) -> pd.Series:
+    return pd.Series(pd.arrays.ArrowStringArray(_clean_text(values.array._pa_array, max_length)),
+                     index=values.index, name=values.name)
+
+
+def _clean_text(text: pa.ChunkedArray, max_length: int) -> pa.ChunkedArray:
     """The string branch of ``payload_values`` in Arrow compute: the same kernels pandas' ``.str`` calls,
     without a nullable-boolean mask in between, and no slicing when nothing is too long."""
-    text = pc.utf8_trim_whitespace(values.array._pa_array)
-    text = pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
-    longest = pc.max(pc.utf8_length(text)).as_py()
-    if longest is not None and longest > max_length:
-        text = pc.utf8_slice_codeunits(text, start=0, stop=max_length)
-    return pd.Series(pd.arrays.ArrowStringArray(text), index=values.index, name=values.name)
+    text = pc.utf8_trim_whitespace(text)
+    size = pc.min_max(pc.binary_length(text)).as_py()  # bytes, read off the offsets: no pass over the text
+    if size["min"] == 0:
+        text = pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
+    if size["max"] is not None and size["max"] > max_length and pc.max(pc.utf8_length(text)).as_py() > max_length:
+        text = pc.utf8_slice_codeunits(text, start=0, stop=max_length)  # characters (never more than bytes)
+    return text
 
 
 def _seed(text: str) -> np.uint64:
@@ -123,21 +130,24 @@ def _mix(values: np.ndarray) -> np.ndarray:
 
 
 def value_hashes(column: pd.Series) -> np.ndarray:
-    """``pd.util.hash_pandas_object(column, index=False)`` as uint64 (values of missing rows: arbitrary).
-
-    Mostly distinct text (emails, ids, phones, streets) is hashed straight from its UTF-8 bytes; repetitive
-    text (cities, countries) through pandas' dictionary encoding. Both give pandas' hash of each value.
-    """
-    if is_arrow_string(column) and _mostly_distinct(column):
-        return string_hashes(column)
+    """``pd.util.hash_pandas_object(column, index=False)`` as uint64 (values of missing rows: arbitrary)."""
+    if is_arrow_string(column):
+        return _text_hashes(column.array._pa_array)
     return pd.util.hash_pandas_object(column, index=False).to_numpy(dtype="uint64")
 
 
-def _mostly_distinct(column: pd.Series, sample: int = 4096) -> bool:
-    if len(column) <= sample:
-        return False  # small: either way is fast
-    picked = column.array._pa_array.take(pa.array(np.linspace(0, len(column) - 1, sample).astype("int64")))
-    return pc.count_distinct(picked).as_py() > sample // 2
+def _text_hashes(text: pa.ChunkedArray) -> np.ndarray:
+    """pandas' hash of each string: mostly distinct text (emails, ids, phones, streets) hashed straight
+    from its bytes, repetitive text (cities, countries) once per distinct value, as pandas does."""
+    if len(text) > 4096:
+        sample = text.take(pa.array(np.linspace(0, len(text) - 1, 4096).astype("int64")))
+        if pc.count_distinct(sample).as_py() > 2048:
+            return arrow_hashes(text)
+    encoded = pc.dictionary_encode(text).combine_chunks()
+    hashed = arrow_hashes(encoded.dictionary)
+    if not len(hashed):
+        return np.zeros(len(text), dtype="uint64")
+    return hashed.take(encoded.indices.fill_null(0).to_numpy())
 
 
 def payload_hashes(payloads: pd.DataFrame, module: str) -> np.ndarray:
@@ -163,28 +173,38 @@ def payload_hashes_by_module(customers: pd.DataFrame, mapping: Mapping, module_o
     of no mapped module.
 
     The same numbers, computed a column at a time over the whole frame: a customer field that both modules
-    send is cleaned and hashed once, and no per-module copy of the customers is made.
+    send is cleaned and hashed once, and no per-module copy of the customers is made. Columns are hashed on
+    two threads: Arrow's kernels and pandas' siphash loop run without the GIL.
     """
+    rows = {module: np.flatnonzero(module_of_row == module) for module in mapping.fields}
+    fields = [(module, zoho_field, source_field, CUSTOMER_COLUMNS[source_field],
+               mapping.max_length(module, zoho_field))
+              for module, mapped in mapping.fields.items() if len(rows[module]) for zoho_field, source_field in mapped.items()]
+    keys = list(dict.fromkeys((source, kind, length if kind == "string" else 0) for _, _, source, kind, length in fields))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        hashed = dict(zip(keys, pool.map(lambda key: _hashed_payload_values(customers[key[0]], *key[1:]), keys)))
     out = np.zeros(len(customers), dtype="uint64")
-    cleaned: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
     with np.errstate(over="ignore"):
-        for module, fields in mapping.fields.items():
-            rows = np.flatnonzero(module_of_row == module)
-            if not len(rows):
+        for module in mapping.fields:
+            if not len(rows[module]):
                 continue
-            total = np.zeros(len(rows), dtype="uint64")
-            for zoho_field, source_field in fields.items():
-                kind, length = CUSTOMER_COLUMNS[source_field], mapping.max_length(module, zoho_field)
-                key = (source_field, length if kind == "string" else 0)
-                if key not in cleaned:
-                    values = payload_values(customers[source_field], kind, length)
-                    cleaned[key] = (value_hashes(values), values.isna().to_numpy())
-                hashed, missing = cleaned[key]
-                pair = _mix(hashed[rows] ^ _seed(f"{HASH_VERSION}|{module}|{zoho_field}"))
-                pair[missing[rows]] = 0
+            total = np.zeros(len(rows[module]), dtype="uint64")
+            for _, zoho_field, source, kind, length in (f for f in fields if f[0] == module):
+                values, missing = hashed[(source, kind, length if kind == "string" else 0)]
+                pair = _mix(values[rows[module]] ^ _seed(f"{HASH_VERSION}|{module}|{zoho_field}"))
+                pair[missing[rows[module]]] = 0
                 total += pair
-            out[rows] = _mix(total ^ _seed(f"{HASH_VERSION}|{module}"))
+            out[rows[module]] = _mix(total ^ _seed(f"{HASH_VERSION}|{module}"))
     return out.view("int64")
+
+
+def _hashed_payload_values(values: pd.Series, kind: str, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """``value_hashes`` and missing mask of ``payload_values(values, kind, max_length)``."""
+    if kind == "string" and is_arrow_string(values):
+        text = _clean_text(values.array._pa_array, max_length)  # no pandas Series in between
+        return _text_hashes(text), text.is_null().to_numpy(zero_copy_only=False)
+    sent = payload_values(values, kind, max_length)
+    return value_hashes(sent), sent.isna().to_numpy()
 
 
 def _json_value(value: Any) -> Any:
@@ -202,10 +222,21 @@ def _json_value(value: Any) -> Any:
 def payload_records(payloads: pd.DataFrame) -> list[dict[str, Any]]:
     """JSON-ready dicts: nulls are sent as null so a value removed in the store is cleared in Zoho."""
     names = list(payloads.columns)
-    return [
-        {name: _json_value(value) for name, value in zip(names, row)}
-        for row in payloads.itertuples(index=False, name=None)
-    ]
+    columns = [_json_values(payloads.iloc[:, i]) for i in range(len(names))]
+    return [dict(zip(names, row)) for row in zip(*columns)] if names else [{} for _ in range(len(payloads))]
+
+
+def _json_values(column: pd.Series) -> list[Any]:
+    """``[_json_value(v) for v in column]``, converted a column at a time for the usual dtypes."""
+    if is_arrow_string(column):
+        return column.array._pa_array.to_pylist()
+    if column.dtype.kind in "iub":
+        return column.to_numpy().tolist()
+    if column.dtype.kind == "f":
+        return [None if value != value else value for value in column.to_numpy().tolist()]  # NaN: null
+    if isinstance(column.dtype, pd.BooleanDtype):
+        return column.to_numpy(dtype=object, na_value=None).tolist()
+    return [_json_value(value) for value in column]
 
 
 def payload_json(payloads: pd.DataFrame) -> list[str]:
