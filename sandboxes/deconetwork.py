@@ -33,14 +33,14 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from sandboxes.magento import parse_php_query
 from sandboxes.seed import LOCALES
-from sandboxes._server import LoopbackServer, serve_until_stopped
+from sandboxes._server import LoopbackServer, SandboxHandler, serve_until_stopped
 
 __all__ = ["DecoNetworkSandbox", "DecoStoreData", "generate_deconetwork_store", "EXPORT_COLUMNS", "ORDER_STATUSES"]
 
@@ -620,37 +620,11 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(SandboxHandler):
     """Routes the API, the login page and /__sandbox__/... control endpoints."""
 
     sandbox: DecoNetworkSandbox
-    protocol_version = "HTTP/1.1"
-    wbufsize = 1 << 16
-    disable_nagle_algorithm = True
     server_version = "Apache"
-    sys_version = ""
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet server
-        pass
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _send(self, status: int, payload: bytes, content_type: str, extra: dict | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        for k, v in (extra or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(payload)
 
     def _dispatch(self, method: str) -> None:
         parts = urlsplit(self.path)

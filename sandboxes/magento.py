@@ -19,12 +19,12 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from sandboxes.seed import BASE_CURRENCY, STORES, StoreData, format_ts, generate_store, parse_ts
-from sandboxes._server import LoopbackServer, serve_until_stopped
+from sandboxes._server import LoopbackServer, SandboxHandler, serve_until_stopped
 
 __all__ = ["MagentoSandbox", "MagentoError", "parse_search_criteria", "parse_fields"]
 
@@ -854,25 +854,11 @@ def _store_configs(base_url: str) -> list[dict]:
              "base_link_url": f"{base_url}/", "secure_base_url": f"{base_url}/"} for sid, s in STORES.items()]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(SandboxHandler):
     """Routes /rest/... like Magento's webapi router and /__sandbox__/... to the control helpers."""
 
     sandbox: MagentoSandbox
-    protocol_version = "HTTP/1.1"  # keep-alive, as clients pool connections
-    # Headers and body in one buffered write with TCP_NODELAY: otherwise Nagle plus delayed ACK adds ~40 ms a call.
-    wbufsize = 1 << 16
-    disable_nagle_algorithm = True
     server_version = "nginx"
-    sys_version = ""
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet server
-        pass
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
 
     def do_PUT(self) -> None:
         self._dispatch("PUT")
@@ -883,11 +869,6 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:
         self._dispatch("PATCH")
 
-    # ---- plumbing ---------------------------------------------------------------------------------
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
     def _json_body(self, raw: bytes) -> Any:
         if not raw.strip():
             return None
@@ -895,16 +876,6 @@ class _Handler(BaseHTTPRequestHandler):
             return json.loads(raw)
         except ValueError:
             raise MagentoError(400, "Decoding error: %1", ["Syntax error"]) from None
-
-    def _send(self, status: int, payload: bytes, content_type: str, extra: dict | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        for k, v in (extra or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
 
     def _dispatch(self, method: str) -> None:
         parts = urlsplit(self.path)

@@ -91,6 +91,23 @@ def zoho_sandbox():
 
 
 @pytest.fixture
+def magento_store():
+    """Start Magento sandboxes of a chosen size: ``magento_store(n_customers, seed)``; all stopped after."""
+    from sandboxes.magento import MagentoSandbox
+    from sandboxes.seed import generate_store
+
+    started = []
+
+    def start(n_customers: int, seed: int):  # type: ignore[no-untyped-def]
+        started.append(MagentoSandbox(generate_store(n_customers, seed=seed)).start())
+        return started[-1]
+
+    yield start
+    for sandbox in started:
+        sandbox.stop()
+
+
+@pytest.fixture
 def magento_sandbox():
     from sandboxes.magento import MagentoSandbox
     from sandboxes.seed import generate_store

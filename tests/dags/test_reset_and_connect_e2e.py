@@ -16,12 +16,8 @@ OTHER = {**SHOP, "tenant_id": "other"}
 
 
 @pytest.fixture
-def small_magento():
-    from sandboxes.magento import MagentoSandbox
-    from sandboxes.seed import generate_store
-
-    with MagentoSandbox(generate_store(180, seed=9)) as sandbox:
-        yield sandbox
+def small_magento(magento_store):
+    return magento_store(180, 9)
 
 
 @pytest.fixture

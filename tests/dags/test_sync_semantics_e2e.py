@@ -11,12 +11,8 @@ BASE = {"tenant_id": "semantics", "source": "magento", "store_conn_id": "magento
 
 
 @pytest.fixture
-def small_magento():
-    from sandboxes.magento import MagentoSandbox
-    from sandboxes.seed import generate_store
-
-    with MagentoSandbox(generate_store(150, seed=5)) as sandbox:
-        yield sandbox
+def small_magento(magento_store):
+    return magento_store(150, 5)
 
 
 @pytest.fixture
