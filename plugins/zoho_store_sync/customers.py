@@ -114,7 +114,7 @@ def arrow_hashes(text: pa.Array | pa.ChunkedArray) -> np.ndarray:
     pandas does first (a waste on mostly distinct values: emails, ids, phones): 2-4x faster. Missing
     values get an arbitrary hash: callers mask them.
     """
-    raw = pc.fill_null(text, "").cast(pa.large_binary()).to_numpy(zero_copy_only=False)
+    raw = text.cast(pa.large_binary()).to_numpy(zero_copy_only=False)  # missing: None, hashed as b"None"
     return pd.util.hash_array(raw, categorize=False)
 
 

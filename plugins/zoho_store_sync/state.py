@@ -16,6 +16,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
@@ -222,39 +224,36 @@ class StateStore:
         return len(frame)
 
     def _executemany_upsert(self, frame: pd.DataFrame, stamp: datetime) -> None:
-        records = [
-            {**{k: (None if _is_na(v) else v) for k, v in zip(STATE_COLUMNS, row)},
-             "tenant_id": self.tenant_id, "updated_at": stamp}
-            for row in frame.itertuples(index=False, name=None)
-        ]
-        for record in records:
-            record["payload_hash"] = int(record["payload_hash"])
-            record["attempts"] = int(record["attempts"] or 0)
-            if record["retryable"] is not None:
-                record["retryable"] = bool(record["retryable"])
+        names = ["tenant_id", *STATE_COLUMNS, "updated_at"]
+        columns = [[self.tenant_id] * len(frame), *_python_columns(frame), [stamp] * len(frame)]
         insert = _dialect_insert(self.engine)(customers_state)
         statement = insert.on_conflict_do_update(
             index_elements=["tenant_id", "customer_key"],
             set_={name: insert.excluded[name] for name in STATE_COLUMNS[1:] + ["updated_at"]},
         )
         with self.engine.begin() as conn:
+            if self.engine.dialect.name == "sqlite" and len(frame) > 2000:
+                # Large writes skip SQLAlchemy's per-row parameter handling (3/4 of the time): the statement
+                # is compiled once, each column goes through its type's converter, the driver gets tuples.
+                compiled = statement.compile(dialect=self.engine.dialect)
+                converted = {name: _bound(self.engine.dialect, name, values) for name, values in zip(names, columns)}
+                conn.exec_driver_sql(str(compiled), list(zip(*(converted[key] for key in compiled.positiontup))))
+                return
+            records = [dict(zip(names, row)) for row in zip(*columns)]
             for start in range(0, len(records), 10_000):
                 conn.execute(statement, records[start:start + 10_000])
 
     def _copy_upsert_postgres(self, frame: pd.DataFrame, stamp: datetime) -> None:
         # COPY into a temporary table, then one INSERT ... ON CONFLICT: ~10x executemany for large writes.
-        buffer = io.StringIO()
-        out = frame.assign(tenant_id=self.tenant_id, updated_at=stamp.isoformat())
-        out["retryable"] = out["retryable"].map(lambda v: None if _is_na(v) else bool(v))
-        out[["tenant_id", *STATE_COLUMNS, "updated_at"]].to_csv(buffer, index=False, header=False, na_rep="\\N")
-        buffer.seek(0)
+        payload, null = _csv(frame, self.tenant_id, stamp)
         columns = ", ".join(["tenant_id", *STATE_COLUMNS, "updated_at"])
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in STATE_COLUMNS[1:] + ["updated_at"])
         raw = self.engine.raw_connection()
         try:
             cursor = raw.cursor()
             cursor.execute("CREATE TEMP TABLE zoho_sync_state_in (LIKE zoho_sync_state INCLUDING DEFAULTS) ON COMMIT DROP")
-            cursor.copy_expert(f"COPY zoho_sync_state_in ({columns}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buffer)
+            cursor.copy_expert(f"COPY zoho_sync_state_in ({columns}) FROM STDIN WITH (FORMAT csv, NULL '{null}')",
+                               io.BytesIO(payload))
             cursor.execute(
                 f"INSERT INTO zoho_sync_state ({columns}) SELECT {columns} FROM zoho_sync_state_in "
                 f"ON CONFLICT (tenant_id, customer_key) DO UPDATE SET {updates}"
@@ -405,6 +404,56 @@ class StateStore:
 def _aware(moment: datetime) -> datetime:
     """SQLite returns naive datetimes: they were written in UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _python_columns(frame: pd.DataFrame) -> list[list[Any]]:
+    """STATE_COLUMNS as lists of Python values, None for missing: what the database driver is given.
+
+    Column at a time (a million rows in ~1 s, not ~20): hashes and attempts as int, retryable as bool.
+    """
+    out = []
+    for name in STATE_COLUMNS:
+        column = frame[name]
+        missing = column.isna().to_numpy()
+        values = column.to_numpy(dtype=object).tolist()
+        if name in ("payload_hash", "attempts"):
+            values = [None if gone else int(value) for value, gone in zip(values, missing)]
+        elif name == "retryable":
+            values = [None if gone else bool(value) for value, gone in zip(values, missing)]
+        elif missing.any():
+            values = [None if gone else value for value, gone in zip(values, missing)]
+        out.append(values)
+    return out
+
+
+def _bound(dialect: sa.Dialect, name: str, values: list[Any]) -> list[Any]:
+    """A state column's values as the driver takes them (SQLite: booleans as 0/1, datetimes as text)."""
+    processor = customers_state.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+    if processor is None:
+        return values
+    if name in ("tenant_id", "updated_at"):  # one value for every row
+        return [processor(values[0])] * len(values) if values else []
+    return [processor(value) for value in values]
+
+
+def _csv(frame: pd.DataFrame, tenant_id: str, stamp: datetime) -> tuple[bytes, str]:
+    """The COPY input: (CSV bytes, the NULL marker). Arrow writes it ~10x faster than pandas' to_csv;
+    columns Arrow cannot type (mixed Python objects) go through to_csv as before."""
+    names = ["tenant_id", *STATE_COLUMNS, "updated_at"]
+    retryable = [None if gone else bool(value) for value, gone in
+                 zip(frame["retryable"].to_numpy(dtype=object).tolist(), frame["retryable"].isna().to_numpy())]
+    out = frame.assign(tenant_id=tenant_id, updated_at=stamp.isoformat(),
+                       retryable=pd.Series(retryable, index=frame.index, dtype="object"))[names]
+    try:
+        table = pa.Table.from_pandas(out, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        buffer = io.StringIO()
+        out.to_csv(buffer, index=False, header=False, na_rep="\\N")
+        return buffer.getvalue().encode("utf-8"), "\\N"
+    sink = io.BytesIO()
+    # Arrow quotes every string and leaves nulls unquoted and empty: PostgreSQL's CSV NULL ''.
+    pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False))
+    return sink.getvalue(), ""
 
 
 def _is_na(value: Any) -> bool:
