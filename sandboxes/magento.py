@@ -8,6 +8,7 @@ import contextlib
 import copy
 import gc
 import hashlib
+import heapq
 import hmac
 import json
 import math
@@ -17,10 +18,12 @@ import re
 import string
 import threading
 import time
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
-from typing import Any, Callable, Iterable, Iterator
+from itertools import repeat
+from typing import Any, Callable, Iterable, Iterator, Sequence
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from sandboxes.seed import BASE_CURRENCY, STORES, StoreData, format_ts, generate_store, parse_ts
@@ -297,6 +300,179 @@ def combine_groups(groups: list[list[Callable[[dict], bool]]]) -> Callable[[dict
     return lambda row: all(p(row) for p in preds)
 
 
+# ---- indexes and ordered matches -------------------------------------------------------------------
+
+_RANGES = frozenset({"gt", "gteq", "moreq", "from", "lt", "lteq", "to"})
+_AT_LEAST = frozenset({"gteq", "moreq", "from"})
+_LOWER_BOUNDS = _AT_LEAST | {"gt"}
+
+
+def _indexable(f: Filter, column: str) -> bool:
+    """Whether an index can list a superset of the rows `f` matches; other filters need the table scan."""
+    if not isinstance(f.value, str):
+        return False
+    if f.condition_type == "in":
+        return column not in VERBATIM_COLUMNS  # `in` folds case even where `eq` compares verbatim
+    return f.condition_type == "eq" or f.condition_type in _RANGES
+
+
+def _span(keys: list, condition: str, value: Any) -> tuple[int, int]:
+    """The slice of the sorted `keys` that satisfy `key <condition> value`."""
+    if condition == "eq":
+        return bisect_left(keys, value), bisect_right(keys, value)
+    if condition == "gt":
+        return bisect_right(keys, value), len(keys)
+    if condition in _AT_LEAST:
+        return bisect_left(keys, value), len(keys)
+    if condition == "lt":
+        return 0, bisect_left(keys, value)
+    return 0, bisect_right(keys, value)  # lteq, to
+
+
+def _sorted_pairs(keys: list, pks: list[int]) -> tuple[list, list[int]]:
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    return [keys[i] for i in order], [pks[i] for i in order]
+
+
+class _ColumnIndex:
+    """One column's values in sorted arrays, as a B-tree holds them: `eq`, `in` and ranges by bisection.
+
+    Strings and numbers are kept apart because compile_filter compares them apart; strings are case-folded
+    unless the column compares verbatim. Rows holding any other type are candidates for every lookup.
+    """
+
+    def __init__(self, rows: Iterable[tuple[int, dict]], column: str) -> None:
+        self.fold = column not in VERBATIM_COLUMNS
+        text_keys: list[str] = []
+        text_pks: list[int] = []
+        number_keys: list[float] = []
+        number_pks: list[int] = []
+        self.others: list[int] = []
+        for pk, row in rows:
+            v = row.get(column)
+            if isinstance(v, str):
+                text_keys.append(v.casefold() if self.fold else v)
+                text_pks.append(pk)
+            elif isinstance(v, (int, float)):
+                if v == v:  # NaN matches no filter
+                    number_keys.append(v)
+                    number_pks.append(pk)
+            elif v is not None:
+                self.others.append(pk)
+        self.texts = _sorted_pairs(text_keys, text_pks)
+        self.numbers = _sorted_pairs(number_keys, number_pks)
+
+    def lookup(self, f: Filter) -> list[int]:
+        """Primary keys (unordered, maybe repeated) of a superset of the rows an _indexable filter matches."""
+        raw, condition = f.value, f.condition_type
+        if condition == "in":
+            items = raw.split(",") if raw else []
+            probes = [(self.texts, "eq", item.casefold()) for item in items]
+            probes += [(self.numbers, "eq", n) for n in map(_number, items) if n is not None]
+        else:
+            probes = [(self.texts, condition, raw.casefold() if self.fold else raw)]
+            num = _number(raw)
+            if num is not None:
+                probes.append((self.numbers, condition, num))
+        found = list(self.others)
+        for (keys, pks), probe_condition, value in probes:
+            lo, hi = _span(keys, probe_condition, value)
+            found += pks[lo:hi]
+        return found
+
+
+class _Index:
+    """A _ColumnIndex kept current without a rebuild: rows changed since it was built sit in a small delta."""
+
+    def __init__(self, table: dict[int, dict], column: str) -> None:
+        self.table, self.column = table, column
+        self.built = _ColumnIndex(table.items(), column)
+        self.stale: set[int] = set()  # added, replaced or deleted since `built`
+        self.delta: _ColumnIndex | None = None  # the current rows of `stale`, indexed when first needed
+
+    def changed(self, pks: Iterable[int]) -> None:
+        self.stale.update(pks)
+        self.delta = None
+
+    def lookup(self, f: Filter) -> list[int]:
+        found = self.built.lookup(f)
+        if not self.stale:
+            return found
+        if self.delta is None:
+            self.delta = _ColumnIndex(((pk, self.table[pk]) for pk in self.stale if pk in self.table), self.column)
+        return [pk for pk in found if pk not in self.stale] + self.delta.lookup(f)
+
+
+def _sorted_rows(rows: list[dict], sorts: list[tuple[str, str | None]]) -> list[dict]:
+    """Stable sorts from the last key to the first over id order: ties always break by id ascending.
+
+    Direction defaults to DESC (Magento's SortingProcessor); NULLs come first ascending, last descending.
+    """
+    rows = list(rows)
+    with _gc_paused():
+        for column, direction in reversed(sorts):
+            rows.sort(key=_sort_key(column), reverse=(direction or "DESC") == "DESC")
+    return rows
+
+
+def _top(rows: list[dict], column: str, direction: str | None, count: int) -> list[dict] | None:
+    """The first `count` rows of _sorted_rows(rows, [(column, direction)]) without sorting them all.
+
+    Only where the sort key is the bare value: every row has one, and all are ints or all strings compared
+    verbatim. None otherwise: the full sort does the work (and fails, as ever, on values that do not compare).
+    """
+    values = list(map(dict.get, rows, repeat(column)))
+    kinds = set(map(type, values))
+    if not (kinds == {int} or kinds == {str} and column in VERBATIM_COLUMNS):
+        return None
+    # Both are documented as sorted(...)[:count], which is stable: ties keep their id order, as in the full sort.
+    pick = heapq.nsmallest if direction == "ASC" else heapq.nlargest
+    return [rows[i] for i in pick(count, range(len(values)), key=values.__getitem__)]
+
+
+class _Matches:
+    """The rows a search matches, in its order, sorted only when (and as far as) a page needs it.
+
+    The matches are `rows[start:]` (a keyset page starts past the last id); without sorts they are in
+    primary-key order, the order of a table scan.
+    """
+
+    def __init__(self, rows: list[dict], sorts: Sequence[tuple[str, str | None]] = (), *, start: int = 0,
+                 top_k: bool = False) -> None:
+        self.rows, self.sorts, self.start = rows, list(sorts), start
+        self.total = len(rows) - start
+        self._top_k = top_k
+        self._sorted: list[dict] | None = None if sorts else rows
+        self._head: list[dict] = []  # the first rows in order, from a top-k selection
+        self._pks: list[int] | None = None
+
+    def pks(self, primary_key: str) -> list[int]:
+        if self._pks is None:
+            self._pks = list(map(operator.itemgetter(primary_key), self.rows))
+        return self._pks
+
+    def window(self, offset: int, count: int | None) -> list[dict]:
+        """`count` matches from `offset` on (count None: all the rest)."""
+        if self._sorted is None:
+            first_page = offset == 0 and count is not None
+            if first_page and count <= len(self._head):
+                return self._head[:count]
+            # One small first page (newest(): pageSize 1) is a top-k; paging on through a sort sorts once.
+            if first_page and self._top_k and len(self.sorts) == 1 and count * 8 <= self.total:
+                head = _top(self.rows, *self.sorts[0], count)
+                if head is not None:
+                    self._head = head
+                    return head
+            self._sorted = _sorted_rows(self.rows, self.sorts)
+        begin = self.start + offset
+        return self._sorted[begin:None if count is None else begin + count]
+
+
+def _cache_key(entity: _Entity, groups: list[list[Filter]], sort_orders: Iterable[tuple]) -> tuple:
+    return (entity.name, tuple(tuple((f.field, f.value, f.condition_type) for f in g) for g in groups),
+            tuple(sort_orders))
+
+
 # ---- fields= response filtering --------------------------------------------------------------------
 
 _FIELD_NAME = re.compile(r"\s*([^,\[\]\s]*)\s*")
@@ -399,10 +575,14 @@ class _Entity:
     fields: frozenset
     aliases: dict
     unknown_field_status: int  # EAV customers: 400 "Invalid attribute name"; flat orders: SQL error -> 500
+    primary_key: str
+    indexed: frozenset  # columns searched through an index, like MySQL's keys on these tables
 
 
-_CUSTOMERS = _Entity("customers", CUSTOMER_FIELDS, {"entity_id": "id"}, 400)
-_ORDERS = _Entity("orders", ORDER_FIELDS, {}, 500)
+_CUSTOMERS = _Entity("customers", CUSTOMER_FIELDS, {"entity_id": "id"}, 400, primary_key="id",
+                     indexed=frozenset({"id", "email", "updated_at"}))
+_ORDERS = _Entity("orders", ORDER_FIELDS, {}, 500, primary_key="entity_id",
+                  indexed=frozenset({"entity_id", "customer_id", "customer_email", "updated_at"}))
 
 
 def _by(rows: list[dict], key: str) -> list[dict]:
@@ -454,7 +634,10 @@ class MagentoSandbox(LoopbackServer):
         self._admin_tokens: dict[str, int] = {}  # token -> expiry (sandbox clock)
         self._calls: list[dict] = []
         self._faults: deque[str] = deque()
-        self._cache: OrderedDict[tuple, list[dict]] = OrderedDict()
+        self._cache: OrderedDict[tuple, _Matches] = OrderedDict()
+        self._indexes: dict[tuple[str, str], _Index] = {}  # (entity, column) -> index, built on first use
+        # Indexes, keyset bisection and top-k on: tests turn them off to compare with plain scans and sorts.
+        self._fast_paths = True
         self._orders_by_customer: dict[int, list[int]] | None = None  # built on first delete
         self._increment_seq: dict[int, int] | None = None  # built on first add_order
         self._server: ThreadingHTTPServer | None = None
@@ -515,8 +698,20 @@ class MagentoSandbox(LoopbackServer):
             self._faults.extend([kind] * times)
 
     # ---- mutation helpers (admin edits) -------------------------------------------------------------
-    def _changed(self) -> None:
+    def _changed(self, entity: _Entity, pks: Sequence[int]) -> None:
+        """Rows were added, replaced or deleted: cached answers go; the table's indexes note which rows moved."""
         self._cache.clear()
+        table = self._table(entity)
+        for column in entity.indexed:
+            index = self._indexes.get((entity.name, column))
+            if index is None:
+                continue
+            index.changed(pks)
+            if len(index.stale) * 32 > len(table):  # past this, a rebuild costs less than carrying the delta
+                del self._indexes[(entity.name, column)]
+
+    def _table(self, entity: _Entity) -> dict[int, dict]:
+        return self._customers if entity is _CUSTOMERS else self._orders
 
     def update_customer(self, customer_id: int, **fields: Any) -> dict:
         """Edit top-level fields (None removes a field) or `address=` (the default address); bumps updated_at."""
@@ -537,7 +732,7 @@ class MagentoSandbox(LoopbackServer):
                 self._subscribed[customer_id] = 1 if extension["is_subscribed"] else 3
             row["updated_at"] = format_ts(self._now)
             self._customers[customer_id] = row
-            self._changed()
+            self._changed(_CUSTOMERS, (customer_id,))
             return copy.deepcopy(self._public_customer(row))
 
     def _replace_default_address(self, row: dict, changes: dict) -> None:
@@ -588,7 +783,7 @@ class MagentoSandbox(LoopbackServer):
             self._next_customer_id += 1
             if subscribed:
                 self._subscribed[row["id"]] = 1
-            self._changed()
+            self._changed(_CUSTOMERS, (row["id"],))
             return copy.deepcopy(self._public_customer(row))
 
     def add_order(self, customer_id: int | None, *, base_grand_total: float, status: str = "complete",
@@ -609,7 +804,7 @@ class MagentoSandbox(LoopbackServer):
             self._next_entity_id += 1
             if customer_id is not None and self._orders_by_customer is not None:
                 self._orders_by_customer.setdefault(customer_id, []).append(order["entity_id"])
-            self._changed()
+            self._changed(_ORDERS, (order["entity_id"],))
             return copy.deepcopy(order)
 
     def _new_order(self, customer_id: int | None, store_id: int, email: str | None, firstname: str | None,
@@ -647,12 +842,15 @@ class MagentoSandbox(LoopbackServer):
             self._require_customer(customer_id)
             del self._customers[customer_id]
             self._subscribed.pop(customer_id, None)
+            orphaned = []
             for entity_id in self._customer_orders().pop(customer_id, []):
                 order = self._orders.get(entity_id)
                 if order is not None and order.get("customer_id") == customer_id:
                     # FK ON DELETE SET NULL; null keys vanish from the JSON.
                     self._orders[entity_id] = {k: v for k, v in order.items() if k != "customer_id"}
-            self._changed()
+                    orphaned.append(entity_id)
+            self._changed(_CUSTOMERS, (customer_id,))
+            self._changed(_ORDERS, orphaned)
 
     def _customer_orders(self) -> dict[int, list[int]]:
         if self._orders_by_customer is None:
@@ -759,23 +957,22 @@ class MagentoSandbox(LoopbackServer):
             if page_size is None:
                 page_size = criteria.page_size = self.default_page_size  # DefaultPageSizeSetter
         with self._lock:
-            rows = self._matching(entity, criteria)
-            total = len(rows)
-            page_rows = self._page(rows, page_size, criteria.current_page)
+            matches = self._matching(entity, criteria)
+            page_rows = self._page(matches, page_size, criteria.current_page)
             if entity is _CUSTOMERS:
                 items = [self._public_customer(r) for r in page_rows]
             else:
                 items = list(page_rows)
-        return {"items": items, "search_criteria": criteria.echo(), "total_count": total}
+        return {"items": items, "search_criteria": criteria.echo(), "total_count": matches.total}
 
-    def _page(self, rows: list[dict], page_size: int | None, current_page: int | None) -> list[dict]:
+    def _page(self, matches: _Matches, page_size: int | None, current_page: int | None) -> list[dict]:
         if not page_size:  # unset or 0: the collection applies no LIMIT
-            return rows
+            return matches.window(0, None)
         page_size = max(1, page_size)  # Zend's limitPage() turns a negative count into 1
         page = max(1, current_page or 1)
-        if self.legacy_last_page_repeat and rows:
-            page = min(page, math.ceil(len(rows) / page_size))  # <=2.3 clamped getCurPage()
-        return rows[(page - 1) * page_size: page * page_size]
+        if self.legacy_last_page_repeat and matches.total:
+            page = min(page, math.ceil(matches.total / page_size))  # <=2.3 clamped getCurPage()
+        return matches.window((page - 1) * page_size, page_size)
 
     def _column(self, entity: _Entity, name: str) -> str:
         column = entity.aliases.get(name, name)
@@ -785,27 +982,109 @@ class MagentoSandbox(LoopbackServer):
             raise MagentoError(400, "Invalid attribute name: %1", [name])
         raise MagentoError(500, INTERNAL, [f"webapi-{self._rng.getrandbits(52):013x}"])
 
-    def _matching(self, entity: _Entity, criteria: SearchCriteria) -> list[dict]:
-        """Filtered and sorted rows, cached per criteria until the next change (pages reuse one scan)."""
-        key = (entity.name, tuple(tuple((f.field, f.value, f.condition_type) for f in g)
-                                  for g in criteria.filter_groups), tuple(criteria.sort_orders))
+    def _compiled(self, entity: _Entity, f: Filter) -> tuple[str, Callable[[dict], bool]]:
+        column = self._column(entity, f.field)
+        return column, compile_filter(f, column)
+
+    def _matching(self, entity: _Entity, criteria: SearchCriteria) -> _Matches:
+        """What the search matches, found as MySQL would: keyset pages by bisection, selective filters by index.
+
+        Answers, their order and errors are those of a scan of the whole table: the fast paths only skip rows
+        that cannot match. Cached per criteria until the next change, so pages by number reuse one search.
+        """
+        groups = criteria.filter_groups
+        key = _cache_key(entity, groups, criteria.sort_orders)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        predicate = combine_groups([[compile_filter(f, self._column(entity, f.field)) for f in g]
-                                    for g in criteria.filter_groups])
+        # Resolved and compiled in the scan's order, so a bad search fails the way it always did.
+        compiled = [[self._compiled(entity, f) for f in g] for g in groups]
         sorts = [(self._column(entity, f), d) for f, d in criteria.sort_orders]
-        table = self._customers if entity is _CUSTOMERS else self._orders
+        keyset = self._keyset_bound(entity, groups, compiled, sorts)
+        if keyset is not None:
+            condition, bound = keyset
+            base = self._base(entity, groups[:-1], compiled[:-1])
+            cut = (bisect_right if condition == "gt" else bisect_left)(base.pks(entity.primary_key), bound)
+            return _Matches(base.rows, start=cut)
+        base = self._base(entity, groups, compiled)
+        if not sorts or self._fast_paths and sorts == [(entity.primary_key, "ASC")]:
+            return base  # already in primary-key order
+        matches = _Matches(base.rows, sorts, top_k=self._fast_paths)
+        self._remember(key, matches)
+        return matches
+
+    def _keyset_bound(self, entity: _Entity, groups: list[list[Filter]], compiled: list[list[tuple]],
+                      sorts: list[tuple[str, str | None]]) -> tuple[str, float] | None:
+        """(condition, bound) when the last group is a keyset page's lone `pk > bound` (or >=) in pk order.
+
+        Primary keys are ints (auto-increment ids), so bisecting them with the bound is the filter's comparison.
+        """
+        if not self._fast_paths or not groups or len(groups[-1]) != 1:
+            return None
+        f, (column, _) = groups[-1][0], compiled[-1][0]
+        pk = entity.primary_key
+        if column != pk or f.condition_type not in _LOWER_BOUNDS or sorts not in ([], [(pk, "ASC")]):
+            return None
+        bound = _number(f.value)
+        if bound is None or bound != bound:  # no number, or NaN: leave the odd cases to the scan
+            return None
+        return f.condition_type, bound
+
+    def _base(self, entity: _Entity, groups: list[list[Filter]], compiled: list[list[tuple]]) -> _Matches:
+        """The rows matching `groups` in primary-key order (a table scan's order), cached until the next change."""
+        key = _cache_key(entity, groups, ())
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        table = self._table(entity)
+        predicate = combine_groups([[p for _, p in g] for g in compiled])
+        candidates = self._candidates(entity, groups, compiled, len(table)) if self._fast_paths else None
         with _gc_paused():
-            rows = list(table.values()) if predicate is None else [r for r in table.values() if predicate(r)]
-            # Stable sorts from the last key to the first over id order: ties always break by id ascending.
-            # Direction defaults to DESC (Magento's SortingProcessor); NULLs come first ascending, last descending.
-            for column, direction in reversed(sorts):
-                rows.sort(key=_sort_key(column), reverse=(direction or "DESC") == "DESC")
-        self._cache[key] = rows
-        if len(self._cache) > 8:
+            source = table.values() if candidates is None else map(table.__getitem__, candidates)
+            rows = list(source) if predicate is None else [r for r in source if predicate(r)]
+        matches = _Matches(rows)
+        self._remember(key, matches)
+        return matches
+
+    def _candidates(self, entity: _Entity, groups: list[list[Filter]], compiled: list[list[tuple]],
+                    table_size: int) -> list[int] | None:
+        """Ascending primary keys of a superset of the rows `groups` match, from the most selective index.
+
+        A group can use indexes when each of its filters can; None when no group can, or when the best keeps
+        so much of the table that scanning it is as fast. The table's dict order is primary-key order.
+        """
+        best: list[int] | None = None
+        for group, pairs in zip(groups, compiled):
+            columns = [column for column, _ in pairs]
+            if not all(c in entity.indexed and _indexable(f, c) for f, c in zip(group, columns)):
+                continue
+            found: list[int] = []
+            for f, column in zip(group, columns):
+                found += self._index(entity, column).lookup(f)
+            if best is None or len(found) < len(best):
+                best = found
+        if best is None or len(best) * 4 > table_size:
+            return None
+        return sorted(set(best))
+
+    def build_indexes(self) -> None:
+        """Build every index now, as a database has its keys before the first query (else: on first use)."""
+        with self._lock:
+            for entity in (_CUSTOMERS, _ORDERS):
+                for column in sorted(entity.indexed):
+                    self._index(entity, column)
+
+    def _index(self, entity: _Entity, column: str) -> _Index:
+        index = self._indexes.get((entity.name, column))
+        if index is None:
+            with _gc_paused():
+                index = self._indexes[(entity.name, column)] = _Index(self._table(entity), column)
+        return index
+
+    def _remember(self, key: tuple, matches: _Matches) -> None:
+        self._cache[key] = matches
+        if len(self._cache) > 16:
             self._cache.popitem(last=False)
-        return rows
 
     def get_customer(self, customer_id: int) -> dict:
         with self._lock:
@@ -1034,6 +1313,7 @@ def main(argv: list[str] | None = None) -> None:
                              input_limit_enabled=args.input_limit_enabled,
                              legacy_last_page_repeat=args.legacy_last_page_repeat, latency=args.latency,
                              allow_integration_bearer=not args.no_integration_bearer)
+    sandbox.build_indexes()
     gc.freeze()  # this process owns the data set: keep the cyclic GC from rescanning millions of rows
     serve_until_stopped(sandbox, args.port, args.ready_file, {})
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import pytest
 import requests
@@ -584,6 +585,270 @@ def test_calls_log_records_the_request_headers(sandbox):
     search(sandbox, criteria(page_size=1), headers={**INTEGRATION, "X-Probe": "yes"})
     headers = sandbox.calls()[-1]["headers"]
     assert headers["X-Probe"] == "yes" and headers["Authorization"] == INTEGRATION["Authorization"]
+
+
+# ---- indexes, keyset pages and top-k answer exactly as a plain scan of the table ---------------------------
+
+ORDERS_PATH = "/rest/V1/orders"
+
+
+@pytest.fixture(scope="module")
+def store():
+    """Enough rows that selective filters go through an index (the sandbox scans when an index keeps too much)."""
+    return generate_store(3000, seed=3)
+
+
+@pytest.fixture
+def twins(store):
+    """The same store twice: the first as it runs, the second with indexes, keyset bisection and top-k off."""
+    with MagentoSandbox(store) as fast, MagentoSandbox(store) as plain:
+        plain._fast_paths = False
+        yield fast, plain
+
+
+def assert_same_answers(twins, params: dict, path: str = "/rest/V1/customers/search") -> dict:
+    fast, plain = ((r.status_code, r.json()) for r in (search(sb, params, path=path) for sb in twins))
+    assert fast == plain
+    return fast[1]
+
+
+def keyset_pages(sb: MagentoSandbox, groups: list, pk: str, path: str, page_size: int) -> Iterator[dict]:
+    """Every page as MagentoHook.search asks for it: the caller's groups, then `pk > last id`, in pk order."""
+    last = None
+    while True:
+        keyset = [] if last is None else [[(pk, str(last), "gt")]]
+        resp = search(sb, criteria(*groups, *keyset, sort=[(pk, "ASC")], page_size=page_size, current_page=1),
+                      path=path)
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        yield body
+        if not body["items"] or body["total_count"] <= len(body["items"]):
+            return
+        last = body["items"][-1][pk]
+
+
+def keyset_pass(twins, groups: list, *, orders: bool = False, page_size: int = 300,
+                between: Callable[[int], None] | None = None) -> list[int]:
+    """A keyset pass over both twins in step, page by page the same; `between(n)` edits after page n."""
+    pk, path = ("entity_id", ORDERS_PATH) if orders else ("id", "/rest/V1/customers/search")
+    read = []
+    passes = (keyset_pages(sb, groups, pk, path, page_size) for sb in twins)
+    for number, (fast, plain) in enumerate(zip(*passes), start=1):
+        assert fast == plain
+        read += [item[pk] for item in fast["items"]]
+        if between is not None:
+            between(number)
+    return read
+
+
+def both(twins, edit: Callable[[MagentoSandbox], Any]) -> None:
+    for sb in twins:
+        edit(sb)
+
+
+def some_ids(store, n: int) -> str:
+    return ",".join(str(c["id"]) for c in store.customers[::29][:n])
+
+
+@pytest.mark.parametrize("groups", [
+    [],
+    [[("website_id", "2", "in")]],
+    [[("website_id", "1,2", "in")], [("updated_at", "2025-05-26 10:20:21", "gteq")]],
+    [[("updated_at", "2025-06-15 19:29:16", "gteq")]],
+    [[("dob", "", "notnull")], [("updated_at", "2025-03-01 00:00:00", "lt")]],
+], ids=["whole table", "website in", "website in and updated_at gteq", "updated_at gteq", "notnull and lt"])
+@pytest.mark.parametrize("page_size", [300, 41])
+def test_keyset_pass_over_customers_answers_every_page_as_a_plain_scan(twins, groups, page_size):
+    read = keyset_pass(twins, groups, page_size=page_size)
+    assert read == sorted(set(read)) and read
+
+
+@pytest.mark.parametrize("groups", [
+    [],
+    [[("updated_at", "2025-06-01 00:00:00", "gteq")]],
+    [[("customer_id", ",".join(str(i) for i in range(1, 3000, 30)), "in")]],
+    [[("status", "canceled", "neq")], [("customer_id", "", "notnull")]],
+], ids=["whole table", "updated_at gteq", "customer_id in", "neq and notnull"])
+def test_keyset_pass_over_orders_answers_every_page_as_a_plain_scan(twins, groups):
+    read = keyset_pass(twins, groups, orders=True, page_size=50)
+    assert read == sorted(set(read)) and len(read) > 50
+
+
+def test_keyset_pass_while_customers_change_between_pages_neither_loses_nor_repeats_a_row(twins, store):
+    def edit(page: int) -> None:
+        if page == 2:  # rows behind and ahead of the keyset change, vanish and appear
+            both(twins, lambda sb: sb.delete_customer(2500))
+            both(twins, lambda sb: sb.update_customer(10, firstname="Already read"))
+            both(twins, lambda sb: sb.update_customer(2600, firstname="Not read yet"))
+            both(twins, lambda sb: sb.add_customer("late.arrival@example.com"))
+
+    read = keyset_pass(twins, [[("website_id", "1,2", "in")]], page_size=200, between=edit)
+    assert read == sorted(set(read))
+    assert set(read) == {c["id"] for c in store.customers} - {2500} | {len(store.customers) + 1}
+
+
+def test_keyset_pass_over_orders_follows_deletes_and_new_orders_between_pages(twins, store):
+    ids = [c["id"] for c in store.customers[:400]]
+    chunk = [[("customer_id", ",".join(map(str, ids)), "in")]]
+    buyer = next(o["customer_id"] for o in reversed(store.orders) if o.get("customer_id") in ids)
+    theirs = {o["entity_id"] for o in store.orders if o.get("customer_id") == buyer}
+
+    def edit(page: int) -> None:
+        if page == 1:
+            both(twins, lambda sb: sb.delete_customer(buyer))  # their orders lose customer_id
+            both(twins, lambda sb: sb.add_order(ids[0], base_grand_total=10.0))
+
+    read = keyset_pass(twins, chunk, orders=True, page_size=100, between=edit)
+    orphaned_unread = theirs - set(read[:100])  # lost their customer_id before the pass reached them
+    expected = {o["entity_id"] for o in store.orders if o.get("customer_id") in ids} - orphaned_unread
+    assert orphaned_unread and read == sorted(set(read)) and set(read) == expected | {len(store.orders) + 1}
+
+
+@pytest.mark.parametrize("groups", [
+    [[("id", "17,5,900,5,abc,12.0, 44", "in")]], [[("entity_id", "40")]], [[("id", " 7 ", "eq")]],
+    [[("id", "7.5")]], [[("id", "abc", "gt")]], [[("id", "nan", "gteq")]], [[("id", "nan", "lteq")]],
+    [[("id", "2990", "gteq")], [("id", "2995", "to")]], [[("id", "1e1", "lt")]], [[("id", "", "in")]],
+    [[("id", "10", "moreq")], [("id", "14", "lteq")]], [[("id", "2", "neq")]],
+    [[("website_id", "2", "in")], [("id", "SOME_IDS", "in")]],
+    [[("id", "3"), ("id", "2999"), ("email", "nobody@example.com")]],
+    [[("email", "JAMES1975@EXAMPLE.COM")]], [[("email", "Mary_davis40@example.NET,x@y.z", "in")]],
+    [[("email", " james1975@example.com")]], [[("email", "james1975@example.com"), ("lastname", "Smith")]],
+    [[("email", "%@example.com", "like")], [("id", "100", "lt")]],
+    [[("updated_at", "2025-06-15 19:29:16", "gt")]], [[("updated_at", "2025-06-15 19:29:16", "from")]],
+    [[("updated_at", "2024-01-01 00:00:00")]], [[("updated_at", "2024-01-01 00:00:00", "lteq")]],
+    [[("updated_at", "2025-06", "gteq")]], [[("updated_at", "", "gt")]],
+    [[("updated_at", "2025-06-01 00:00:00", "in")]],
+    [[("updated_at", "2025-06-20 00:00:00", "moreq")], [("dob", "", "null")]],
+    [[("updated_at", "2025-06-01 00:00:00", "gteq")], [("updated_at", "2025-06-02 00:00:00", "to")]],
+    [[("updated_at", "2025-06-01 00:00:00", "gteq"), ("id", "1,2,3", "in")]],
+], ids=lambda g: repr(g)[:70])
+def test_indexed_customer_filters_answer_as_a_plain_scan(twins, store, groups):
+    groups = [[(f, some_ids(store, 100) if v == "SOME_IDS" else v, *c) for f, v, *c in g] for g in groups]
+    body = assert_same_answers(twins, criteria(*groups, page_size=3000))
+    assert body["total_count"] == len(body["items"])
+
+
+@pytest.mark.parametrize("groups", [
+    [[("customer_id", ",".join(str(i) for i in range(1, 300, 3)), "in")]], [[("customer_id", "12")]],
+    [[("customer_id", "")]], [[("customer_id", "12"), ("customer_is_guest", "1")]],
+    [[("customer_email", "JAMES1975@example.com"), ("customer_email", "no@one.com")], [("customer_is_guest", "0")]],
+    [[("entity_id", "3,4,3371,99999", "in")]], [[("entity_id", "3000", "gt")], [("entity_id", "3100", "lt")]],
+    [[("updated_at", "2025-07-01 00:00:00", "gteq")]],
+    [[("updated_at", "2025-07-01 00:00:00", "gteq")], [("customer_id", "1,2,3,4,5,6,7,8,9,10", "in")]],
+], ids=lambda g: repr(g)[:70])
+def test_indexed_order_filters_answer_as_a_plain_scan(twins, groups):
+    body = assert_same_answers(twins, criteria(*groups, page_size=5000), ORDERS_PATH)
+    assert body["total_count"] == len(body["items"])
+
+
+@pytest.mark.parametrize("sort, page_size, groups", [
+    ([("updated_at", "DESC")], 1, [[("website_id", "1,2", "in")]]),  # MagentoHook.newest
+    ([("updated_at", None)], 1, []),  # no direction: DESC
+    ([("updated_at", "ASC")], 5, [[("updated_at", "2024-06-01 00:00:00", "lt")]]),  # ties at the import second
+    ([("email", "ASC")], 5, []), ([("email", "DESC")], 5, []),  # case-insensitive order
+    ([("dob", "ASC")], 10, []), ([("dob", "DESC")], 10, []),  # NULLs first ascending, last descending
+    ([("id", "DESC")], 3, [[("id", "100", "gt")]]),  # a pk filter last, but not in pk order: no keyset
+    ([("lastname", "ASC"), ("updated_at", "DESC")], 4, []),
+    ([("id", "ASC")], 5, [[("website_id", "2")], [("id", "2900", "gt")]]),  # a keyset read by page number
+])
+def test_sorted_pages_answer_as_a_full_sort(twins, sort, page_size, groups):
+    for page in (1, 2, 3):  # the first page may be a top-k; the pages after it come from one full sort
+        body = assert_same_answers(twins, criteria(*groups, sort=sort, page_size=page_size, current_page=page))
+        assert len(body["items"]) == page_size
+
+
+@pytest.mark.parametrize("sort", [[("customer_id", "ASC")], [("customer_id", "DESC")], [("entity_id", "DESC")],
+                                  [("base_grand_total", "ASC")], [("customer_email", "DESC")]])
+def test_sorted_order_pages_answer_as_a_full_sort(twins, sort):  # guests have no customer_id: NULLs
+    for page in (1, 2):
+        body = assert_same_answers(twins, criteria(sort=sort, page_size=5, current_page=page), ORDERS_PATH)
+        assert len(body["items"]) == 5
+
+
+def test_newest_order_answers_as_a_full_sort_with_the_total_count(twins, store):
+    body = assert_same_answers(twins, criteria(sort=[("updated_at", "DESC")], page_size=1, current_page=1,
+                                               fields="items[entity_id,updated_at],total_count"), ORDERS_PATH)
+    assert body["total_count"] == len(store.orders)
+    assert body["items"][0]["updated_at"] == max(o["updated_at"] for o in store.orders)
+
+
+def test_indexes_follow_rows_changed_added_and_deleted_after_they_were_built(twins, store):
+    since = criteria([("updated_at", "2025-06-20 00:00:00", "gteq")], sort=[("id", "ASC")], page_size=3000)
+    by_email = criteria([("email", "changed.address@example.com")])
+    by_buyer = criteria([("customer_id", "5,6,7", "in")], page_size=100)
+    before = assert_same_answers(twins, since)  # the first searches build the indexes
+    assert assert_same_answers(twins, by_email)["items"] == []
+    assert_same_answers(twins, by_buyer, ORDERS_PATH)
+    for sb in twins:
+        sb.advance_clock(3600)
+        sb.update_customer(3, email="Changed.Address@example.com")
+        sb.delete_customer(6)
+        sb.add_order(5, base_grand_total=1.0)
+        sb.add_customer("fresh@example.com")
+    after = assert_same_answers(twins, since)
+    assert {c["id"] for c in after["items"]} == {c["id"] for c in before["items"]} - {6} | {3, len(store.customers) + 1}
+    assert [c["id"] for c in assert_same_answers(twins, by_email)["items"]] == [3]
+    assert_same_answers(twins, by_buyer, ORDERS_PATH)
+    for cid in range(100, 300):  # enough changes that the indexes are rebuilt rather than patched
+        both(twins, lambda sb: sb.update_customer(cid, lastname="Bulk"))
+    assert assert_same_answers(twins, since)["total_count"] == after["total_count"] + 200
+
+
+def test_indexes_built_up_front_answer_as_those_built_on_first_use(twins, store):
+    fast, _ = twins
+    fast.build_indexes()  # what the CLI does before serving
+    assert {column for _, column in fast._indexes} == {"id", "email", "updated_at", "entity_id", "customer_id",
+                                                       "customer_email"}
+    keyset_pass(twins, [[("updated_at", "2025-06-15 19:29:16", "gteq")]])
+    assert_same_answers(twins, criteria([("customer_id", some_ids(store, 40), "in")], page_size=100), ORDERS_PATH)
+
+
+def test_odd_values_in_an_indexed_column_answer_as_a_plain_scan(twins):
+    both(twins, lambda sb: sb.add_customer("number@example.com", updated_at=20250101))
+    both(twins, lambda sb: sb.add_customer("list@example.com", updated_at=["2025-06-30"]))
+    both(twins, lambda sb: sb.add_customer("word@example.com", updated_at="Later"))
+    both(twins, lambda sb: sb.update_customer(8, email=None))
+    for n, value in enumerate([3, float("nan"), 1, 2]):  # in this order, a NaN would unsort a sorted index
+        both(twins, lambda sb: sb.add_customer(f"n{n}@example.com", updated_at=value))
+    for groups in ([[("updated_at", "20250101")]], [[("updated_at", "2025-06-22 00:00:00", "gteq")]],
+                   [[("updated_at", "2e7", "gt")]], [[("updated_at", "LATER", "in")]], [[("updated_at", "LATER")]],
+                   [[("updated_at", "3")]], [[("updated_at", "nan")]], [[("updated_at", "2.5", "lt")]],
+                   [[("email", "", "null")]], [[("email", "number@EXAMPLE.com")]]):
+        assert_same_answers(twins, criteria(*groups, page_size=3000))
+
+
+@pytest.mark.parametrize("direction", ["ASC", "DESC"])
+def test_a_sort_over_values_that_do_not_compare_fails_alike_even_for_one_row(twins, direction):
+    both(twins, lambda sb: sb.add_customer("number@example.com", dob=19800101))  # a number among strings
+    failed = assert_same_answers(twins, criteria(sort=[("dob", direction)], page_size=1))
+    assert failed["message"].startswith("Internal Error")
+
+
+def test_bad_searches_fail_the_same_way_on_every_path(twins):
+    assert_same_answers(twins, criteria([("favourite_colour", "blue")], [("id", "5", "gt")]))
+    assert_same_answers(twins, criteria([("entity_id", "5", "gt")], sort=[("nothing", "ASC")]), ORDERS_PATH)
+    assert_same_answers(twins, criteria([("nothing", "5", "gt")], sort=[("entity_id", "ASC")]), ORDERS_PATH)
+    assert_same_answers(twins, {"searchCriteria[filter_groups][0][filters][0][field]": "id",
+                                "searchCriteria[filter_groups][0][filters][0][value][]": "5",
+                                "searchCriteria[filter_groups][0][filters][0][condition_type]": "gt"})
+
+
+def test_a_keyset_pass_filters_the_table_once_and_an_indexed_one_only_the_rows_named(twins, store, monkeypatch):
+    import sandboxes.magento as magento
+
+    evaluated = []
+    plain_combine = magento.combine_groups
+
+    def counting(groups):
+        predicate = plain_combine(groups)
+        return predicate and (lambda row: evaluated.append(row["id"]) or predicate(row))
+
+    monkeypatch.setattr(magento, "combine_groups", counting)
+    pages = list(keyset_pages(twins[0], [[("website_id", "1,2", "in")]], "id", "/rest/V1/customers/search", 100))
+    assert len(pages) == 30 and len(evaluated) == len(store.customers)
+    evaluated.clear()
+    list(keyset_pages(twins[0], [[("id", some_ids(store, 100), "in")]], "id", "/rest/V1/customers/search", 30))
+    assert len(evaluated) == 100
 
 
 # ---- faults -------------------------------------------------------------------------------------------
