@@ -8,9 +8,8 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from zoho_store_sync import connect
 from zoho_store_sync.config import tenant_param
-from zoho_store_sync.hooks.zoho_crm import ZohoError
+from zoho_store_sync.errors import ZohoError
 
 DOC_MD = """
 ### Connect or verify a tenant's Zoho org
@@ -52,6 +51,8 @@ log = logging.getLogger(__name__)
 def zoho_connect():
     @task
     def exchange_grant_code(params=None) -> dict:  # type: ignore[no-untyped-def]
+        from zoho_store_sync import connect  # the pipeline's modules load when a task runs, not at parse time
+
         if params["mode"] != "connect":
             raise AirflowSkipException("mode 'verify': nothing to exchange")
         try:
@@ -62,6 +63,8 @@ def zoho_connect():
 
     @task(trigger_rule="none_failed")
     def verify_tenant(params=None) -> list[str]:  # type: ignore[no-untyped-def]
+        from zoho_store_sync import connect
+
         try:
             return [check.line() for check in connect.verify(params["tenant"])]
         except (connect.VerificationFailed, ZohoError, LookupError) as problem:

@@ -1,4 +1,7 @@
-"""Manual full reset of one tenant's Zoho sync (``zoho_reset``): wiring only, see ``zoho_store_sync.reset``."""
+"""Manual full reset of one tenant's Zoho sync (``zoho_reset``): wiring only, see ``zoho_store_sync.reset``.
+
+The pipeline modules (pandas, pyarrow, SQLAlchemy) are imported inside the tasks, never at parse time.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from zoho_store_sync import pipeline, reset
 from zoho_store_sync.config import tenant_param
 from zoho_store_sync.retry_policy import SYNC_RETRY_POLICY
 from zoho_store_sync.settings import DEFAULT_ZOHO_POOL
@@ -56,6 +58,8 @@ log line, `zoho_sync_runs` row of kind `reset`) says which path each record type
 def zoho_reset():
     @task(retries=0)
     def check_request(params=None) -> list[str]:  # type: ignore[no-untyped-def]
+        from zoho_store_sync import reset
+
         try:
             return list(reset.check_request(params["tenant"], params["record_types"], params["confirm"]))
         except (reset.ResetNotConfirmed, LookupError) as problem:
@@ -63,37 +67,53 @@ def zoho_reset():
 
     @task(retries=0)
     def acquire_tenant_lock(modules: list[str], run_id=None, params=None) -> None:  # type: ignore[no-untyped-def]
+        from zoho_store_sync import reset
+
         reset.wait_for_lock(params["tenant"], run_id, minutes=params["wait_for_sync_minutes"])
 
     @task
     def forget_state(modules: list[str], run_id=None, params=None) -> dict:  # type: ignore[no-untyped-def]
+        from zoho_store_sync import reset
+
         return reset.begin(params["tenant"], run_id, tuple(modules), bool(params["dry_run"]))
 
     @task(retry_policy=SYNC_RETRY_POLICY)
     def extract_customers(started: dict, run_id=None, params=None) -> dict:  # type: ignore[no-untyped-def]
+        from zoho_store_sync import pipeline
+
         return pipeline.extract(params["tenant"], run_id, full=True)
 
     @task(retry_policy=SYNC_RETRY_POLICY)
     def plan_resend(extracted: dict, started: dict, run_id=None, params=None) -> dict:  # type: ignore[no-untyped-def]
+        from zoho_store_sync import pipeline
+
         return pipeline.plan(params["tenant"], run_id, extracted, dry_run=started["dry_run"],
                              modules=tuple(started["modules"]), forget=started["dry_run"])
 
     @task
     def split_into_chunks(planned: dict, run_id=None, params=None) -> list[dict]:  # type: ignore[no-untyped-def]
+        from zoho_store_sync import reset
+
         return reset.split(params["tenant"], run_id, planned)
 
     # One chunk at a time: the grid shows the reset advancing, and each chunk uses the org's full concurrency.
     @task(pool=DEFAULT_ZOHO_POOL, max_active_tis_per_dagrun=1, retry_policy=SYNC_RETRY_POLICY)
     def send_chunk(chunk: dict, run_id=None, params=None) -> dict:  # type: ignore[no-untyped-def]
+        from zoho_store_sync import reset
+
         return reset.send_chunk(params["tenant"], run_id, chunk, bool(params["dry_run"]))
 
     @task
     def report_reset(extracted: dict, planned: dict, chunks: list[dict], sent: list[dict], run_id=None,  # type: ignore[no-untyped-def]
                      params=None) -> dict:
+        from zoho_store_sync import reset
+
         return reset.finish(params["tenant"], run_id, extracted, planned, chunks, list(sent), bool(params["dry_run"]))
 
     @task(trigger_rule="all_done")
     def release_tenant_lock(run_id=None, params=None) -> None:  # type: ignore[no-untyped-def]
+        from zoho_store_sync import pipeline
+
         pipeline.release_tenant_lock(params["tenant"], run_id, "reset")
 
     modules = check_request()

@@ -17,6 +17,7 @@ import yaml
 
 from zoho_store_sync.config import TenantConfig
 from zoho_store_sync.customers import CUSTOMER_COLUMNS, arrow_hashes, is_arrow_string
+from zoho_store_sync.errors import MappingError  # noqa: F401 - re-exported
 from zoho_store_sync.settings import mappings_dir
 
 HASH_VERSION = "1"  # bump when the hash recipe changes: every record is then re-sent once
@@ -28,10 +29,6 @@ STANDARD_FIELD_LENGTHS = {
     "Description": 32000, "Source_Customer_ID": 50,
 }
 DEFAULT_TEXT_LENGTH = 255  # single line
-
-
-class MappingError(ValueError):
-    """A mapping that cannot work: names the tenant, the module, the field and the reason."""
 
 
 @dataclass(frozen=True)

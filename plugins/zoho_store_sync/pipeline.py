@@ -20,6 +20,7 @@ from zoho_store_sync import staging
 from zoho_store_sync.config import TenantConfig, get_tenant, load_tenants
 from zoho_store_sync.customers import prepare
 from zoho_store_sync.diff import plan_changes
+from zoho_store_sync.errors import SyncThresholdExceeded, TenantBusy  # noqa: F401 - re-exported
 from zoho_store_sync.hooks.zoho_crm import ZohoCrmHook
 from zoho_store_sync.loader import apply_plan
 from zoho_store_sync.mapping import Mapping, MappingError, check_against_org, load_mapping, with_org_lengths
@@ -33,14 +34,6 @@ SOURCE_CURSOR = "source"
 DELETED_CURSOR = "zoho.deleted"
 # Deleted-records entries are read back from a little before the last check: clocks and commit delays.
 DELETED_CHECK_OVERLAP = timedelta(minutes=5)
-
-
-class SyncThresholdExceeded(RuntimeError):
-    """More records failed than the tenant's failure_threshold allows."""
-
-
-class TenantBusy(RuntimeError):
-    """The tenant's lock is held by the other kind of run (sync vs reset)."""
 
 
 SYNC_LOCK_TTL = timedelta(hours=3)  # longer than a sync's task timeouts: a crashed run's lease ends by itself

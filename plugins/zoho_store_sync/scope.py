@@ -31,10 +31,7 @@ from __future__ import annotations
 import pandas as pd
 
 from zoho_store_sync.config import TenantConfig
-
-
-class ScopeError(ValueError):
-    """The tenants' affiliate settings contradict each other; the message names the tenant and the field."""
+from zoho_store_sync.errors import ScopeError  # noqa: F401 - re-exported
 
 
 def _ids(values: list[str] | None) -> set[str]:

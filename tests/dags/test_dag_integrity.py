@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from datetime import timedelta
 
@@ -41,6 +44,7 @@ def test_sync_dag_runs_every_30_minutes_by_default_one_run_at_a_time_without_cat
     assert dag.catchup is False
     assert dag.doc_md and "acme_eu" in dag.doc_md
     assert {"zoho_sync", "magento", "tenant:acme_eu"} <= set(dag.tags)
+    assert dag.params["dry_run"] is False and dag.params.get_param("dry_run").schema["type"] == "boolean"
 
 
 def test_tenant_schedule_and_pool_are_honoured(monkeypatch):
@@ -57,8 +61,30 @@ def test_every_task_has_retries_and_a_timeout(monkeypatch):
         assert task.retries >= 2, task.task_id
         assert task.execution_timeout is not None and task.execution_timeout <= timedelta(hours=2), task.task_id
     assert [t.task_id for t in dag.topological_sort()] == [
-        "create_state_schema", "acquire_tenant_lock", "extract_customers", "plan_changes", "upsert_to_zoho",
-        "report_summary", "release_tenant_lock"]
+        "acquire_tenant_lock", "extract_customers", "plan_changes", "upsert_to_zoho", "report_summary",
+        "release_tenant_lock"]
+
+
+def test_every_sync_task_runs_a_known_step_after_the_tasks_whose_results_it_reads(monkeypatch):
+    from zoho_store_sync.operators import SYNC_STEPS, tenant_of
+
+    dag = _dagbag(monkeypatch, VALID).dags["zoho_sync__acme_eu"]
+    assert tenant_of(dag.dag_id) == "acme_eu"
+    assert {t.task_id for t in dag.tasks} == set(SYNC_STEPS)
+    for task in dag.tasks:
+        upstream = {t.task_id for t in task.get_flat_relatives(upstream=True)}
+        assert set(SYNC_STEPS[task.task_id].inputs.values()) <= upstream, task.task_id
+
+
+def test_the_sync_dags_survive_the_serialization_the_scheduler_and_ui_read(monkeypatch):
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag = _dagbag(monkeypatch, VALID).dags["zoho_sync__beta"]
+    restored = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+    assert set(restored.task_ids) == set(dag.task_ids)
+    param = restored.params.get_param("dry_run")
+    assert param.value is False and param.schema["type"] == "boolean" and "without writing" in param.description
+    assert restored.get_task("upsert_to_zoho").pool_slots == 5
 
 
 def test_malformed_tenant_is_named_with_its_field_and_other_tenants_still_load(monkeypatch):
@@ -99,6 +125,20 @@ def test_parsing_500_tenants_builds_all_dags(monkeypatch):
     assert bag.import_errors == {}
     assert len([d for d in bag.dag_ids if d.startswith("zoho_sync__")]) == 500
     print(f"parsed 500 tenants in {elapsed:.2f} s")  # the figure is measured by `make bench`, not asserted
+
+
+def test_parsing_the_dag_files_imports_no_data_library(tmp_path):
+    # The DAG processor parses every file every 30 s: pandas, pyarrow and the HTTP hooks load only in tasks.
+    probe = ("import sys; from airflow.models import DagBag; bag = DagBag(dag_folder=sys.argv[1]); "
+             "assert not bag.import_errors, bag.import_errors; assert len(bag.dag_ids) == 4, bag.dag_ids; "
+             "print(sorted(m for m in ('pandas', 'pyarrow', 'numpy', 'requests', 'zoho_store_sync.pipeline', "
+             "'zoho_store_sync.hooks.zoho_crm') if m in sys.modules))")
+    env = {**os.environ, "AIRFLOW_VAR_ZOHO_SYNC_TENANTS": json.dumps(VALID),
+           "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)])}
+    completed = subprocess.run([sys.executable, "-c", probe, str(REPO / "dags")], env=env, capture_output=True,
+                               text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_manual_dags_are_manual_only_with_docs_and_a_form(monkeypatch):

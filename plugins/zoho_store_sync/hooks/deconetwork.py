@@ -22,6 +22,13 @@ from typing import Any, Iterator, Sequence
 import requests
 
 from airflow.providers.http.hooks.http import HttpHook
+from zoho_store_sync.errors import (  # noqa: F401 - re-exported
+    DecoNetworkAuthError,
+    DecoNetworkError,
+    DecoNetworkHtmlError,
+    DecoNetworkNotEnabledError,
+    DecoNetworkRequestError,
+)
 from zoho_store_sync.hooks._session import plain_session
 
 FIND_ORDERS_PATH = "/api/json/manage_orders/find"
@@ -36,30 +43,6 @@ FIELD_DATE_ORDERED, FIELD_ORDER_STATUS, FIELD_DATE_MODIFIED = 1, 4, 8
 EQUALS, NOT_EQUALS, LESS, GREATER, LESS_OR_EQUAL, GREATER_OR_EQUAL, BETWEEN = 1, 2, 3, 4, 5, 6, 7
 
 Condition = tuple[int, int, "str | None", "str | None", "str | None"]  # field, condition, date1, date2, string
-
-
-class DecoNetworkError(Exception):
-    """DecoNetwork refused a call; the message says what to check. Never contains the password."""
-
-    def __init__(self, message: str, code: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class DecoNetworkAuthError(DecoNetworkError):
-    """Authentication failed: wrong username/password, or a site that answers with its login page."""
-
-
-class DecoNetworkNotEnabledError(DecoNetworkError):
-    """The Order Management API app is not enabled on the site."""
-
-
-class DecoNetworkRequestError(DecoNetworkError):
-    """The site rejected the request's parameters (50002-50005): a bug or a wrong option on our side."""
-
-
-class DecoNetworkHtmlError(DecoNetworkError):
-    """An HTML page came back instead of JSON: wrong host, or a login the site did not accept."""
 
 
 class DecoNetworkHook(HttpHook):

@@ -37,27 +37,12 @@ import requests
 from requests.auth import AuthBase
 
 from airflow.providers.http.hooks.http import HttpHook
+from zoho_store_sync.errors import MagentoAuthError, MagentoError  # noqa: F401 - re-exported
 from zoho_store_sync.hooks._session import plain_session
 
 AUTH_MODES = ("integration_token", "oauth1", "admin")
 OAUTH1_FIELDS = ("consumer_key", "consumer_secret", "access_token", "access_token_secret")
 _MAX_PAGE_MESSAGE = "Maximum SearchCriteria pageSize is"
-
-
-class MagentoError(Exception):
-    """Magento refused a call; the message is Magento's own, placeholders filled in.
-
-    ``status`` is the HTTP status (None when no response came), ``body`` the decoded error body.
-    """
-
-    def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = body
-
-
-class MagentoAuthError(MagentoError):
-    """The credentials were refused, or the integration lacks an ACL resource."""
 
 
 def format_magento_message(body: Any) -> str:

@@ -33,6 +33,17 @@ from requests.auth import AuthBase
 
 from airflow.providers.http.hooks.http import HttpHook
 from zoho_store_sync.hooks._session import plain_session
+from zoho_store_sync.errors import (  # noqa: F401 - re-exported: the hook raises these
+    _OAUTH_ERROR_ADVICE,
+    ZohoAuthError,
+    ZohoConfigError,
+    ZohoError,
+    ZohoOAuthError,
+    ZohoRequestError,
+    ZohoScopeError,
+    ZohoTokenThrottled,
+    ZohoUnavailable,
+)
 from zoho_store_sync.hooks.zoho_tokens import (
     AccessToken,
     MemoryTokenCache,
@@ -66,18 +77,6 @@ PERMANENT_CODES = frozenset(
      "DEPENDENT_MISMATCH", "INVALID_MODULE", "INVALID_REQUEST_METHOD", "AUTHORIZATION_FAILED", "NOT_APPROVED",
      "ID_ALREADY_CONVERTED", "LIMIT_EXCEEDED", "CONVERTED_RECORD", "RECORD_LOCKED", "BLOCKED_RECORD"}
 )
-_OAUTH_ERROR_ADVICE = {
-    "invalid_code": "the grant code or refresh token is expired, already used or revoked: generate a new grant "
-    "code in the Zoho API console (it lives only minutes) and connect the tenant again",
-    "invalid_client": "Zoho does not know this client id in this data centre: check the client id and the "
-    "connection's data_centre (an EU org must use 'eu', a Canadian one 'ca', ...)",
-    "invalid_client_secret": "the client secret is wrong: copy it again from the Zoho API console",
-    "invalid_redirect_uri": "the redirect URI differs from the one registered for the client in the Zoho API "
-    "console: use exactly the registered value",
-    "Access Denied": "Zoho throttled token requests (more than 10 access tokens in 10 minutes for this refresh "
-    "token): wait a few minutes; tokens are shared between tasks, so this means something else uses the same "
-    "refresh token",
-}
 # The scopes a tenant's grant code should be generated with (zoho-crm-api.md §2.7).
 RECOMMENDED_SCOPES = ("ZohoCRM.modules.ALL", "ZohoCRM.settings.fields.READ", "ZohoCRM.org.READ", "ZohoCRM.bulk.ALL",
                       "ZohoFiles.files.ALL")
@@ -116,63 +115,6 @@ def _file_upload_host(dc: str, suffix: str) -> str:
 def _download_host(suffix: str) -> str:
     # The OAS sample names https://download.zohocrm.com/...; other data centres by the same pattern (UNVERIFIED).
     return "download.zohocrm." + suffix.split(".", 1)[1]
-
-
-class ZohoError(Exception):
-    """Base of the hook's errors. Messages never contain a token or secret."""
-
-    retryable = False
-
-
-class ZohoConfigError(ZohoError):
-    """The connection is incomplete or names a host outside the configured data centre."""
-
-
-class ZohoOAuthError(ZohoError):
-    """Zoho's accounts server refused a token request (reported in an HTTP 200 body)."""
-
-    def __init__(self, code: str, description: str = "") -> None:
-        self.code = code
-        advice = _OAUTH_ERROR_ADVICE.get(code, "see Zoho's OAuth documentation")
-        super().__init__(f"Zoho OAuth error {code!r}{': ' + description if description else ''}. What to do: {advice}")
-
-
-class ZohoTokenThrottled(ZohoOAuthError):
-    """Zoho's 10-tokens-per-10-minutes limit (its answer, or our own budget): wait, don't fail."""
-
-    retryable = True
-
-    def __init__(self, description: str = "", *, retry_after: float | None = None) -> None:
-        self.retry_after = retry_after
-        super().__init__("Access Denied", description)
-
-
-class ZohoAuthError(ZohoError):
-    """The API refused the token even after one refresh."""
-
-
-class ZohoScopeError(ZohoError):
-    """OAUTH_SCOPE_MISMATCH or NO_PERMISSION: fail fast, retries cannot help."""
-
-    def __init__(self, message: str, *, scope: str | None = None, permissions: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.scope = scope
-        self.permissions = list(permissions)
-
-
-class ZohoUnavailable(ZohoError):
-    """429, 5xx or dropped connections persisted through every retry."""
-
-    retryable = True
-
-
-class ZohoRequestError(ZohoError):
-    """Zoho refused a whole request (not one record of it): its code and HTTP status are kept."""
-
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,7 @@ import pandas as pd
 
 from zoho_store_sync.config import DecoNetworkOptions
 from zoho_store_sync.customers import conform, empty_customers, normalise_email
+from zoho_store_sync.errors import DecoNetworkExportError  # noqa: F401 - re-exported
 from zoho_store_sync.hooks.deconetwork import GREATER_OR_EQUAL, DecoNetworkHook
 from zoho_store_sync.sources import SourceExtract
 
@@ -88,10 +89,6 @@ EXPORT_COLUMNS = (  # the contract, in the order the sandbox writes them; the la
 ORDER_COLUMNS = ("order_id", "customer_id", "email", *PROFILE_FIELDS, "date_ordered", "date_modified", "counted",
                  "value")
 _TRUE = frozenset({"1", "yes", "y", "true", "t", "x"})
-
-
-class DecoNetworkExportError(ValueError):
-    """The customer export is missing or does not follow the contract; the message says what to fix."""
 
 
 # ---- (b) the customer export ---------------------------------------------------------------------------
