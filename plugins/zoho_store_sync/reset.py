@@ -23,6 +23,9 @@ from zoho_store_sync.loader import apply_plan
 log = logging.getLogger(__name__)
 RESET_LOCK_TTL = timedelta(hours=12)
 MAX_CHUNKS = 20
+# Each chunk ends with a partly idle wave of calls: 200 calls a chunk keep that under ~5% of its time
+# (bench reset_100k), while the loader logs progress inside a chunk every 20 calls.
+CHUNK_RECORDS = 20_000
 
 
 class ResetNotConfirmed(ValueError):
@@ -70,7 +73,8 @@ def begin(tenant_id: str, run_id: str, modules: tuple[str, ...], dry_run: bool) 
     return {"resumed": resumed, "dry_run": False, "modules": list(modules)}
 
 
-def split(tenant_id: str, run_id: str, planned: dict[str, Any], chunk_records: int = 5000) -> list[dict[str, Any]]:
+def split(tenant_id: str, run_id: str, planned: dict[str, Any],
+          chunk_records: int = CHUNK_RECORDS) -> list[dict[str, Any]]:
     """Cut the plan into chunks (files) for mapped send tasks, and pick upsert or bulk write per module."""
     changes = staging.read_frame(planned["changes"])
     counts = {str(m): int((changes["module"] == m).sum()) for m in changes["module"].unique()}
@@ -108,8 +112,7 @@ def _log_overall_progress(store, modules: tuple[str, ...], chunk: dict[str, Any]
     """Done/total over the whole reset (chunks may run in parallel, or resume): read from the state table."""
     from zoho_store_sync.state import _aware, now_utc
 
-    state = store.load()
-    done = int((state["module"].isin(list(modules)) & (state["status"] != "failed")).sum())
+    done = store.count_confirmed(modules)  # a count, not the state of a million customers loaded per chunk
     total = max(chunk["total"] + chunk.get("already_confirmed", 0), 1)
     started = store.reset_in_progress()
     elapsed = (now_utc() - _aware(started["started_at"])).total_seconds() if started else None

@@ -13,26 +13,34 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
+from sqlalchemy.dialects import postgresql
 
 from zoho_store_sync.hooks.zoho_tokens import AccessToken, seal, unseal
 
 metadata = sa.MetaData()
 
+
+def _indexed_text(length: int) -> sa.String:
+    """PostgreSQL: byte-order collation for the indexed keys (only equality is asked of them), ~15% less CPU
+    per row in a large write than the database's locale. Tables created before keep theirs: same answers."""
+    return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
+
+
 customers_state = sa.Table(
     "zoho_sync_state",
     metadata,
-    sa.Column("tenant_id", sa.String(100), primary_key=True),
-    sa.Column("customer_key", sa.String(100), primary_key=True),
-    sa.Column("email", sa.String(320)),
+    sa.Column("tenant_id", _indexed_text(100), primary_key=True),
+    sa.Column("customer_key", _indexed_text(100), primary_key=True),
+    sa.Column("email", _indexed_text(320)),
     sa.Column("module", sa.String(20), nullable=False),
-    sa.Column("zoho_id", sa.String(40)),
+    sa.Column("zoho_id", _indexed_text(40)),
     sa.Column("payload_hash", sa.BigInteger, nullable=False),
     # synced: Zoho confirmed this payload; failed: Zoho rejected it; deleted_in_zoho: not resent until reset
     sa.Column("status", sa.String(20), nullable=False),
@@ -41,8 +49,17 @@ customers_state = sa.Table(
     sa.Column("retryable", sa.Boolean),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # PostgreSQL: half of every page left free, so when all of a tenant's rows are rewritten (a mapping change
+    # re-sends everything) each new row version fits on its page (a HOT update: no new index entries), ~2x faster.
+    # Tables created before keep their layout; to give one this, between two syncs (VACUUM FULL locks the table):
+    #   ALTER TABLE zoho_sync_state SET (fillfactor = 50); VACUUM FULL zoho_sync_state;
+    postgresql_with={"fillfactor": 50},
 )
-sa.Index("ix_zoho_sync_state_email", customers_state.c.tenant_id, customers_state.c.email)
+# No index on email: nothing looks rows up by email, and each index costs every write (~1 s per million new
+# rows). Tables created before have ix_zoho_sync_state_email; it is safe to drop: DROP INDEX ix_zoho_sync_state_email.
+# mark_deleted_in_zoho looks rows up by Zoho id. Tables created before get it with (no lock on writes):
+#   CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_zoho_sync_state_zoho_id ON zoho_sync_state (tenant_id, zoho_id);
+sa.Index("ix_zoho_sync_state_zoho_id", customers_state.c.tenant_id, customers_state.c.zoho_id)
 
 runs = sa.Table(
     "zoho_sync_runs",
@@ -130,6 +147,29 @@ resets = sa.Table(
 
 STATE_COLUMNS = ["customer_key", "email", "module", "zoho_id", "payload_hash", "status", "error_code",
                  "error_message", "retryable", "attempts"]
+DELETED_IN_ZOHO = "deleted_in_zoho"
+
+# PostgreSQL: larger writes go through COPY, smaller ones are one INSERT ... SELECT FROM unnest(arrays).
+COPY_ABOVE_ROWS = 2000
+STATE_TABLE = customers_state.name
+INCOMING_TABLE = "zoho_sync_state_in"  # the COPY's temporary table
+_ALL_COLUMNS = ", ".join(["tenant_id", *STATE_COLUMNS, "updated_at"])
+_SET_FROM_EXCLUDED = ", ".join(f"{name} = EXCLUDED.{name}" for name in STATE_COLUMNS[1:] + ["updated_at"])
+_SET_FROM_INCOMING = ", ".join(f"{name} = i.{name}" for name in STATE_COLUMNS[1:] + ["updated_at"])
+
+
+def _array_type(column: sa.Column) -> str:
+    # text, not varchar(n): a too-long value fails the insert as before (a cast to varchar(n) would cut it)
+    return {sa.BigInteger: "bigint", sa.Integer: "integer", sa.Boolean: "boolean"}.get(type(column.type), "text")
+
+
+_ARRAY_TYPES = [_array_type(customers_state.c[name]) for name in STATE_COLUMNS]
+_UNNEST_UPSERT = (
+    f"INSERT INTO {STATE_TABLE} ({_ALL_COLUMNS}) SELECT %s, {', '.join(STATE_COLUMNS)}, %s "
+    f"FROM unnest({', '.join(f'%s::{kind}[]' for kind in _ARRAY_TYPES)}) "
+    f"AS outcome({', '.join(STATE_COLUMNS)}) "
+    f"ON CONFLICT (tenant_id, customer_key) DO UPDATE SET {_SET_FROM_EXCLUDED}"
+)
 
 
 def now_utc() -> datetime:
@@ -196,68 +236,127 @@ class StateStore:
         metadata.create_all(self.engine, checkfirst=True)
 
     # --- customer state --------------------------------------------------------------------------
-    def load(self) -> pd.DataFrame:
-        """This tenant's state rows as a frame (customer_key, module, payload_hash, status, ...)."""
-        query = sa.select(*[customers_state.c[name] for name in STATE_COLUMNS]).where(
-            customers_state.c.tenant_id == self.tenant_id
-        )
+    def load(self, customer_keys: Sequence[str] | None = None) -> pd.DataFrame:
+        """This tenant's state rows as a frame (customer_key, module, payload_hash, status, ...); only the rows
+        of ``customer_keys`` when given (a key without a row is left out)."""
+        query = self._select()
+        if customer_keys is not None:
+            keys = list(dict.fromkeys(map(str, customer_keys)))
+            if not keys:
+                return _state_frame(pd.DataFrame())
+            query = query.where(self._one_of(customers_state.c.customer_key, keys))
         with self.engine.connect() as conn:
-            frame = pd.read_sql(query, conn)
-        if frame.empty:
-            frame = pd.DataFrame({name: pd.Series(dtype="object") for name in STATE_COLUMNS})
-        frame["payload_hash"] = frame["payload_hash"].astype("int64")
-        frame["customer_key"] = frame["customer_key"].astype("string")
+            return _state_frame(pd.read_sql(query, conn))
+
+    def mark_deleted_in_zoho(self, zoho_ids: Iterable[str], *, apply: bool) -> pd.DataFrame:
+        """This tenant's rows whose Zoho record is one of ``zoho_ids`` and not yet marked ``deleted_in_zoho``,
+        as ``load()`` gives them but with that status; ``apply`` also marks them so in the table."""
+        ids = list(dict.fromkeys(map(str, zoho_ids)))
+        if not ids:
+            return _state_frame(pd.DataFrame())
+        hit = sa.and_(self._one_of(customers_state.c.zoho_id, ids), customers_state.c.status != DELETED_IN_ZOHO)
+        query = self._select().where(hit)
+        with self.engine.connect() as conn:
+            if apply:
+                conn.info["immediate"] = True  # SQLite: hold the write lock from the read on
+            with conn.begin():
+                frame = pd.read_sql(query.with_for_update() if apply else query, conn)
+                if apply and len(frame):
+                    conn.execute(sa.update(customers_state).where(customers_state.c.tenant_id == self.tenant_id, hit)
+                                 .values(status=DELETED_IN_ZOHO, updated_at=now_utc()))
+        frame = _state_frame(frame)
+        frame["status"] = DELETED_IN_ZOHO
         return frame
 
-    def save_outcomes(self, rows: pd.DataFrame | list[dict[str, Any]]) -> int:
-        """Upsert outcome rows (STATE_COLUMNS) for this tenant in one transaction; returns rows written."""
-        frame = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows
-        if frame.empty:
-            return 0
-        frame = frame.reindex(columns=STATE_COLUMNS)
-        frame["attempts"] = frame["attempts"].fillna(0).astype("int64")
-        stamp = now_utc()
-        if self.engine.dialect.name == "postgresql" and len(frame) > 2000:
-            self._copy_upsert_postgres(frame, stamp)
-        else:
-            self._executemany_upsert(frame, stamp)
-        return len(frame)
+    def _select(self) -> sa.Select:
+        return sa.select(*[customers_state.c[name] for name in STATE_COLUMNS]).where(
+            customers_state.c.tenant_id == self.tenant_id)
 
-    def _executemany_upsert(self, frame: pd.DataFrame, stamp: datetime) -> None:
+    def _one_of(self, column: sa.Column, values: list[str]) -> sa.ColumnElement[bool]:
+        """``column IN values`` with one bound parameter however many values: an array on PostgreSQL, a JSON
+        list on SQLite (no limit on the number of variables, one statement to compile and plan)."""
+        if self.engine.dialect.name == "postgresql":
+            return column == sa.any_(sa.bindparam(None, values, type_=postgresql.ARRAY(sa.Text)))
+        listed = sa.func.json_each(json.dumps(values)).table_valued("value")
+        return column.in_(sa.select(listed.c.value))
+
+    def save_outcomes(self, rows: pd.DataFrame | list[dict[str, Any]]) -> int:
+        """Upsert outcome rows (STATE_COLUMNS) for this tenant in one transaction; returns rows written.
+
+        A customer key given more than once is written once, with its last row.
+        """
+        postgres = self.engine.dialect.name == "postgresql"
+        if isinstance(rows, list) and not (postgres and len(rows) > COPY_ABOVE_ROWS):
+            # The loader's batches (lists of dicts): no DataFrame in between, ~2x faster per batch.
+            last_per_key = list({row["customer_key"]: row for row in rows}.values())
+            if not last_per_key:
+                return 0
+            values = _dict_columns(last_per_key)
+        else:
+            frame = (pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows).reindex(columns=STATE_COLUMNS)
+            repeated = frame["customer_key"].duplicated(keep="last")
+            if repeated.any():
+                frame = frame.loc[~repeated]
+            if frame.empty:
+                return 0
+            frame["attempts"] = frame["attempts"].fillna(0).astype("int64")
+            if postgres and len(frame) > COPY_ABOVE_ROWS:
+                self._copy_upsert_postgres(frame, now_utc())
+                return len(frame)
+            values = _python_columns(frame)
+        if postgres:
+            with self.engine.begin() as conn:
+                arrays = [_array_literal(column, kind) for column, kind in zip(values, _ARRAY_TYPES)]
+                conn.exec_driver_sql(_UNNEST_UPSERT, (self.tenant_id, now_utc(), *arrays))
+        else:
+            self._executemany_upsert_sqlite(values, now_utc())
+        return len(values[0])
+
+    def _executemany_upsert_sqlite(self, values: list[list[Any]], stamp: datetime) -> None:
+        """``values``: one list per STATE_COLUMNS column, of Python values (None for missing)."""
         names = ["tenant_id", *STATE_COLUMNS, "updated_at"]
-        columns = [[self.tenant_id] * len(frame), *_python_columns(frame), [stamp] * len(frame)]
-        insert = _dialect_insert(self.engine)(customers_state)
-        statement = insert.on_conflict_do_update(
-            index_elements=["tenant_id", "customer_key"],
-            set_={name: insert.excluded[name] for name in STATE_COLUMNS[1:] + ["updated_at"]},
-        )
+        count = len(values[0])
+        columns = [[self.tenant_id] * count, *values, [stamp] * count]
+        # No SQLAlchemy per-row parameter handling (3/4 of a large write's time): the statement is compiled
+        # once, each column goes through its type's converter, the driver gets tuples.
+        sql, order = _compiled_sqlite_upsert(self.engine.dialect)
+        converted = {name: _bound(self.engine.dialect, name, values) for name, values in zip(names, columns)}
         with self.engine.begin() as conn:
-            if self.engine.dialect.name == "sqlite" and len(frame) > 2000:
-                # Large writes skip SQLAlchemy's per-row parameter handling (3/4 of the time): the statement
-                # is compiled once, each column goes through its type's converter, the driver gets tuples.
-                compiled = statement.compile(dialect=self.engine.dialect)
-                converted = {name: _bound(self.engine.dialect, name, values) for name, values in zip(names, columns)}
-                conn.exec_driver_sql(str(compiled), list(zip(*(converted[key] for key in compiled.positiontup))))
-                return
-            records = [dict(zip(names, row)) for row in zip(*columns)]
-            for start in range(0, len(records), 10_000):
-                conn.execute(statement, records[start:start + 10_000])
+            conn.exec_driver_sql(sql, list(zip(*(converted[key] for key in order))))
 
     def _copy_upsert_postgres(self, frame: pd.DataFrame, stamp: datetime) -> None:
-        # COPY into a temporary table, then one INSERT ... ON CONFLICT: ~10x executemany for large writes.
+        """COPY the rows in (~10x a row-by-row upsert), in one transaction. ``frame`` has one row per key."""
         payload, null = _csv(frame, self.tenant_id, stamp)
-        columns = ", ".join(["tenant_id", *STATE_COLUMNS, "updated_at"])
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in STATE_COLUMNS[1:] + ["updated_at"])
+        copy_from_csv = f"FROM STDIN WITH (FORMAT csv, NULL '{null}')"
         raw = self.engine.raw_connection()
         try:
             cursor = raw.cursor()
-            cursor.execute("CREATE TEMP TABLE zoho_sync_state_in (LIKE zoho_sync_state INCLUDING DEFAULTS) ON COMMIT DROP")
-            cursor.copy_expert(f"COPY zoho_sync_state_in ({columns}) FROM STDIN WITH (FORMAT csv, NULL '{null}')",
-                               io.BytesIO(payload))
+            cursor.execute(f"SELECT 1 FROM {STATE_TABLE} WHERE tenant_id = %s LIMIT 1", (self.tenant_id,))
+            if cursor.fetchone() is None:
+                # No row of this tenant yet (first sync, full reset): nothing to conflict with, so COPY straight
+                # into the table, ~40% faster. A key written meanwhile fails the COPY (unique violation): then the
+                # general path below decides.
+                try:
+                    cursor.copy_expert(f"COPY {STATE_TABLE} ({_ALL_COLUMNS}) {copy_from_csv}", io.BytesIO(payload))
+                    raw.commit()
+                    return
+                except Exception as exc:  # noqa: BLE001 - only a unique violation falls through
+                    raw.rollback()
+                    if getattr(exc, "pgcode", None) != "23505":
+                        raise
+            cursor.execute(f"CREATE TEMP TABLE {INCOMING_TABLE} (LIKE {STATE_TABLE} INCLUDING DEFAULTS) ON COMMIT DROP")
+            cursor.copy_expert(f"COPY {INCOMING_TABLE} ({_ALL_COLUMNS}) {copy_from_csv}", io.BytesIO(payload))
+            # Rows the tenant has: an UPDATE (HOT, thanks to the fillfactor), ~1.5x faster than ON CONFLICT.
             cursor.execute(
-                f"INSERT INTO zoho_sync_state ({columns}) SELECT {columns} FROM zoho_sync_state_in "
-                f"ON CONFLICT (tenant_id, customer_key) DO UPDATE SET {updates}"
-            )
+                f"UPDATE {STATE_TABLE} s SET {_SET_FROM_INCOMING} FROM {INCOMING_TABLE} i "
+                "WHERE s.tenant_id = %s AND s.customer_key = i.customer_key", (self.tenant_id,))
+            if cursor.rowcount < len(frame):
+                # The new keys; ON CONFLICT for a key another writer inserted since the UPDATE.
+                cursor.execute(
+                    f"INSERT INTO {STATE_TABLE} ({_ALL_COLUMNS}) SELECT {_ALL_COLUMNS} FROM {INCOMING_TABLE} i "
+                    f"WHERE NOT EXISTS (SELECT 1 FROM {STATE_TABLE} s WHERE s.tenant_id = %s "
+                    "AND s.customer_key = i.customer_key) "
+                    f"ON CONFLICT (tenant_id, customer_key) DO UPDATE SET {_SET_FROM_EXCLUDED}", (self.tenant_id,))
             raw.commit()
         except Exception:
             raw.rollback()
@@ -269,6 +368,14 @@ class StateStore:
         query = sa.select(sa.func.count()).select_from(customers_state).where(
             customers_state.c.tenant_id == self.tenant_id, customers_state.c.status == "failed",
             customers_state.c.retryable.is_(True))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
+    def count_confirmed(self, modules: Iterable[str]) -> int:
+        """Rows of ``modules`` whose last outcome is not a failure (a reset's progress, counted in the database)."""
+        query = sa.select(sa.func.count()).select_from(customers_state).where(
+            customers_state.c.tenant_id == self.tenant_id, customers_state.c.module.in_(list(modules)),
+            customers_state.c.status != "failed")
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar() or 0)
 
@@ -401,6 +508,15 @@ class StateStore:
             return [dict(row._mapping) for row in conn.execute(query)]
 
 
+def _state_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """What ``read_sql`` gave, with the dtypes every reader of the state gets (also when no row matched)."""
+    if frame.empty:
+        frame = pd.DataFrame({name: pd.Series(dtype="object") for name in STATE_COLUMNS})
+    frame["payload_hash"] = frame["payload_hash"].astype("int64")
+    frame["customer_key"] = frame["customer_key"].astype("string")
+    return frame
+
+
 def _aware(moment: datetime) -> datetime:
     """SQLite returns naive datetimes: they were written in UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
@@ -424,6 +540,35 @@ def _python_columns(frame: pd.DataFrame) -> list[list[Any]]:
             values = [None if gone else value for value, gone in zip(values, missing)]
         out.append(values)
     return out
+
+
+def _dict_columns(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """``_python_columns(pd.DataFrame(rows))`` straight from the dicts (a missing key is a missing value)."""
+    out = []
+    for name in STATE_COLUMNS:
+        values = [None if _is_na(value) else value for value in (row.get(name) for row in rows)]
+        if name == "attempts":
+            values = [int(value or 0) for value in values]
+        elif name == "payload_hash":
+            values = [None if value is None else int(value) for value in values]
+        elif name == "retryable":
+            values = [None if value is None else bool(value) for value in values]
+        out.append(values)
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_sqlite_upsert(dialect: sa.Dialect) -> tuple[str, tuple[str, ...]]:
+    """The state upsert's SQL and the order of its parameters (compiling it costs ~0.4 ms a batch)."""
+    from sqlalchemy.dialects.sqlite import insert
+
+    statement = insert(customers_state)
+    statement = statement.on_conflict_do_update(
+        index_elements=["tenant_id", "customer_key"],
+        set_={name: statement.excluded[name] for name in STATE_COLUMNS[1:] + ["updated_at"]},
+    )
+    compiled = statement.compile(dialect=dialect)
+    return str(compiled), tuple(compiled.positiontup)
 
 
 def _bound(dialect: sa.Dialect, name: str, values: list[Any]) -> list[Any]:
@@ -457,10 +602,20 @@ def _csv(frame: pd.DataFrame, tenant_id: str, stamp: datetime) -> tuple[bytes, s
 
 
 def _is_na(value: Any) -> bool:
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
+    """None, NaN, pd.NA or NaT: what a dict made from a frame holds for a missing value (pd.isna is 5x slower)."""
+    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and value != value)
+
+
+def _array_literal(values: list[Any], kind: str) -> str:
+    """A PostgreSQL array literal, ``{"a","b\\"c",NULL}``: the server reads it ~2x faster than the
+    ``ARRAY['a', ...]`` psycopg2 makes of a list (one constant per element to parse and coerce)."""
+    if kind == "text":
+        items = ("NULL" if v is None else '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    elif kind == "boolean":
+        items = ("NULL" if v is None else "t" if v else "f" for v in values)
+    else:
+        items = ("NULL" if v is None else str(int(v)) for v in values)
+    return "{" + ",".join(items) + "}"
 
 
 def _dialect_insert(engine: sa.Engine) -> Callable[..., Any]:

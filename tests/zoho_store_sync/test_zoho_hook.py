@@ -20,6 +20,7 @@ from sandboxes.zoho_crm import ZohoSandbox
 from zoho_store_sync.hooks import zoho_crm
 from zoho_store_sync.hooks.zoho_crm import (
     BULK_POLLS_ESTIMATE,
+    RecordJSON,
     RecordOutcome,
     ZohoAuthError,
     ZohoConfigError,
@@ -129,6 +130,15 @@ def test_n_changed_records_cost_ceil_n_over_100_upsert_calls_and_one_credit_per_
     assert hook.stats.api_calls == hook.stats.write_calls == math.ceil(n / 100)
     assert hook.stats.credits == sandbox.credits_used() == math.ceil(n / 10) == estimate_write_credits(n, "upsert")
     assert hook.stats.token_calls == 1
+
+
+def test_records_given_as_json_text_are_stored_as_the_same_records_given_as_dicts(sandbox: ZohoSandbox,
+                                                                                   hook: ZohoCrmHook) -> None:
+    as_text = [RecordJSON(json.dumps(contact(i, First_Name="Zoë"), ensure_ascii=False)) for i in range(3)]
+    outcomes = hook.upsert("Contacts", [*as_text, contact(3, First_Name="Zoë")])
+    assert [o.action for o in outcomes] == ["insert"] * 4
+    stored = sorted((r["Email"], r["First_Name"], r["Last_Name"]) for r in sandbox.records("Contacts"))
+    assert stored == [(f"person{i}@example.com", "Zoë", f"Person{i}") for i in range(4)]
 
 
 def test_more_than_100_records_in_one_upsert_are_refused_before_any_call(sandbox: ZohoSandbox,

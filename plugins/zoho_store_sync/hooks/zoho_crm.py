@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import email.utils
 import io
+import json as jsonlib  # `json` is a parameter name of request()
 import logging
 import math
 import random
@@ -169,6 +170,18 @@ class CallStats:
         return {"api_calls": self.api_calls, "write_calls": self.write_calls, "credits": self.credits,
                 "token_calls": self.token_calls, "retries": self.retries,
                 "credits_remaining": self.credits_remaining, "by_operation": dict(self.by_operation)}
+
+
+class RecordJSON(str):
+    """A record already encoded as a JSON object (a plan's payload): written into the request body as it is."""
+
+
+def _records_body(records: Sequence[dict[str, Any] | RecordJSON], rest: dict[str, Any]) -> bytes:
+    """``{"data": records, **rest}`` as JSON; pre-encoded records are spliced in, not parsed and re-encoded
+    (that round trip was a fifth of the client's work per call in a reset)."""
+    items = [record if isinstance(record, RecordJSON) else jsonlib.dumps(record) for record in records]
+    tail = jsonlib.dumps(rest)[1:]  # '"duplicate_check_fields": [...]}'
+    return ('{"data": [' + ", ".join(items) + "], " + tail).encode("utf-8")
 
 
 def write_credits(n_records: int) -> int:
@@ -537,6 +550,7 @@ class ZohoCrmHook(HttpHook):
         write: bool = False,
         params: dict[str, Any] | None = None,
         json: Any = None,
+        data: bytes | None = None,
         headers: dict[str, str] | None = None,
         files: Any = None,
         base_url: str | None = None,
@@ -545,9 +559,11 @@ class ZohoCrmHook(HttpHook):
         """One API call with token, concurrency cap, backoff and a single refresh on an auth failure.
 
         Returns the response for any status Zoho uses for record results (2xx, 207, 400, 404, 412);
-        raises for auth, scope and persistent load failures. ``files`` must be re-readable (bytes) since
-        a retry sends them again.
+        raises for auth, scope and persistent load failures. ``data``: a JSON body already encoded. ``files``
+        must be re-readable (bytes) since a retry sends them again.
         """
+        if data is not None:
+            headers = {**(headers or {}), "Content-Type": "application/json"}
         refreshed = False
         attempt = 0
         while True:
@@ -557,7 +573,7 @@ class ZohoCrmHook(HttpHook):
             try:
                 with self._slots:
                     response = self._session().request(
-                        method, url, params=params, json=json, headers=headers, files=files,
+                        method, url, params=params, json=json, data=data, headers=headers, files=files,
                         auth=_ZohoTokenAuth(token.value), timeout=self.timeout,
                     )
             except _TRANSIENT_ERRORS as exc:
@@ -610,22 +626,25 @@ class ZohoCrmHook(HttpHook):
     def upsert(
         self,
         module: str,
-        records: Sequence[dict[str, Any]],
+        records: Sequence[dict[str, Any] | RecordJSON],
         *,
         duplicate_check_fields: Sequence[str] = ("Email",),
         trigger: Sequence[str] | None = None,
     ) -> list[RecordOutcome]:
-        """Insert-or-update up to 100 records matched on ``duplicate_check_fields``; one outcome per record."""
+        """Insert-or-update up to 100 records matched on ``duplicate_check_fields``; one outcome per record.
+
+        A record is a dict, or its JSON text wrapped in ``RecordJSON`` (a plan's payloads), sent as it is.
+        """
         if not records:
             return []
         if len(records) > ZOHO_MAX_RECORDS_PER_WRITE:
             raise ValueError(f"at most {ZOHO_MAX_RECORDS_PER_WRITE} records per upsert, got {len(records)}")
-        body: dict[str, Any] = {"data": list(records), "duplicate_check_fields": list(duplicate_check_fields)}
+        rest: dict[str, Any] = {"duplicate_check_fields": list(duplicate_check_fields)}
         if trigger is not None:
-            body["trigger"] = list(trigger)
+            rest["trigger"] = list(trigger)
         response = self.request(
             "POST", f"/crm/{ZOHO_API_VERSION}/{module}/upsert", operation="upsert",
-            credits=write_credits(len(records)), write=True, json=body, module=module,
+            credits=write_credits(len(records)), write=True, data=_records_body(records, rest), module=module,
         )
         return parse_record_outcomes(response, len(records))
 
