@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from zoho_store_sync.customers import record_types
+from zoho_store_sync.customers import arrow_text, is_arrow_string, record_types
 from zoho_store_sync.mapping import Mapping, MappingError, build_payloads, payload_hashes_by_module, payload_json
 
 SEND_ACTIONS = ("new", "changed", "retry", "convert", "email_changed")
@@ -66,10 +66,12 @@ def plan_changes(
     *,
     source_deletions: str = "ignore",
     all_customer_keys: list[str] | None = None,
+    email_hashes: np.ndarray | None = None,
 ) -> Plan:
     """``customers``: the prepared frame (one row per valid email); ``state``: the tenant's state rows.
 
     ``all_customer_keys`` is given on a full pass only: state rows missing from it were deleted in the store.
+    ``email_hashes``: ``PreparedCustomers.email_hashes``, when prepare computed them (saves hashing them again).
 
     Built for a million customers: one hash lookup joins every customer to its state row, the payloads are
     hashed a column at a time (``payload_hashes_by_module``), and only the rows to send become payload frames
@@ -79,6 +81,8 @@ def plan_changes(
     if source_deletions == "delete" and "deleted" in customers:
         flagged_deleted = customers["deleted"].astype("boolean").fillna(False).astype(bool)
     frame = customers.loc[~flagged_deleted] if flagged_deleted.any() else customers
+    if email_hashes is not None and flagged_deleted.any():
+        email_hashes = email_hashes[~flagged_deleted.to_numpy()]
     module = record_types(frame)  # classify() as numpy text: a million comparisons take milliseconds
     state_row = _unique_state_rows(frame["customer_key"], state["customer_key"])  # None: keys not unique
     if state_row is not None:
@@ -93,7 +97,7 @@ def plan_changes(
     counts["skipped_record_type"] = int((~in_scope).sum())
     module[~in_scope] = ""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        hashing = pool.submit(payload_hashes_by_module, frame, mapping, module)  # meanwhile, read the state
+        hashing = pool.submit(payload_hashes_by_module, frame, mapping, module, email_hashes)  # meanwhile: the state
         known = state.rename(columns={"payload_hash": "state_hash", "module": "state_module", "email": "state_email"})
         # Nullable integers: new customers have no state hash, and a float64 column would round 64-bit hashes
         # (every existing customer would look changed).
@@ -208,8 +212,8 @@ def _integer_keys(keys: pd.Series) -> np.ndarray | None:
 class _Coded:
     """A low-cardinality column (status, module) as integer codes: ``coded == "synced"`` costs milliseconds."""
 
-    def __init__(self, values: pd.Series | np.ndarray, rows: np.ndarray | None = None) -> None:
-        codes, names = pd.factorize(np.asarray(values, dtype=object))  # missing: -1
+    def __init__(self, values: pd.Series, rows: np.ndarray | None = None) -> None:
+        codes, names = pd.factorize(values)  # missing: -1
         if rows is not None:  # the values at these positions; -1: none
             codes = np.where(rows >= 0, codes.take(np.maximum(rows, 0)) if len(codes) else -1, -1)
         self.codes = codes
@@ -239,8 +243,7 @@ def _same_hash(state_hashes: pd.Series, rows: np.ndarray, hashes: np.ndarray) ->
 def _email_moved(state_emails: pd.Series, rows: np.ndarray, emails: pd.Series) -> np.ndarray:
     """The state row has an email and it is not the customer's (a missing customer email differs from any)."""
     try:
-        theirs = pa.array(state_emails.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
-        ours = pa.array(emails.astype("string").array, type=pa.large_string())
+        theirs, ours = _text(state_emails), _text(emails)
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all text: compare as Python objects, as pandas would
         theirs_at = pd.Series(np.asarray(state_emails, dtype=object).take(np.maximum(rows, 0)) if len(state_emails)
                               else np.full(len(rows), None), dtype=object).where(rows >= 0, None)
@@ -248,6 +251,13 @@ def _email_moved(state_emails: pd.Series, rows: np.ndarray, emails: pd.Series) -
     theirs = theirs.take(pa.array(rows, mask=rows < 0)) if len(theirs) else pa.nulls(len(rows), pa.large_string())
     differs = pc.fill_null(pc.not_equal(theirs, ours), True)
     return pc.and_(theirs.is_valid(), differs).to_numpy(zero_copy_only=False)
+
+
+def _text(values: pd.Series) -> pa.ChunkedArray:
+    """A text column as Arrow large strings; raises for a column holding anything but text."""
+    if is_arrow_string(values):
+        return arrow_text(values).cast(pa.large_string())
+    return pa.chunked_array([pa.array(values.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)])
 
 
 def _among(values: np.ndarray, names: tuple[str, ...]) -> np.ndarray:

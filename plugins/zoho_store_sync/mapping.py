@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import yaml
 
 from zoho_store_sync.config import TenantConfig
-from zoho_store_sync.customers import CUSTOMER_COLUMNS, arrow_hashes, is_arrow_string
+from zoho_store_sync.customers import CUSTOMER_COLUMNS, ZOHO_EMAIL_MAX_LENGTH, arrow_hashes, is_arrow_string
 from zoho_store_sync.errors import MappingError  # noqa: F401 - re-exported
 from zoho_store_sync.settings import mappings_dir
 
@@ -133,13 +133,19 @@ def value_hashes(column: pd.Series) -> np.ndarray:
     return pd.util.hash_pandas_object(column, index=False).to_numpy(dtype="uint64")
 
 
+def _mostly_distinct(text: pa.ChunkedArray) -> bool:
+    """More than half of an even sample of 4,096 values differ: a dictionary would cost more than it saves."""
+    if len(text) <= 4096:
+        return False
+    sample = text.take(pa.array(np.linspace(0, len(text) - 1, 4096).astype("int64")))
+    return pc.count_distinct(sample).as_py() > 2048
+
+
 def _text_hashes(text: pa.ChunkedArray) -> np.ndarray:
     """pandas' hash of each string: mostly distinct text (emails, ids, phones, streets) hashed straight
     from its bytes, repetitive text (cities, countries) once per distinct value, as pandas does."""
-    if len(text) > 4096:
-        sample = text.take(pa.array(np.linspace(0, len(text) - 1, 4096).astype("int64")))
-        if pc.count_distinct(sample).as_py() > 2048:
-            return arrow_hashes(text)
+    if _mostly_distinct(text):
+        return arrow_hashes(text)
     encoded = pc.dictionary_encode(text).combine_chunks()
     hashed = arrow_hashes(encoded.dictionary)
     if not len(hashed):
@@ -165,21 +171,29 @@ def payload_hashes(payloads: pd.DataFrame, module: str) -> np.ndarray:
         return _mix(total ^ _seed(f"{HASH_VERSION}|{module}")).view("int64")
 
 
-def payload_hashes_by_module(customers: pd.DataFrame, mapping: Mapping, module_of_row: np.ndarray) -> np.ndarray:
+def payload_hashes_by_module(customers: pd.DataFrame, mapping: Mapping, module_of_row: np.ndarray,
+                             email_hashes: np.ndarray | None = None) -> np.ndarray:
     """Per row, ``payload_hashes(build_payloads(rows of its module, mapping, module), module)``; 0 for rows
     of no mapped module.
 
     The same numbers, computed a column at a time over the whole frame: a customer field that both modules
     send is cleaned and hashed once, and no per-module copy of the customers is made. Columns are hashed on
-    two threads: Arrow's kernels and pandas' siphash loop run without the GIL.
+    two threads: Arrow's kernels and pandas' siphash loop run without the GIL. ``email_hashes``: the value
+    hashes of the (prepared: trimmed, lower-case, valid) emails, when already known.
     """
     rows = {module: np.flatnonzero(module_of_row == module) for module in mapping.fields}
-    fields = [(module, zoho_field, source_field, CUSTOMER_COLUMNS[source_field],
-               mapping.max_length(module, zoho_field))
-              for module, mapped in mapping.fields.items() if len(rows[module]) for zoho_field, source_field in mapped.items()]
-    keys = list(dict.fromkeys((source, kind, length if kind == "string" else 0) for _, _, source, kind, length in fields))
+    fields = [(module, zoho_field, source, CUSTOMER_COLUMNS[source], mapping.max_length(module, zoho_field))
+              for module, mapped in mapping.fields.items() if len(rows[module]) for zoho_field, source in mapped.items()]
+    keys = list(dict.fromkeys((src, kind, length if kind == "string" else 0) for *_, src, kind, length in fields))
+    hashed: dict[tuple[str, str, int], tuple[np.ndarray, np.ndarray]] = {}
+    if email_hashes is not None:
+        # Prepared emails are what is sent (nothing to trim, none empty) unless a field is too short for one.
+        for key in keys:
+            if key[0] == "email" and key[2] >= ZOHO_EMAIL_MAX_LENGTH:
+                hashed[key] = (email_hashes, np.zeros(len(customers), dtype=bool))
+    todo = [key for key in keys if key not in hashed]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        hashed = dict(zip(keys, pool.map(lambda key: _hashed_payload_values(customers[key[0]], *key[1:]), keys)))
+        hashed.update(zip(todo, pool.map(lambda key: _hashed_payload_values(customers[key[0]], *key[1:]), todo)))
     out = np.zeros(len(customers), dtype="uint64")
     with np.errstate(over="ignore"):
         for module in mapping.fields:
@@ -198,8 +212,19 @@ def payload_hashes_by_module(customers: pd.DataFrame, mapping: Mapping, module_o
 def _hashed_payload_values(values: pd.Series, kind: str, max_length: int) -> tuple[np.ndarray, np.ndarray]:
     """``value_hashes`` and missing mask of ``payload_values(values, kind, max_length)``."""
     if kind == "string" and is_arrow_string(values):
-        text = _clean_text(values.array._pa_array, max_length)  # no pandas Series in between
-        return _text_hashes(text), text.is_null().to_numpy(zero_copy_only=False)
+        raw = values.array._pa_array
+        if _mostly_distinct(raw):
+            text = _clean_text(raw, max_length)  # no pandas Series in between
+            return arrow_hashes(text), text.is_null().to_numpy(zero_copy_only=False)
+        # Repetitive text (cities, countries, store names): clean and hash each distinct value once.
+        encoded = pc.dictionary_encode(raw).combine_chunks()
+        cleaned = _clean_text(pa.chunked_array([encoded.dictionary]), max_length)
+        indices = encoded.indices.fill_null(-1).to_numpy()
+        known = indices >= 0
+        hashes = arrow_hashes(cleaned) if len(cleaned) else np.zeros(0, dtype="uint64")
+        dropped = np.append(cleaned.is_null().to_numpy(zero_copy_only=False), True)  # index -1: a missing value
+        out = hashes.take(np.where(known, indices, 0)) if len(hashes) else np.zeros(len(indices), dtype="uint64")
+        return out, dropped[indices]
     sent = payload_values(values, kind, max_length)
     return value_hashes(sent), sent.isna().to_numpy()
 

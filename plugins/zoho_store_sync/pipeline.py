@@ -18,7 +18,7 @@ import pandas as pd
 
 from zoho_store_sync import staging
 from zoho_store_sync.config import TenantConfig, get_tenant, load_tenants
-from zoho_store_sync.customers import prepare
+from zoho_store_sync.customers import prepare, use_system_allocator
 from zoho_store_sync.diff import plan_changes
 from zoho_store_sync.errors import SyncThresholdExceeded, TenantBusy  # noqa: F401 - re-exported
 from zoho_store_sync.hooks.zoho_crm import ZohoCrmHook
@@ -29,6 +29,7 @@ from zoho_store_sync.sources import SourceExtract
 from zoho_store_sync.state import DatabaseTokenCache, RefreshTokenStore, StateStore, engine_from_conn_id
 
 log = logging.getLogger(__name__)
+use_system_allocator()  # this module runs in task processes only (never at parse time)
 SUMMARY_LOG_PREFIX = "ZOHO_SYNC_SUMMARY "
 SOURCE_CURSOR = "source"
 DELETED_CURSOR = "zoho.deleted"
@@ -114,23 +115,28 @@ def extract(tenant_id: str, run_id: str, *, full: bool = False) -> dict[str, Any
 
 
 def _mark_deleted_in_zoho(hook: ZohoCrmHook, store: StateStore, state: pd.DataFrame, modules: tuple[str, ...],
-                          apply: bool) -> tuple[pd.DataFrame, dict[str, Any], int]:
-    """Read Zoho's deleted-records list since the last check and mark those records (in memory when dry)."""
+                          apply: bool, whole_state: bool) -> tuple[pd.DataFrame, dict[str, Any], int]:
+    """Read Zoho's deleted-records list since the last check and mark those records (in the table unless dry).
+
+    ``state`` is the tenant's whole state (``whole_state``) or the rows of the customers being planned (an
+    incremental pass): the table is marked through its own query, so rows not loaded are marked too.
+    """
     checked_at = datetime.now(timezone.utc)
     cursor = store.get_cursor(DELETED_CURSOR) or {}
-    if state.empty or state["zoho_id"].isna().all():
+    if whole_state and (state.empty or state["zoho_id"].isna().all()):
         return state, {"checked_at": checked_at.isoformat()}, 0  # nothing synced yet: nothing to look up
     since = datetime.fromisoformat(cursor["checked_at"]) - DELETED_CHECK_OVERLAP if cursor.get("checked_at") else None
     deleted_ids: set[str] = set()
     for module in modules:
         deleted_ids.update(str(item["id"]) for item in hook.deleted_records(module, since=since))
+    if not deleted_ids:
+        return state, {"checked_at": checked_at.isoformat()}, 0
+    newly = store.mark_deleted_in_zoho(deleted_ids, apply=apply)
     hit = state["zoho_id"].isin(deleted_ids) & (state["status"] != "deleted_in_zoho")
     if hit.any():
         state = state.copy()
         state.loc[hit, "status"] = "deleted_in_zoho"
-        if apply:
-            store.save_outcomes(state.loc[hit])
-    return state, {"checked_at": checked_at.isoformat()}, int(hit.sum())
+    return state, {"checked_at": checked_at.isoformat()}, len(newly)
 
 
 FIELDS_CURSOR = "zoho.fields"
@@ -179,12 +185,16 @@ def plan(tenant_id: str, run_id: str, extracted: dict[str, Any], dry_run: bool =
     hook = zoho_hook(tenant, store)
     modules = modules or tenant.modules
     mapping = checked_mapping(tenant, hook, store, modules)
-    state = store.load()
+    # An incremental pass plans only the customers it read: their state rows are all it needs (the cost of a
+    # run follows the changes, not the store). A full pass also finds the customers gone from the store.
+    whole_state = bool(extracted.get("full", True)) or forget
+    state = store.load() if whole_state else store.load(customer_keys=prepared.valid["customer_key"].tolist())
     if forget:
         state = state.loc[~state["module"].isin(list(modules))]
-    state, deleted_cursor, newly_deleted = _mark_deleted_in_zoho(hook, store, state, modules, apply=not dry_run)
-    result = plan_changes(prepared.valid, state, mapping, modules,
-                          source_deletions=tenant.source_deletions, all_customer_keys=all_keys)
+    state, deleted_cursor, newly_deleted = _mark_deleted_in_zoho(hook, store, state, modules, apply=not dry_run,
+                                                                 whole_state=whole_state)
+    result = plan_changes(prepared.valid, state, mapping, modules, source_deletions=tenant.source_deletions,
+                          all_customer_keys=all_keys, email_hashes=prepared.email_hashes)
     url = staging.write_frame(f"{staging.run_dir(tenant_id, run_id)}/changes.parquet", result.changes)
     counts = {**result.counts, "invalid": len(prepared.invalid), "duplicates": prepared.duplicates,
               "invalid_reasons": prepared.invalid["reason"].value_counts().to_dict(),

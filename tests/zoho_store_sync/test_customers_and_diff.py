@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 
 from zoho_store_sync.config import TenantConfig
-from zoho_store_sync.customers import classify, prepare
+from bench import data
+from zoho_store_sync.customers import classify, prepare, record_types
 from zoho_store_sync.diff import plan_changes
-from zoho_store_sync.mapping import MappingError, build_payloads, load_mapping, payload_hashes
+from zoho_store_sync.mapping import MappingError, build_payloads, load_mapping, payload_hashes, payload_hashes_by_module
 from zoho_store_sync.state import STATE_COLUMNS
 
 TENANT = TenantConfig(tenant_id="t1", source="magento", store_conn_id="m", zoho_conn_id="z")
@@ -90,6 +91,41 @@ def test_hash_changes_with_any_sent_value():
     edited.loc[0, "City"] = "Oslo"
     assert payload_hashes(edited, "Leads")[0] != first[0]
     assert payload_hashes(payloads, "Contacts")[0] != first[0]
+
+
+def test_stored_hashes_stay_valid_across_releases():
+    # Every tenant's state holds these numbers: a change here re-sends every customer of every tenant once.
+    frame = customers(
+        email=["ann@example.com", " Bob@Example.org ", "chloe.x@example.net", "dan@example.com"],
+        firstname=["Ann", "Bob", "Chloé", None], lastname=["Lee", "  ", "Dubois", "Ng"],
+        city=["Paris", " Paris ", "", None], phone_number=["+1 555", None, "", "+44 20"],
+        order_count=[2, 0, 0, 1], total_order_value=[10.005, 0.0, 0.0, 99.9], newsletter=[False, True, False, False],
+        store=["Default Store View"] * 4, store_url=["https://shop.example.com"] * 4)
+    valid = prepare(frame).valid
+    hashes = payload_hashes_by_module(valid, load_mapping(TENANT), record_types(valid))
+    assert dict(zip(valid["customer_key"], hashes.tolist())) == {
+        "1": -5595990066954353357, "2": 3823337629107519226, "3": -8417787938049004318, "4": 8632164172956702783}
+
+
+def test_the_column_at_a_time_hash_equals_hashing_each_module_s_payloads():
+    # payload_hashes_by_module takes shortcuts (a dictionary for repetitive text, one pass per shared column):
+    # on messy text of both kinds it must give exactly payload_hashes(build_payloads(...)).
+    frame = data.customers(12_000, seed=5)
+    frame.loc[frame.index[::97], "city"] = "  "
+    frame.loc[frame.index[::89], "address"] = "  " + "x" * 300 + " "
+    frame.loc[frame.index[::83], "company"] = ""
+    frame.loc[frame.index[::79], "store"] = None
+    prepared = prepare(frame)
+    valid = prepared.valid
+    mapping, module = load_mapping(TENANT), record_types(valid)
+    assert prepared.email_hashes is not None  # a large frame: prepare hashed the emails, the plan reuses them
+    for fast in (payload_hashes_by_module(valid, mapping, module),
+                 payload_hashes_by_module(valid, mapping, module, prepared.email_hashes)):
+        for name in ("Contacts", "Leads"):
+            rows = module == name
+            assert rows.sum() > 4096  # past the sample size where the distinct/dictionary choice is made
+            expected = payload_hashes(build_payloads(valid.loc[rows], mapping, name), name)
+            assert (fast[rows] == expected).all(), name
 
 
 def test_a_field_added_to_the_mapping_changes_only_rows_where_it_has_a_value():
