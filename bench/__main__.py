@@ -1,75 +1,174 @@
-"""`make bench`: run every figure, print the table, write bench/results.json and bench/results.png."""
+"""`python -m bench`: measure every figure, print the table, write bench/results.json and bench/results.png.
+
+Options: ``--quick`` (or ZOHO_SYNC_BENCH_QUICK=1) runs tiny sizes, for the smoke test; ``--only NAME ...``
+runs some figures; ``--out DIR`` writes the results elsewhere.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import json
+import os
+import platform
 import sys
+import time
 import traceback
 from pathlib import Path
+from typing import Any
 
-from bench import common
+from bench import REPO, common
 
-HERE = Path(__file__).resolve().parent
-# One module per figure, each with run(quick) -> list[Figure]; those not written yet are reported missing.
-FIGURES = ("diff_full", "incremental", "zoho_calls", "reset_100k", "parse_500_tenants", "state_write_1m")
+# figure name -> module: run order (cheap and independent first)
+FIGURES = {
+    "diff_full_1m": "bench.diff_full",
+    "zoho_calls": "bench.zoho_calls",
+    "reset_100k": "bench.reset_100k",
+    "parse_500_tenants": "bench.parse_500_tenants",
+    "state_write_1m": "bench.state_write_1m",
+    "incremental_1m": "bench.incremental",
+}
+FIELDS = ("name", "value", "unit", "baseline", "baseline_value", "ratio", "target", "met", "details")
 
 
-def _plot(figures: list[dict], path: Path) -> None:
+def run_figures(names: list[str], quick: bool) -> list[dict[str, Any]]:
+    results = []
+    for name in names:
+        started = time.perf_counter()
+        print(f"-- {name} ...", flush=True)
+        try:
+            figures = importlib.import_module(FIGURES[name]).run(quick=quick)
+            rows = [figure.as_dict() for figure in figures]
+        except Exception as exc:  # noqa: BLE001 - one broken figure must not hide the others
+            rows = [common.Figure(name, None, "", "", None, None, "", False,
+                                  {"error": f"{type(exc).__name__}: {exc}",
+                                   "traceback": traceback.format_exc()[-4000:]}).as_dict()]
+        for row in rows:
+            row["details"]["bench_seconds"] = round(time.perf_counter() - started, 1)
+            print(f"   {row['name']}: {_fmt(row['value'])} {row['unit']} (baseline {_fmt(row['baseline_value'])}, "
+                  f"ratio {_fmt(row['ratio'])}) met={row['met']}", flush=True)
+        results.extend(rows)
+    return results
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    header = ("figure", "value", "baseline", "ratio", "target", "met")
+    rows = [(r["name"], f"{_fmt(r['value'])} {r['unit']}", _fmt(r["baseline_value"]), _fmt(r["ratio"]), r["target"],
+             "yes" if r["met"] else "NO") for r in results]
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([line(header), line("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    """The scaling curves and side-by-side bars, one panel per figure that has them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scaling = next((f["details"].get("scaling") for f in figures if f["name"] == "diff_full_1m"), None)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    if scaling:
-        sizes = [p["n"] for p in scaling]
-        ax.loglog(sizes, [p["product_median_s"] for p in scaling], "o-", label="product (pandas, vectorised)")
-        ax.loglog(sizes, [p["baseline_median_s"] for p in scaling], "s--", label="baseline (per record, plain Python)")
+    by_name = {r["name"]: r for r in results if r.get("value") is not None}
+    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+    fig.suptitle("zoho_store_sync benchmarks (bench/results.json)")
+    ax = axes[0][0]
+    if "diff_full_1m" in by_name:
+        points = by_name["diff_full_1m"]["details"]["scaling"]
+        sizes = [p["n"] for p in points]
+        ax.loglog(sizes, [p["product_median_s"] for p in points], "o-", label="product (prepare + plan_changes)")
+        ax.loglog(sizes, [p["baseline_median_s"] for p in points], "s--", label="plain Python per record")
         ax.set_xlabel("customers")
         ax.set_ylabel("seconds (median)")
-        ax.set_title("diff: classify + map + hash + diff against the state")
         ax.legend()
-        ax.grid(True, which="both", alpha=0.3)
-    else:
-        ax.text(0.5, 0.5, "no scaling figure measured", ha="center")
+    ax.set_title("diff: time vs customers (1% changed)")
+    ax = axes[0][1]
+    if "incremental_1m" in by_name:
+        d = by_name["incremental_1m"]["details"]
+        labels = ["incremental", "full pass"]
+        ax.bar(labels, [d["incremental"]["extract_s"], d["full"]["extract_s"]], label="extract")
+        ax.bar(labels, [d["incremental"]["plan_s"], d["full"]["plan_s"]],
+               bottom=[d["incremental"]["extract_s"], d["full"]["extract_s"]], label="plan")
+        ax.set_ylabel("seconds (median)")
+        ax.legend()
+        ax.set_title(f"scheduled run, {d['customers']:,} customers, 1% changed")
+    ax = axes[0][2]
+    if "zoho_calls" in by_name:
+        d = by_name["zoho_calls"]["details"]
+        labels = ["unchanged run", "N changed"]
+        product = [d["unchanged_run"]["api_calls"], d["changed_run"]["api_calls"]]
+        template = [d["template"]["unchanged"]["api_calls"], d["template"]["changed"]["api_calls"]]
+        x = range(len(labels))
+        ax.bar([i - 0.2 for i in x], product, 0.4, label="product")
+        ax.bar([i + 0.2 for i in x], template, 0.4, label="per-customer template")
+        ax.set_xticks(list(x), labels)
+        ax.set_yscale("log")
+        ax.set_ylabel("Zoho API calls")
+        ax.legend()
+        ax.set_title(f"Zoho calls, {d['customers']:,} customers, N={d['changed_customers']}")
+    ax = axes[1][0]
+    if "reset_100k" in by_name:
+        r = by_name["reset_100k"]
+        d = r["details"]
+        ax.bar(["floor", "floor + sandbox\ncall overhead", "measured"],
+               [r["baseline_value"], d["floor_with_sandbox_overhead_s"], r["value"]], color=["grey", "silver", "C0"])
+        ax.axhline(1.25 * r["baseline_value"], color="red", linestyle=":", label="target: 1.25 x the floor")
+        ax.legend(loc="lower right")
+        ax.set_ylabel("seconds")
+        ax.set_title(f"reset of {d['records_sent']:,} records, 100 ms/call, 10 in flight")
+    ax = axes[1][1]
+    if "state_write_1m" in by_name:
+        d = by_name["state_write_1m"]["details"]["medians_s"]
+        labels, values = [], []
+        for db, m in d.items():
+            labels += [f"{db}\ninsert", f"{db}\nupsert existing"]
+            values += [m["insert_s"], m["upsert_existing_s"]]
+        ax.bar(labels, values)
+        ax.axhline(10, color="red", linestyle=":", label="target (PostgreSQL)")
+        ax.set_ylabel("seconds")
+        ax.legend()
+        ax.set_title(f"state write, {by_name['state_write_1m']['details']['outcomes']:,} outcomes")
+    ax = axes[1][2]
+    if "parse_500_tenants" in by_name:
+        r = by_name["parse_500_tenants"]
+        ax.bar(["TaskFlow @task,\npipeline imported", "product"], [r["baseline_value"], r["value"]],
+               color=["grey", "C0"])
+        ax.axhline(1.0, color="red", linestyle=":", label="target")
+        ax.set_ylabel("seconds to parse the DAG file (median)")
+        ax.legend()
+        ax.set_title(f"DAG file parse, {r['details']['tenants']} tenants")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: the smoke run of the test suite")
-    parser.add_argument("--only", nargs="*", help="figure modules to run")
-    parser.add_argument("--out", default=str(HERE), help="where results.json and results.png go")
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", default=os.environ.get("ZOHO_SYNC_BENCH_QUICK") == "1",
+                        help="tiny sizes (the smoke test)")
+    parser.add_argument("--only", nargs="+", choices=sorted(FIGURES), help="run only these figures")
+    parser.add_argument("--out", type=Path, default=REPO / "bench", help="where results.json/.png go")
     args = parser.parse_args(argv)
-    figures: list[dict] = []
-    problems: list[str] = []
-    for name in args.only or FIGURES:
-        try:
-            module = importlib.import_module(f"bench.{name}")
-        except ModuleNotFoundError:
-            problems.append(f"{name}: not measured (no bench/{name}.py yet)")
-            continue
-        try:
-            figures.extend(f.as_dict() for f in module.run(quick=args.quick))
-        except Exception:  # noqa: BLE001 - one broken figure must not hide the others
-            problems.append(f"{name}: failed\n{traceback.format_exc()}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(figures, indent=2))
-    _plot(figures, out / "results.png")
-    print(f"{'figure':<24}{'value':>12} {'unit':<5}{'baseline':>12}{'ratio':>8}  met  target")
-    for f in figures:
-        baseline = "" if f["baseline_value"] is None else f["baseline_value"]
-        ratio = "" if f["ratio"] is None else f"{f['ratio']}x"
-        print(f"{f['name']:<24}{f['value']:>12} {f['unit']:<5}{baseline:>12}{ratio:>8}  {'yes' if f['met'] else 'NO ':<4} {f['target']}")
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    print(f"wrote {out / 'results.json'} and {out / 'results.png'}")
-    return 1 if any("failed" in p for p in problems) else 0
+    names = args.only or list(FIGURES)
+    started = time.perf_counter()
+    results = run_figures(names, args.quick)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for row in results:
+        assert set(row) == set(FIELDS), row.keys()
+    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    plot(results, args.out / "results.png")
+    print()
+    print(table(results))
+    print(f"\n{'quick run' if args.quick else 'full run'} in {time.perf_counter() - started:.0f} s on "
+          f"{os.cpu_count()} cores, Python {platform.python_version()}; wrote {args.out / 'results.json'} and "
+          f"{args.out / 'results.png'}")
+    return 0
 
 
 if __name__ == "__main__":
