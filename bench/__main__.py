@@ -112,40 +112,38 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylabel("Zoho API calls")
         ax.legend()
         ax.set_title(f"Zoho calls, {d['customers']:,} customers, N={d['changed_customers']}")
-    ax = axes[1][0]
     if "reset_100k" in by_name:
         r = by_name["reset_100k"]
-        d = r["details"]
-        ax.bar(["floor", "floor + sandbox\ncall overhead", "measured"],
-               [r["baseline_value"], d["floor_with_sandbox_overhead_s"], r["value"]], color=["grey", "silver", "C0"])
-        ax.axhline(1.25 * r["baseline_value"], color="red", linestyle=":", label="target: 1.25 x the floor")
-        ax.legend(loc="lower right")
-        ax.set_ylabel("seconds")
-        ax.set_title(f"reset of {d['records_sent']:,} records, 100 ms/call, 10 in flight")
-    ax = axes[1][1]
+        _bars(axes[1][0], ["floor", "floor + sandbox\ncall overhead", "measured"],
+              [r["baseline_value"], r["details"]["floor_with_sandbox_overhead_s"], r["value"]],
+              colors=["grey", "silver", "C0"], target=1.25 * r["baseline_value"], target_label="target: 1.25 x the floor",
+              ylabel="seconds", title=f"reset of {r['details']['records_sent']:,} records, 100 ms/call, 10 in flight")
     if "state_write_1m" in by_name:
-        d = by_name["state_write_1m"]["details"]["medians_s"]
+        r = by_name["state_write_1m"]
         labels, values = [], []
-        for db, m in d.items():
-            labels += [f"{db}\ninsert", f"{db}\nupsert existing"]
+        for db, m in r["details"]["medians_s"].items():
+            labels += [f"{db}\nnew rows", f"{db}\nall rewritten"]
             values += [m["insert_s"], m["upsert_existing_s"]]
-        ax.bar(labels, values)
-        ax.axhline(10, color="red", linestyle=":", label="target (PostgreSQL)")
-        ax.set_ylabel("seconds")
-        ax.legend()
-        ax.set_title(f"state write, {by_name['state_write_1m']['details']['outcomes']:,} outcomes")
-    ax = axes[1][2]
+        _bars(axes[1][1], labels, values, target=10, target_label="target (PostgreSQL)", ylabel="seconds",
+              title=f"state write, {r['details']['outcomes']:,} outcomes")
     if "parse_500_tenants" in by_name:
         r = by_name["parse_500_tenants"]
-        ax.bar(["TaskFlow @task,\npipeline imported", "product"], [r["baseline_value"], r["value"]],
-               color=["grey", "C0"])
-        ax.axhline(1.0, color="red", linestyle=":", label="target")
-        ax.set_ylabel("seconds to parse the DAG file (median)")
-        ax.legend()
-        ax.set_title(f"DAG file parse, {r['details']['tenants']} tenants")
+        _bars(axes[1][2], ["TaskFlow @task,\npipeline imported", "product"], [r["baseline_value"], r["value"]],
+              colors=["grey", "C0"], target=1.0, target_label="target", ylabel="seconds to parse the DAG file (median)",
+              title=f"DAG file parse, {r['details']['tenants']} tenants")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _bars(ax: Any, labels: list[str], values: list[float], *, target: float, target_label: str, ylabel: str,
+          title: str, colors: list[str] | None = None) -> None:
+    """One panel: a bar per measurement and the target as a dotted line."""
+    ax.bar(labels, values, color=colors)
+    ax.axhline(target, color="red", linestyle=":", label=target_label)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="lower right")
+    ax.set_title(title)
 
 
 def main(argv: list[str] | None = None) -> int:
