@@ -7,7 +7,7 @@ import json
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -146,11 +146,20 @@ def _text_hashes(text: pa.ChunkedArray) -> np.ndarray:
     from its bytes, repetitive text (cities, countries) once per distinct value, as pandas does."""
     if _mostly_distinct(text):
         return arrow_hashes(text)
+    return _hashes_per_distinct(text, lambda values: values)[0]
+
+
+def _hashes_per_distinct(text: pa.ChunkedArray,
+                         clean: Callable[[pa.ChunkedArray], pa.ChunkedArray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the hash of ``clean(value)`` and whether that is missing, cleaning and hashing each distinct
+    value once (repetitive text: cities, countries, store names). Missing rows get an arbitrary hash."""
     encoded = pc.dictionary_encode(text).combine_chunks()
-    hashed = arrow_hashes(encoded.dictionary)
-    if not len(hashed):
-        return np.zeros(len(text), dtype="uint64")
-    return hashed.take(encoded.indices.fill_null(0).to_numpy())
+    cleaned = clean(pa.chunked_array([encoded.dictionary]))
+    indices = encoded.indices.fill_null(-1).to_numpy()
+    dropped = np.append(cleaned.is_null().to_numpy(zero_copy_only=False), True)  # index -1: a missing value
+    if not len(cleaned):
+        return np.zeros(len(indices), dtype="uint64"), dropped[indices]
+    return arrow_hashes(cleaned).take(np.maximum(indices, 0)), dropped[indices]
 
 
 def payload_hashes(payloads: pd.DataFrame, module: str) -> np.ndarray:
@@ -216,15 +225,7 @@ def _hashed_payload_values(values: pd.Series, kind: str, max_length: int) -> tup
         if _mostly_distinct(raw):
             text = _clean_text(raw, max_length)  # no pandas Series in between
             return arrow_hashes(text), text.is_null().to_numpy(zero_copy_only=False)
-        # Repetitive text (cities, countries, store names): clean and hash each distinct value once.
-        encoded = pc.dictionary_encode(raw).combine_chunks()
-        cleaned = _clean_text(pa.chunked_array([encoded.dictionary]), max_length)
-        indices = encoded.indices.fill_null(-1).to_numpy()
-        known = indices >= 0
-        hashes = arrow_hashes(cleaned) if len(cleaned) else np.zeros(0, dtype="uint64")
-        dropped = np.append(cleaned.is_null().to_numpy(zero_copy_only=False), True)  # index -1: a missing value
-        out = hashes.take(np.where(known, indices, 0)) if len(hashes) else np.zeros(len(indices), dtype="uint64")
-        return out, dropped[indices]
+        return _hashes_per_distinct(raw, lambda distinct: _clean_text(distinct, max_length))
     sent = payload_values(values, kind, max_length)
     return value_hashes(sent), sent.isna().to_numpy()
 
