@@ -1,9 +1,9 @@
 """The load: apply a plan to Zoho (convert, update by id, upsert, delete) and write each confirmed outcome.
 
 The state is written only after Zoho answered: the outcomes of answered calls are written together (every
-500 rows or quarter of a second, and when the calls end), once the next calls are on their way. A crash between Zoho applying a batch and the
-state write makes the next run send that batch again; upsert matched on email (and a repeated convert
-answering ``ID_ALREADY_CONVERTED``) makes that harmless.
+500 rows or quarter of a second, and when the calls end), once the next calls are on their way. A crash
+between Zoho applying a batch and the state write makes the next run send that batch again; upsert
+matched on email (and a repeated convert answering ``ID_ALREADY_CONVERTED``) makes that harmless.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pandas as pd
 
 from zoho_store_sync.hooks.zoho_crm import RecordJSON, RecordOutcome, ZohoCrmHook, ZohoError
 from zoho_store_sync.settings import ZOHO_MAX_RECORDS_PER_WRITE
-from zoho_store_sync.state import StateStore
+from zoho_store_sync.state import StateStore, is_missing
 
 log = logging.getLogger(__name__)
 # Answered outcomes are written together once this many state rows, or this much time, have piled up.
@@ -76,12 +76,8 @@ def _vanished(outcome: RecordOutcome) -> bool:
             and (outcome.details.get("api_name") == "id" or "id given seems to be invalid" in outcome.message))
 
 
-def _no_id(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
-
-
 def _state_row(record: PlanRow, outcome: RecordOutcome, *, success_status: str = "synced") -> dict[str, Any]:
-    previous_id = None if _no_id(record.zoho_id) else record.zoho_id
+    previous_id = None if is_missing(record.zoho_id) else record.zoho_id
     if _vanished(outcome):
         status = "deleted_in_zoho"
     else:
@@ -160,7 +156,7 @@ class _Runner:
             self.written_at = time.monotonic()
 
     def save(self, batch: list[PlanRow], outcomes: list[RecordOutcome], *, success_status: str = "synced") -> None:
-        """Count the outcomes now; their state rows are written at the end of the round (``write``)."""
+        """Count the outcomes now; their state rows wait for the next ``write``."""
         self.unwritten.extend(_state_row(r, o, success_status=success_status) for r, o in zip(batch, outcomes))
         for record, outcome in zip(batch, outcomes):
             self.result.sent += 1

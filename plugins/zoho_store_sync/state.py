@@ -365,17 +365,15 @@ class StateStore:
             raw.close()
 
     def count_retryable_failures(self) -> int:
-        query = sa.select(sa.func.count()).select_from(customers_state).where(
-            customers_state.c.tenant_id == self.tenant_id, customers_state.c.status == "failed",
-            customers_state.c.retryable.is_(True))
-        with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar() or 0)
+        return self._count(customers_state.c.status == "failed", customers_state.c.retryable.is_(True))
 
     def count_confirmed(self, modules: Iterable[str]) -> int:
         """Rows of ``modules`` whose last outcome is not a failure (a reset's progress, counted in the database)."""
+        return self._count(customers_state.c.module.in_(list(modules)), customers_state.c.status != "failed")
+
+    def _count(self, *conditions: sa.ColumnElement[bool]) -> int:
         query = sa.select(sa.func.count()).select_from(customers_state).where(
-            customers_state.c.tenant_id == self.tenant_id, customers_state.c.module.in_(list(modules)),
-            customers_state.c.status != "failed")
+            customers_state.c.tenant_id == self.tenant_id, *conditions)
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar() or 0)
 
@@ -546,7 +544,7 @@ def _dict_columns(rows: list[dict[str, Any]]) -> list[list[Any]]:
     """``_python_columns(pd.DataFrame(rows))`` straight from the dicts (a missing key is a missing value)."""
     out = []
     for name in STATE_COLUMNS:
-        values = [None if _is_na(value) else value for value in (row.get(name) for row in rows)]
+        values = [None if is_missing(value) else value for value in (row.get(name) for row in rows)]
         if name == "attempts":
             values = [int(value or 0) for value in values]
         elif name == "payload_hash":
@@ -601,7 +599,7 @@ def _csv(frame: pd.DataFrame, tenant_id: str, stamp: datetime) -> tuple[bytes, s
     return sink.getvalue(), ""
 
 
-def _is_na(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
     """None, NaN, pd.NA or NaT: what a dict made from a frame holds for a missing value (pd.isna is 5x slower)."""
     return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and value != value)
 
