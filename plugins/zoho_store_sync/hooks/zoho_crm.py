@@ -35,7 +35,6 @@ from requests.auth import AuthBase
 from airflow.providers.http.hooks.http import HttpHook
 from zoho_store_sync.hooks._session import plain_session
 from zoho_store_sync.errors import (  # noqa: F401 - re-exported: the hook raises these
-    _OAUTH_ERROR_ADVICE,
     ZohoAuthError,
     ZohoConfigError,
     ZohoError,
