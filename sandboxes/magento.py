@@ -56,6 +56,9 @@ OAUTH_TIME_DEVIATION = 600  # seconds a timestamp may run ahead of the server (N
 OAUTH_REQUIRED = ("oauth_consumer_key", "oauth_signature", "oauth_signature_method", "oauth_nonce",
                   "oauth_timestamp", "oauth_token")
 INTEGRATION_CONSUMER_ID = 1
+REQUEST_FAULTS = ("429", "503", "drop")  # the whole request fails
+# A search answers 200 with a wrong page (seen in production: issue 12); `path` picks the endpoint.
+PAGE_FAULTS = ("empty_page", "short_page", "total_drift", "skip_rows")
 # Timestamps and codes compare byte-wise; skipping case folding on them keeps million-row scans fast.
 VERBATIM_COLUMNS = frozenset({"created_at", "updated_at", "dob", "increment_id", "order_currency_code",
                               "base_currency_code"})
@@ -634,6 +637,8 @@ class MagentoSandbox(LoopbackServer):
         self._admin_tokens: dict[str, int] = {}  # token -> expiry (sandbox clock)
         self._calls: list[dict] = []
         self._faults: deque[str] = deque()
+        self._page_faults: list[dict] = []  # see inject_fault
+        self._applied_faults: list[dict] = []
         self._cache: OrderedDict[tuple, _Matches] = OrderedDict()
         self._indexes: dict[tuple[str, str], _Index] = {}  # (entity, column) -> index, built on first use
         # Indexes, keyset bisection and top-k on: tests turn them off to compare with plain scans and sorts.
@@ -690,12 +695,66 @@ class MagentoSandbox(LoopbackServer):
         with self._lock:
             return {"customers": len(self._customers), "orders": len(self._orders), "now": format_ts(self._now)}
 
-    def inject_fault(self, kind: str, times: int = 1) -> None:
-        """The next `times` REST requests fail: "429" (rate limited), "503" (maintenance) or "drop" (no response)."""
-        if kind not in ("429", "503", "drop"):
-            raise ValueError(f"unknown fault kind {kind!r}")
+    def inject_fault(self, kind: str, times: int | None = 1, *, path: str | None = None, after_pages: int = 0,
+                     rows: int | None = None, drift: int = 0) -> None:
+        """Make the store misbehave.
+
+        Request faults: the next `times` REST requests fail: "429" (rate limited), "503" (maintenance) or
+        "drop" (no response).
+
+        Page faults answer a search (`path` "customers" or "orders"; None: either) with HTTP 200 and a wrong
+        page, after the first `after_pages` matching searches since the fault was set were answered right
+        (a `newest`-style probe counts as one), for the next `times` searches (None: until `clear_faults`):
+
+        * "empty_page": exactly ``{"items": [], "total_count": 0}``, whatever remains;
+        * "short_page": only the first `rows` items (default: half of them), total_count unchanged;
+        * "total_drift": the right items, total_count moved by `drift` (the count query ran at another moment);
+        * "skip_rows": a page that leaves out `rows` rows (default 1) from its middle and fills up with the
+          following ones, so it still looks full (a read replica behind its primary).
+        """
+        if kind not in REQUEST_FAULTS + PAGE_FAULTS:
+            raise ValueError(f"unknown fault kind {kind!r}; expected one of {REQUEST_FAULTS + PAGE_FAULTS}")
+        if kind in REQUEST_FAULTS:
+            with self._lock:
+                self._faults.extend([kind] * (times or 1))
+            return
+        entity = {None: None, "customers": _CUSTOMERS, "customers/search": _CUSTOMERS, "orders": _ORDERS}.get(path, "?")
+        if entity == "?":
+            raise ValueError(f"unknown path {path!r}: use 'customers' or 'orders'")
+        if kind == "total_drift" and not drift:
+            raise ValueError("a total_drift fault needs a non-zero drift")
+        if times is not None and times < 1 or after_pages < 0 or rows is not None and rows < 0:
+            raise ValueError("times must be at least 1 (or None), after_pages and rows at least 0")
         with self._lock:
-            self._faults.extend([kind] * times)
+            self._page_faults.append({"kind": kind, "entity": entity, "skip": int(after_pages), "times": times,
+                                      "rows": rows, "drift": int(drift)})
+
+    def clear_faults(self) -> None:
+        """Every queued fault, request or page, is dropped: the store answers right again."""
+        with self._lock:
+            self._faults.clear()
+            self._page_faults.clear()
+
+    def applied_faults(self) -> list[dict]:
+        """The page faults answered so far, in order: {"kind", "path", "total_count"} (the true total)."""
+        with self._lock:
+            return [dict(f) for f in self._applied_faults]
+
+    def _take_page_fault(self, entity: _Entity) -> dict | None:
+        """The page fault for this search, if one is due; every matching fault still waiting counts the page."""
+        chosen = None
+        for fault in list(self._page_faults):
+            if fault["entity"] not in (None, entity):
+                continue
+            if fault["skip"] > 0:
+                fault["skip"] -= 1
+            elif chosen is None:
+                chosen = fault
+                if fault["times"] is not None:
+                    fault["times"] -= 1
+                    if fault["times"] <= 0:
+                        self._page_faults.remove(fault)
+        return chosen
 
     # ---- mutation helpers (admin edits) -------------------------------------------------------------
     def _changed(self, entity: _Entity, pks: Sequence[int]) -> None:
@@ -958,12 +1017,37 @@ class MagentoSandbox(LoopbackServer):
                 page_size = criteria.page_size = self.default_page_size  # DefaultPageSizeSetter
         with self._lock:
             matches = self._matching(entity, criteria)
-            page_rows = self._page(matches, page_size, criteria.current_page)
+            fault = self._take_page_fault(entity) if self._page_faults else None
+            if fault is not None and fault["kind"] == "skip_rows":
+                page_rows = self._page_skipping(matches, page_size, criteria.current_page, fault["rows"] or 1)
+            else:
+                page_rows = self._page(matches, page_size, criteria.current_page)
             if entity is _CUSTOMERS:
                 items = [self._public_customer(r) for r in page_rows]
             else:
                 items = list(page_rows)
+            if fault is not None:
+                self._applied_faults.append({"kind": fault["kind"], "path": entity.name, "total_count": matches.total})
+                if fault["kind"] == "empty_page":
+                    return {"items": [], "total_count": 0}  # exactly as seen: no search_criteria either
+                if fault["kind"] == "short_page":
+                    items = items[:len(items) // 2 if fault["rows"] is None else fault["rows"]]
+                if fault["kind"] == "total_drift":
+                    return {"items": items, "search_criteria": criteria.echo(),
+                            "total_count": max(0, matches.total + fault["drift"])}
         return {"items": items, "search_criteria": criteria.echo(), "total_count": matches.total}
+
+    def _page_skipping(self, matches: _Matches, page_size: int | None, current_page: int | None,
+                       skip: int) -> list[dict]:
+        """A page as `_page` reads it, but `skip` rows from its middle left out and the following rows moved up."""
+        if not page_size:
+            rows = matches.window(0, None)
+            middle = max(0, (len(rows) - skip) // 2)
+            return rows[:middle] + rows[middle + skip:]
+        offset = (max(1, current_page or 1) - 1) * max(1, page_size)
+        rows = matches.window(offset, max(1, page_size) + skip)
+        middle = max(0, (min(len(rows), page_size) - skip) // 2)
+        return rows[:middle] + rows[middle + skip:]
 
     def _page(self, matches: _Matches, page_size: int | None, current_page: int | None) -> list[dict]:
         if not page_size:  # unset or 0: the collection applies no LIMIT
@@ -1279,7 +1363,16 @@ class _Handler(SandboxHandler):
             sb.advance_clock(int(body.get("advance", 0)))
             return 200, sb.state()
         if method == "POST" and path == "/__sandbox__/faults":
-            sb.inject_fault(str(body.get("kind")), int(body.get("times", 1)))
+            times = body.get("times", 1)
+            sb.inject_fault(str(body.get("kind")), None if times is None else int(times), path=body.get("path"),
+                            after_pages=int(body.get("after_pages", 0)),
+                            rows=None if body.get("rows") is None else int(body["rows"]),
+                            drift=int(body.get("drift", 0)))
+            return 200, {"ok": True}
+        if method == "GET" and path == "/__sandbox__/faults":
+            return 200, sb.applied_faults()
+        if method == "DELETE" and path == "/__sandbox__/faults":
+            sb.clear_faults()
             return 200, {"ok": True}
         if m := re.fullmatch(r"/__sandbox__/customers/(\d+)(/subscription)?", path):
             customer_id = int(m.group(1))

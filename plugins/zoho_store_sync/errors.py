@@ -142,3 +142,21 @@ class SyncThresholdExceeded(RuntimeError):
 
 class TenantBusy(RuntimeError):
     """The tenant's lock is held by the other kind of run (sync vs reset)."""
+
+
+# ---- data safety: answers that may not be the whole truth ------------------------------------------------
+class SourceIncompleteError(RuntimeError):
+    """The store's answer looks partial (an empty page before the reported total, a short read) even after
+    retrying the page: nothing is planned or deleted on it. Try again later; fix the store if it persists."""
+
+
+class StagingFileMissing(RuntimeError):
+    """A staging file written by an earlier task of the run is gone (staging not shared between workers)."""
+
+
+class StateSchemaError(RuntimeError):
+    """The state database's schema is behind or ahead of this code: an operator must run the migration."""
+
+
+class MassDeletionRefused(RuntimeError):
+    """A run would delete or flag more Zoho records than the tenant's limit: nothing was deleted."""

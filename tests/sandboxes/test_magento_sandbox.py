@@ -865,6 +865,91 @@ def test_injected_429_503_and_dropped_connections_then_recovery(sandbox):
     assert search(sandbox, criteria(page_size=1)).status_code == 200
 
 
+def keyset_page(sb: MagentoSandbox, after: int | None, *, path: str = "/rest/V1/customers/search", key: str = "id",
+                page_size: int = 100) -> requests.Response:
+    """One page of a keyset pass, as the sync's hook asks for it: `key > after`, sorted by key."""
+    groups = [[(key, after, "gt")]] if after is not None else []
+    return search(sb, criteria(*groups, sort=[(key, "ASC")], page_size=page_size, current_page=1), path=path)
+
+
+def test_empty_page_fault_answers_200_with_exactly_no_items_and_total_count_0_mid_paging(sandbox):
+    sandbox.inject_fault("empty_page", path="customers", after_pages=1, times=1)
+    first = keyset_page(sandbox, None)
+    assert ids(first) == list(range(1, 101)) and first.json()["total_count"] == 400
+    faulty = keyset_page(sandbox, 100)
+    assert faulty.status_code == 200 and faulty.text == '{"items":[],"total_count":0}'  # as seen in issue 12
+    again = keyset_page(sandbox, 100)  # times=1: the same page is right when asked again
+    assert ids(again) == list(range(101, 201)) and again.json()["total_count"] == 300
+    assert sandbox.applied_faults() == [{"kind": "empty_page", "path": "customers", "total_count": 300}]
+
+
+def test_a_persistent_page_fault_lasts_until_cleared(sandbox):
+    sandbox.inject_fault("empty_page", path="customers", after_pages=1, times=None)
+    assert len(ids(keyset_page(sandbox, None))) == 100
+    for _ in range(5):
+        assert keyset_page(sandbox, 100).json() == {"items": [], "total_count": 0}
+    sandbox.clear_faults()
+    assert ids(keyset_page(sandbox, 100)) == list(range(101, 201))
+    assert len(sandbox.applied_faults()) == 5
+
+
+def test_short_page_fault_cuts_the_items_and_keeps_the_true_total(sandbox, data):
+    sandbox.inject_fault("short_page", path="orders", after_pages=1)
+    keyset_page(sandbox, None, path=ORDERS_PATH, key="entity_id")
+    short = keyset_page(sandbox, 100, path=ORDERS_PATH, key="entity_id").json()
+    assert [o["entity_id"] for o in short["items"]] == list(range(101, 151))  # half of a 100-row page
+    assert short["total_count"] == len(data.orders) - 100  # unchanged: the page contradicts its own total
+    sandbox.inject_fault("short_page", path="orders", rows=3)
+    assert len(keyset_page(sandbox, 100, path=ORDERS_PATH, key="entity_id").json()["items"]) == 3
+
+
+def test_total_drift_fault_moves_only_the_total_count(sandbox):
+    sandbox.inject_fault("total_drift", path="customers", drift=-250)
+    lowered = keyset_page(sandbox, None)
+    assert ids(lowered) == list(range(1, 101)) and lowered.json()["total_count"] == 150
+    sandbox.inject_fault("total_drift", path="customers", drift=+7)
+    assert keyset_page(sandbox, 100).json()["total_count"] == 307
+    assert keyset_page(sandbox, 200).json()["total_count"] == 200  # once only
+
+
+def test_skip_rows_fault_leaves_rows_out_of_a_page_that_still_looks_full(sandbox):
+    sandbox.inject_fault("skip_rows", path="customers", rows=4)
+    page = keyset_page(sandbox, None)
+    assert len(ids(page)) == 100 and page.json()["total_count"] == 400
+    assert ids(page) == list(range(1, 49)) + list(range(53, 105))  # 49..52 never shown
+
+
+def test_page_faults_count_and_hit_only_searches_of_their_path(sandbox):
+    sandbox.inject_fault("empty_page", path="orders", after_pages=1)
+    assert len(ids(keyset_page(sandbox, None))) == 100  # customers: neither counted nor faulted
+    assert len(ids(keyset_page(sandbox, None, path=ORDERS_PATH, key="entity_id"), "entity_id")) == 100
+    assert len(ids(keyset_page(sandbox, 100))) == 100
+    assert keyset_page(sandbox, 100, path=ORDERS_PATH, key="entity_id").json()["items"] == []
+    sandbox.inject_fault("total_drift", drift=1)  # no path: any search
+    assert keyset_page(sandbox, 100).json()["total_count"] == 301
+
+
+def test_unknown_fault_kinds_and_paths_are_refused(sandbox):
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        sandbox.inject_fault("partial")
+    with pytest.raises(ValueError, match="unknown path"):
+        sandbox.inject_fault("empty_page", path="invoices")
+    with pytest.raises(ValueError, match="drift"):
+        sandbox.inject_fault("total_drift", path="orders")
+
+
+def test_page_faults_over_http_set_list_and_clear(sandbox):
+    base = sandbox.url + "/__sandbox__/faults"
+    requests.post(base, json={"kind": "empty_page", "path": "customers", "after_pages": 1, "times": None},
+                  timeout=10).raise_for_status()
+    keyset_page(sandbox, None)
+    assert keyset_page(sandbox, 100).json() == {"items": [], "total_count": 0}
+    assert requests.get(base, timeout=10).json() == [{"kind": "empty_page", "path": "customers", "total_count": 300}]
+    requests.delete(base, timeout=10).raise_for_status()
+    assert len(ids(keyset_page(sandbox, 100))) == 100
+    assert requests.post(base, json={"kind": "short_page", "path": "invoices"}, timeout=10).status_code == 400
+
+
 def test_latency_slows_every_rest_call(data):
     with MagentoSandbox(data, latency=0.2) as sb:
         began = time.perf_counter()

@@ -11,6 +11,7 @@ from sandboxes.magento import MagentoSandbox
 from sandboxes.seed import STORES, StoreData, generate_store
 from tests.conftest import connection_env
 from zoho_store_sync.config import MagentoOptions
+from zoho_store_sync.errors import SourceIncompleteError
 from zoho_store_sync.hooks.magento import MagentoHook
 from zoho_store_sync.sources import SourceExtract
 from zoho_store_sync.sources import magento as source
@@ -29,7 +30,9 @@ def seeded() -> StoreData:
 def hook_for(monkeypatch: pytest.MonkeyPatch, sandbox: MagentoSandbox) -> MagentoHook:
     monkeypatch.setenv(*connection_env(CONN, conn_type="http", host=sandbox.url, password=sandbox.integration_token,
                                        extra={"auth": "integration_token"}))
-    return MagentoHook(CONN)
+    hook = MagentoHook(CONN)
+    hook.sleep = lambda seconds: None  # the page retries' backoff: tests never wait
+    return hook
 
 
 def by_key(result: SourceExtract) -> dict[str, dict]:
@@ -253,6 +256,106 @@ def test_many_customers_changed_through_orders_are_fetched_in_chunks(monkeypatch
                and c["query"].get("searchCriteria[filter_groups][0][filters][0][field]") == "customer_id"]
     assert len(chunked) >= 3 and all(len(c["query"]["searchCriteria[filter_groups][0][filters][0][value]"]
                                          .split(",")) <= 3 for c in chunked)
+
+
+# ---- partial reads (issue 12): a full pass is full only when it provably read everything ---------------------
+
+PAGED = MagentoOptions(page_size=50)  # 400 customers, ~1,000 orders: many pages, so faults land mid-paging
+
+
+def test_full_pass_with_an_empty_customers_page_mid_paging_fails_instead_of_passing_for_full(monkeypatch,
+                                                                                             magento_sandbox):
+    hook = hook_for(monkeypatch, magento_sandbox)
+    magento_sandbox.inject_fault("empty_page", path="customers", after_pages=3, times=None)  # probe + 2 pages
+    with pytest.raises(SourceIncompleteError, match=r"customers/search.* 100 of the 400 rows"):
+        extract(hook, PAGED, None, now=T0)
+
+
+def test_full_pass_with_an_empty_orders_page_fails_rather_than_lowering_order_counts(monkeypatch, magento_sandbox):
+    hook = hook_for(monkeypatch, magento_sandbox)
+    magento_sandbox.inject_fault("empty_page", path="orders", after_pages=4, times=None)
+    with pytest.raises(SourceIncompleteError, match=r"orders.* 150 of the [\d,]+ rows"):
+        extract(hook, PAGED, None, now=T0)
+
+
+def test_a_transient_empty_page_in_a_full_pass_still_reads_every_customer_once_with_all_orders(
+        monkeypatch, magento_sandbox):
+    hook = hook_for(monkeypatch, magento_sandbox)
+    magento_sandbox.inject_fault("empty_page", path="customers", after_pages=3, times=1)
+    magento_sandbox.inject_fault("empty_page", path="orders", after_pages=5, times=1)
+    result = extract(hook, PAGED, None, now=T0)
+    assert len(magento_sandbox.applied_faults()) == 2
+    assert result.full and getattr(result, "incomplete_reason", "missing") is None
+    assert sorted(result.all_customer_keys, key=int) == [str(c["id"]) for c in magento_sandbox.customers()]
+    assert_complete_aggregates(result, magento_sandbox)
+
+
+def test_a_full_pass_not_provably_complete_sends_what_it_read_but_gives_no_keys_for_deletions(
+        monkeypatch, magento_sandbox, caplog):
+    sb = magento_sandbox
+    hook = hook_for(monkeypatch, sb)
+    first = extract(hook, PAGED, None, now=T0)
+    # A page that leaves out 3 customers yet looks full: only the counts can tell.
+    sb.inject_fault("skip_rows", path="customers", after_pages=3, rows=3)
+    with caplog.at_level("WARNING", logger="zoho_store_sync.sources.magento"):
+        second = extract(hook, PAGED, first.cursor, now=T0 + timedelta(days=2))
+    reason = getattr(second, "incomplete_reason", None)
+    assert second.full and second.all_customer_keys is None  # deletion detection off for this run
+    assert reason and "3 rows" in reason and "not in the pages read" in reason
+    assert [r for r in caplog.records if r.levelname == "WARNING" and reason in r.getMessage()]
+    assert len(second.customers) == len(sb.customers()) - 3  # what it read is true and is sent
+    assert_complete_aggregates(second, sb)
+    # Not recorded as a full pass: the next run tries the full pass again.
+    assert second.cursor["last_full_at"] == first.cursor["last_full_at"]
+    assert extract(hook, PAGED, second.cursor, now=T0 + timedelta(days=2, minutes=30)).all_customer_keys is not None
+
+
+def test_a_moving_total_count_alone_is_checked_and_the_pass_stays_full(monkeypatch, magento_sandbox):
+    sb = magento_sandbox
+    hook = hook_for(monkeypatch, sb)
+    sb.inject_fault("total_drift", path="customers", after_pages=3, drift=+40)  # the count ran at another moment
+    sb.inject_fault("total_drift", path="orders", after_pages=2, drift=-30)
+    result = extract(hook, PAGED, None, now=T0)
+    assert len(sb.applied_faults()) == 2
+    assert getattr(result, "incomplete_reason", "missing") is None
+    assert sorted(result.all_customer_keys, key=int) == [str(c["id"]) for c in sb.customers()]
+    assert_complete_aggregates(result, sb)
+
+
+def test_customers_deleted_and_added_while_paging_leave_the_pass_provably_full(monkeypatch, magento_sandbox):
+    sb = magento_sandbox
+    hook = hook_for(monkeypatch, sb)
+    pages = {"n": 0}
+
+    def admin_edits(request: dict) -> None:
+        if not request["path"].endswith("customers/search"):
+            return
+        pages["n"] += 1
+        if pages["n"] == 4:  # after the probe and two pages (ids 1..100)
+            for gone in (20, 150, 151, 390):  # one behind the keyset, three ahead of it
+                sb.delete_customer(gone)
+            sb.add_customer("joined.while.paging@example.com")
+
+    sb.on_request = admin_edits
+    result = extract(hook, PAGED, None, now=T0)
+    sb.on_request = None
+    assert getattr(result, "incomplete_reason", "missing") is None
+    keys = set(result.all_customer_keys)
+    assert {str(c["id"]) for c in sb.customers()} <= keys  # every customer the store still has
+    assert not keys & {"150", "151", "390"}  # deleted ahead: never read
+
+
+def test_incremental_pass_fails_when_an_empty_orders_page_would_lower_a_buyers_count(monkeypatch, magento_sandbox):
+    sb = magento_sandbox
+    hook = hook_for(monkeypatch, sb)
+    first = extract(hook, EXACT, None, now=T0)
+    sb.advance_clock(60)
+    buyer = next(o["customer_id"] for o in sb.orders() if "customer_id" in o)
+    sb.add_order(buyer, base_grand_total=10.0)
+    # the orders probe and the changed orders are read right; every search for the buyers' orders is empty
+    sb.inject_fault("empty_page", path="orders", after_pages=2, times=None)
+    with pytest.raises(SourceIncompleteError, match="orders"):
+        extract(hook, EXACT, first.cursor, now=T0 + timedelta(hours=1))
 
 
 # ---- the order rules, with hand-made data -----------------------------------------------------------------------

@@ -10,6 +10,7 @@ import requests
 from sandboxes.magento import MagentoSandbox
 from sandboxes.seed import generate_store
 from tests.conftest import connection_env
+from zoho_store_sync.errors import SourceIncompleteError
 from zoho_store_sync.hooks.magento import MagentoError, MagentoHook, format_magento_message
 
 CONN = "magento_paging_test"
@@ -122,6 +123,70 @@ def test_page_numbers_would_lose_a_row_when_one_is_deleted_behind(data):
         sb.delete_customer(5)
         second = page(2)
     assert first[-1] == 20 and second[0] == 22  # customer 21 was never read
+
+
+# ---- partial answers: a 200 page that is not the whole truth (issue 12) --------------------------------------
+
+def order_ids(hook: MagentoHook, page_size: int = 20) -> list[int]:
+    return [o["entity_id"] for page in hook.search("orders", page_size=page_size, id_field="entity_id",
+                                                   fields="items[entity_id],total_count") for o in page]
+
+
+def test_an_empty_page_mid_paging_is_retried_then_fails_naming_the_store_the_endpoint_and_the_rows_read(
+        monkeypatch, data):
+    with MagentoSandbox(data) as sb:
+        hook = hook_for(monkeypatch, sb)
+        sb.inject_fault("empty_page", path="customers", after_pages=2, times=None)
+        with pytest.raises(SourceIncompleteError) as error:
+            read_ids(hook, page_size=20)
+        faulted = sb.applied_faults()
+    message = str(error.value)
+    assert sb.url in message and "customers/search" in message
+    assert "40 of the 120 rows" in message and "What to do" in message
+    assert len(faulted) == 1 + hook.page_retries and len(hook.delays) == hook.page_retries  # type: ignore[attr-defined]
+
+
+def test_a_transient_empty_page_is_retried_and_every_row_is_read_exactly_once(monkeypatch, data):
+    with MagentoSandbox(data) as sb:
+        hook = hook_for(monkeypatch, sb)
+        sb.inject_fault("empty_page", path="customers", after_pages=2, times=1)
+        ids = read_ids(hook, page_size=20)
+        assert len(sb.applied_faults()) == 1
+    assert ids == list(range(1, N + 1))
+    assert len(hook.delays) == 1  # type: ignore[attr-defined]
+
+
+def test_an_empty_orders_page_mid_paging_fails_the_read(monkeypatch, data):
+    with MagentoSandbox(data) as sb:
+        hook = hook_for(monkeypatch, sb)
+        sb.inject_fault("empty_page", path="orders", after_pages=1, times=None)
+        with pytest.raises(SourceIncompleteError, match=r"orders.* 20 of the \d+ rows"):
+            order_ids(hook)
+
+
+def test_a_short_page_is_retried_then_fails_and_a_transient_one_loses_nothing(monkeypatch, data):
+    with MagentoSandbox(data) as sb:
+        hook = hook_for(monkeypatch, sb)
+        everything = order_ids(hook)
+        sb.inject_fault("short_page", path="orders", after_pages=1, times=1)
+        assert order_ids(hook) == everything
+        sb.inject_fault("short_page", path="orders", after_pages=1, times=None)
+        with pytest.raises(SourceIncompleteError, match="short page"):
+            order_ids(hook)
+
+
+def test_a_full_last_page_that_claims_to_be_the_end_is_confirmed_by_one_more_page(monkeypatch, data):
+    # total_count moved down to exactly the page's rows: the old loop stopped there and lost 100 customers.
+    with MagentoSandbox(data) as sb:
+        hook = hook_for(monkeypatch, sb)
+        sb.inject_fault("total_drift", path="customers", drift=-100)
+        assert read_ids(hook, page_size=20) == list(range(1, N + 1))
+
+
+def test_the_hook_re_exports_the_incomplete_read_error():
+    from zoho_store_sync.hooks import magento
+
+    assert magento.SourceIncompleteError is SourceIncompleteError
 
 
 # ---- backoff and errors -----------------------------------------------------------------------------------

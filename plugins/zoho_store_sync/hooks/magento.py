@@ -18,6 +18,11 @@ every request is authenticated:
 
 Optional extras: ``store_code`` (read by the caller, not here) and ``timeout``. No extra ever becomes an
 HTTP header (Airflow's HttpHook would send every unknown extra as one, secrets included).
+
+Paging never takes a partial answer for the whole (issue 12: one ``200 {"items": [], "total_count": 0}`` page
+mid-paging once passed for a full pass and deleted most of a tenant's Zoho records). A page that is empty or
+shorter than its own ``total_count`` promises is read again a few times, then ``SourceIncompleteError``; a
+read given a ``PagingReport`` (a full pass) also proves its own completeness (see ``MagentoHook.search``).
 """
 
 from __future__ import annotations
@@ -30,19 +35,24 @@ import random
 import secrets
 import threading
 import time
-from typing import Any, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import requests
 from requests.auth import AuthBase
 
 from airflow.providers.http.hooks.http import HttpHook
-from zoho_store_sync.errors import MagentoAuthError, MagentoError  # noqa: F401 - re-exported
+from zoho_store_sync.errors import MagentoAuthError, MagentoError, SourceIncompleteError  # noqa: F401 - re-exported
 from zoho_store_sync.hooks._session import plain_session
 
 AUTH_MODES = ("integration_token", "oauth1", "admin")
 OAUTH1_FIELDS = ("consumer_key", "consumer_secret", "access_token", "access_token_secret")
 _MAX_PAGE_MESSAGE = "Maximum SearchCriteria pageSize is"
+PAGE_RETRIES = 3  # reads of a page that looks partial, after the first, before the read fails
+# Pages whose total_count fell by more than the rows read, re-listed after a full pass to prove no row was
+# left out; past this many the pass is "not provably complete" rather than a long second read.
+MAX_RANGES_TO_VERIFY = 20
 
 
 def format_magento_message(body: Any) -> str:
@@ -167,6 +177,41 @@ class _Bearer(AuthBase):
         return request
 
 
+# ---- paging reports --------------------------------------------------------------------------------------
+
+@dataclass
+class PagingReport:
+    """What one keyset read proved about itself; ``MagentoHook.search`` fills it when it is given one.
+
+    Giving a report asks for a read whose completeness is proven, as a full pass needs: the store's last page
+    is confirmed by one more (empty) page, and where a page's ``total_count`` fell by more than the rows read
+    before it (rows deleted ahead while paging, or a page that left rows out) the ids now in that page's range
+    are listed again. ``incomplete_reason`` is then None only if every row the store still has in the range
+    read was read.
+    """
+
+    expected: int | None = None  # rows the store reported before paging (a count probe), if known
+    first_total: int | None = None  # total_count of the first page
+    read: int = 0  # distinct rows read
+    pages: int = 0  # pages answered, retries and the confirming page included
+    retries: int = 0  # pages read again because they looked partial
+    verified_ranges: int = 0
+    done: bool = False
+    incomplete_reason: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.done and self.incomplete_reason is None
+
+
+class Probe(NamedTuple):
+    """One cheap look at a search before paging: the newest row's ``field`` and id, and the rows matching."""
+
+    newest: str | None
+    newest_id: Any
+    total: int
+
+
 # ---- the hook --------------------------------------------------------------------------------------------
 
 class MagentoHook(HttpHook):
@@ -190,6 +235,7 @@ class MagentoHook(HttpHook):
         self.max_retries = max_retries
         self.timeout = timeout
         self.calls = 0
+        self.page_retries = PAGE_RETRIES
         self.sleep: Callable[[float], None] = time.sleep  # replaceable, so tests never wait
         self._lock = threading.Lock()
         self._session_obj: requests.Session | None = None
@@ -335,14 +381,22 @@ class MagentoHook(HttpHook):
         fields: str | None = None,
         page_size: int = 300,
         id_field: str = "id",
+        report: PagingReport | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
         """Yield pages of a searchCriteria endpoint in id order, by keyset: ``id > last id seen``.
 
         Page numbers shift when rows are deleted or added while paging (a row is skipped or read twice);
         a keyset does not. Always sends ``pageSize`` (with input limits on, Magento silently returns 20 rows
         otherwise) and lowers it to the store's maximum if the store says it is smaller; stops on
-        ``total_count`` (the rows still to read), never on an empty page (Magento <= 2.3 repeats the last
-        page); drops any row already seen.
+        ``total_count`` (the rows still to read; Magento <= 2.3 repeats the last page), and on an empty page
+        only where the store said nothing remains; drops any row already seen.
+
+        A page that cannot be the truth is read again (``page_retries`` times, short backoff through
+        ``sleep``), then ``SourceIncompleteError``: an empty page while the store reported more rows (its own
+        ``total_count``, the previous page's, or ``report.expected``), a page shorter than
+        ``min(pageSize, total_count)``, or one with no row past the keyset. The store's word that a page is the
+        last is checked by one more page when that page is full or its ``total_count`` is below its rows.
+        With a ``report`` (a full pass), see ``PagingReport``.
         """
         base: list[tuple[str, Any]] = []
         for g, group in enumerate(filter_groups):
@@ -356,6 +410,55 @@ class MagentoHook(HttpHook):
             base.append(("fields", fields))
         seen: set[Any] = set()
         last_id: Any = None
+        previous_id: Any = None  # the keyset bound of the previous page
+        expected = report.expected if report is not None else None  # rows the store should have past last_id
+        drops: list[tuple[Any, Any]] = []  # ranges (previous_id, last_id] read before total_count fell unexplained
+        attempt = 0
+        while True:
+            body, page_size = self._search_page(resource, base, keyset_group, id_field, last_id, page_size)
+            items = body.get("items") or []
+            remaining = int(body.get("total_count") or 0)
+            problem = _page_problem(items, remaining, page_size, expected, last_id, id_field)
+            if report is not None:
+                report.pages += 1
+            if problem is not None:
+                if attempt < self.page_retries:
+                    self.sleep(_backoff(attempt, base=0.2))
+                    attempt += 1
+                    if report is not None:
+                        report.retries += 1
+                    continue
+                reported = len(seen) + max(remaining, expected or 0)
+                raise SourceIncompleteError(self._incomplete_message(resource, problem, len(seen), reported, attempt))
+            attempt = 0
+            if report is not None and report.first_total is None:
+                report.first_total = remaining
+            if expected is not None and remaining < expected and last_id is not None:
+                # Rows past last_id vanished since the previous page: deleted ahead of us (harmless), or that page
+                # left rows out (not harmless): only a fresh look at its range tells, after paging.
+                drops.append((previous_id, last_id))
+            fresh = [item for item in items if item.get(id_field) not in seen]
+            seen.update(item.get(id_field) for item in fresh)
+            if fresh:
+                yield fresh
+            if not items:
+                break  # the store has nothing past last_id and said so, where nothing more was expected
+            previous_id, last_id = last_id, max(item.get(id_field) for item in items)
+            expected = max(0, remaining - len(items))
+            # total_count == rows of this page: the store says this is the end. Believed at once only for a
+            # partial page outside a full pass; else (or when total_count is below the rows it came with) one
+            # more page, normally empty, confirms it.
+            if remaining == len(items) and len(items) < page_size and report is None:
+                break
+        if report is not None:
+            report.read = len(seen)
+            report.incomplete_reason = self._verify_ranges(resource, filter_groups, id_field, page_size, drops,
+                                                           seen, report)
+            report.done = True
+
+    def _search_page(self, resource: str, base: list[tuple[str, Any]], keyset_group: int, id_field: str,
+                     last_id: Any, page_size: int) -> tuple[dict[str, Any], int]:
+        """One keyset page, and the page size it was read with (lowered to the store's maximum if it says so)."""
         while True:
             params = [*base, ("searchCriteria[pageSize]", page_size)]
             if last_id is not None:
@@ -368,22 +471,45 @@ class MagentoHook(HttpHook):
                     raise
                 page_size = smaller  # the store's input limit is below ours: page at its maximum
                 continue
-            items = body.get("items") or []
-            remaining = int(body.get("total_count") or 0)
-            fresh = [item for item in items if item.get(id_field) not in seen]
-            seen.update(item.get(id_field) for item in fresh)
-            if fresh:
-                yield fresh
-            if not items or remaining <= len(items):
-                return
-            next_last = max(item.get(id_field) for item in items)
-            if next_last == last_id:
-                return  # the store ignored the keyset filter: stop rather than loop
-            last_id = next_last
+            return (body if isinstance(body, dict) else {}), page_size
+
+    def _verify_ranges(self, resource: str, filter_groups: Sequence[Sequence[tuple[str, Any, str]]], id_field: str,
+                       page_size: int, ranges: list[tuple[Any, Any]], seen: set[Any],
+                       report: PagingReport) -> str | None:
+        """Why the read is not provably complete, or None: every row the store now has in ``ranges`` was read."""
+        if not ranges:
+            return None
+        if len(ranges) > MAX_RANGES_TO_VERIFY:
+            return (f"total_count fell by more than the rows read on {len(ranges)} pages of {resource} (rows "
+                    f"deleted while paging, or pages that left rows out): more than {MAX_RANGES_TO_VERIFY} to check")
+        missing: list[Any] = []
+        for low, high in ranges:
+            bounds = [[(id_field, high, "lteq")]] + ([[(id_field, low, "gt")]] if low is not None else [])
+            for page in self.search(resource, filter_groups=[*filter_groups, *bounds],
+                                    fields=f"items[{id_field}],total_count", page_size=page_size, id_field=id_field):
+                missing += [item.get(id_field) for item in page if item.get(id_field) not in seen]
+            report.verified_ranges += 1
+        if not missing:
+            return None  # the counts fell because rows were deleted ahead of the keyset: nothing was left out
+        sample = ", ".join(str(i) for i in sorted(missing)[:10]) + (", ..." if len(missing) > 10 else "")
+        return (f"{len(missing)} rows the store still has were not in the pages read from {resource} "
+                f"(ids {sample}): a page left them out although its total_count counted them")
+
+    def _incomplete_message(self, resource: str, problem: str, read: int, reported: int, retries: int) -> str:
+        return (f"Magento store {self.store_url}: the read of {resource} is incomplete: {problem}, after {read:,} "
+                f"of the {reported:,} rows the store reported (total_count), still so after {retries} retries. "
+                "Nothing was planned, sent or deleted on this partial answer. What to do: nothing if the next run "
+                "passes (the store was briefly overloaded or being re-indexed); if it persists, look for errors in "
+                "the store's var/log/exception.log and its database, and try a smaller magento.page_size.")
 
     def newest(self, resource: str, *, field: str = "updated_at",
                filter_groups: Sequence[Sequence[tuple[str, Any, str]]] = (), id_field: str = "id") -> str | None:
         """The largest ``field`` value among the rows matching the filters (one call), or None when none."""
+        return self.probe(resource, field=field, filter_groups=filter_groups, id_field=id_field).newest
+
+    def probe(self, resource: str, *, field: str = "updated_at",
+              filter_groups: Sequence[Sequence[tuple[str, Any, str]]] = (), id_field: str = "id") -> Probe:
+        """The newest row's ``field`` and id, and how many rows match the filters (``total_count``): one call."""
         params: list[tuple[str, Any]] = []
         for g, group in enumerate(filter_groups):
             for f, (name, value, condition) in enumerate(group):
@@ -392,8 +518,29 @@ class MagentoHook(HttpHook):
                    ("searchCriteria[sortOrders][0][direction]", "DESC"),
                    ("searchCriteria[pageSize]", 1), ("searchCriteria[currentPage]", 1),
                    ("fields", f"items[{id_field},{field}],total_count")]
-        items = self.get(resource, params).get("items") or []
-        return items[0].get(field) if items else None
+        body = self.get(resource, params)
+        body = body if isinstance(body, dict) else {}
+        items = body.get("items") or []
+        first = items[0] if items else {}
+        return Probe(first.get(field), first.get(id_field), int(body.get("total_count") or 0))
+
+
+def _page_problem(items: list[dict[str, Any]], remaining: int, page_size: int, expected: int | None,
+                  last_id: Any, id_field: str) -> str | None:
+    """Why a page cannot be the store's truth, or None. ``remaining`` is its total_count (rows past the keyset),
+    ``expected`` what the previous page (or a probe) said would remain."""
+    if not items:
+        if remaining > 0:
+            return f"an empty page although its total_count says {remaining:,} rows remain"
+        if expected:
+            return f"an empty page (total_count 0) where the store had said {expected:,} more rows remain"
+        return None
+    if len(items) < min(page_size, remaining):
+        return (f"a short page: {len(items):,} rows where its total_count ({remaining:,}) and the page size "
+                f"({page_size}) promise {min(page_size, remaining):,}")
+    if last_id is not None and max(item.get(id_field) for item in items) <= last_id:
+        return f"a page with no row past {id_field} {last_id} (the store ignored the keyset filter)"
+    return None
 
 
 def _filter(group: int, index: int, field: str, value: Any, condition: str) -> list[tuple[str, Any]]:
@@ -421,8 +568,8 @@ def _json(response: requests.Response) -> Any:
         return {"message": response.text[:200]}
 
 
-def _backoff(attempt: int, retry_after: str | None = None) -> float:
+def _backoff(attempt: int, retry_after: str | None = None, base: float = 0.5) -> float:
     if retry_after and retry_after.isdigit():
         return min(30.0, float(retry_after))
-    ceiling = min(30.0, 0.5 * 2 ** attempt)
+    ceiling = min(30.0, base * 2 ** attempt)
     return random.uniform(ceiling / 2, ceiling)

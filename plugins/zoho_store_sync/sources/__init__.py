@@ -15,7 +15,10 @@ class SourceExtract:
     ``customers`` is the canonical frame: on a full pass every customer of the tenant, on an incremental
     pass only those changed since the cursor (with their complete order aggregates). ``cursor`` is saved
     by the pipeline once the run succeeded, and handed back next run. ``all_customer_keys`` is set on a
-    full pass only: every customer id the store still has, for detecting deletions.
+    full pass only: every customer id the store still has, for detecting deletions. ``incomplete_reason`` says
+    why a read may not be the whole store (then ``all_customer_keys`` is None and nothing is deleted).
+    ``customer_list_empty``: the store's customer list answered with no row at all (a header-only export), which
+    the pipeline refuses while the tenant has records in Zoho.
     """
 
     customers: pd.DataFrame
@@ -23,3 +26,5 @@ class SourceExtract:
     cursor: dict[str, Any] = field(default_factory=dict)
     all_customer_keys: list[str] | None = None
     calls: int = 0
+    incomplete_reason: str | None = None
+    customer_list_empty: bool = False

@@ -26,10 +26,19 @@ The cursor's high-water marks are Magento's own ``updated_at`` values ("YYYY-MM-
 the worker's clock: the newest value the store had before paging began, and never more than the newest
 actually read. A row changed while paging therefore has an ``updated_at`` at or after the mark and is read
 again by the next run; the overlap window covers transactions that committed late.
+
+Partial answers (issue 12): a page that is empty or short before the store's ``total_count`` is reached fails
+the extraction (``SourceIncompleteError``, from the hook) for customers and orders alike. A full pass must also
+prove itself complete (``PagingReport``): the orders read must, or the extraction fails (missing orders would
+lower order counts and turn buyers into Leads); a customers read that is not provably complete still yields
+what it read (true, so sent) but no ``all_customer_keys`` (nothing is deleted), an ``incomplete_reason`` and a
+cursor that does not record a full pass, so the next run tries the full pass again. An incremental pass checks
+for free that the newest row of each probe, and every changed order, came back in its reads.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Sequence
 
@@ -37,8 +46,10 @@ import pandas as pd
 
 from zoho_store_sync.config import MagentoOptions
 from zoho_store_sync.customers import conform, empty_customers
-from zoho_store_sync.hooks.magento import MagentoHook
+from zoho_store_sync.hooks.magento import MagentoHook, PagingReport, Probe, SourceIncompleteError
 from zoho_store_sync.sources import SourceExtract
+
+log = logging.getLogger(__name__)
 
 EXCLUDED_ORDER_STATES = ("canceled", "closed")
 CUSTOMER_FIELDS = (
@@ -194,12 +205,31 @@ def _frame(customers: list[dict[str, Any]], orders: Iterable[dict[str, Any]], gu
 # ---- reading ---------------------------------------------------------------------------------------
 
 def _all(hook: MagentoHook, resource: str, *, filter_groups: FilterGroups = (), fields: str, page_size: int,
-         id_field: str) -> list[dict[str, Any]]:
+         id_field: str, report: PagingReport | None = None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for page in hook.search(resource, filter_groups=filter_groups, fields=fields, page_size=page_size,
-                            id_field=id_field):
+                            id_field=id_field, report=report):
         rows.extend(page)
     return rows
+
+
+def _require(hook: MagentoHook, resource: str, problem: str | None) -> None:
+    """A read whose loss would change what is sent (order counts, changed rows) fails instead of going on."""
+    if problem:
+        raise SourceIncompleteError(
+            f"Magento store {hook.store_url}: the read of {resource} is not provably complete: {problem}. Nothing "
+            "was planned, sent or deleted on it. What to do: nothing if the next run passes (rows changed or the "
+            "store was busy while it was read); if it persists, look for errors in the store's "
+            "var/log/exception.log and its database, and try a smaller magento.page_size.")
+
+
+def _probe_row_read(probe: Probe, rows: Iterable[dict[str, Any]], id_field: str, since: str | None) -> str | None:
+    """The probe's newest row matches the read's filter (updated_at >= since): it must be among the rows read."""
+    if probe.newest_id is None or (since and str(probe.newest) < since):
+        return None
+    if any(r.get(id_field) == probe.newest_id for r in rows):
+        return None
+    return f"the newest row before paging ({id_field} {probe.newest_id}, updated {probe.newest}) was not read"
 
 
 def _chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -289,31 +319,45 @@ def extract(hook: MagentoHook, options: MagentoOptions, cursor: dict[str, Any] |
     now = _utc(now or datetime.now(timezone.utc))
     hook.store_code = options.store_code
     if needs_full_pass(cursor, now, full_every_hours):
-        return _full_pass(hook, options, now)
+        return _full_pass(hook, options, now, last_full_at=(cursor or {}).get("last_full_at"))
     return _incremental_pass(hook, options, cursor or {})
 
 
-def _full_pass(hook: MagentoHook, options: MagentoOptions, now: datetime) -> SourceExtract:
+def _full_pass(hook: MagentoHook, options: MagentoOptions, now: datetime,
+               last_full_at: str | None = None) -> SourceExtract:
     store_url = hook.store_url
     websites = _website_filter(options)
-    customers_before = hook.newest("customers/search", filter_groups=websites)
-    orders_before = hook.newest("orders", id_field="entity_id")
+    customers_probe = hook.probe("customers/search", filter_groups=websites)
+    orders_probe = hook.probe("orders", id_field="entity_id")
+    customers_before, orders_before = customers_probe.newest, orders_probe.newest
+    # The probes' counts are what the store had before paging: an empty first page must not pass for "none".
+    customers_read = PagingReport(expected=customers_probe.total)
+    orders_read = PagingReport(expected=orders_probe.total)
     customers = _all(hook, "customers/search", filter_groups=websites, fields=CUSTOMER_FIELDS,
-                     page_size=options.page_size, id_field="id")
-    orders = _all(hook, "orders", fields=ORDER_FIELDS, page_size=options.page_size, id_field="entity_id")
+                     page_size=options.page_size, id_field="id", report=customers_read)
+    orders = _all(hook, "orders", fields=ORDER_FIELDS, page_size=options.page_size, id_field="entity_id",
+                  report=orders_read)
+    _require(hook, "orders", orders_read.incomplete_reason)
     guests: list[dict[str, Any]] = []
     if options.guest_orders_as_leads:
         registered = {normalise_email(c.get("email")) for c in customers}
         guests = guest_rows(orders, store_url, _website_of_store(hook), website_ids=options.website_ids,
                             registered_emails=registered)
     frame = _frame(customer_rows(customers, store_url), orders, guests)
+    reason = customers_read.incomplete_reason
+    if reason:
+        log.warning("Magento store %s: the full pass read %d customers (the store reported %s) but is not provably "
+                    "complete, so no deletion is detected this run and the next run reads everything again: %s",
+                    store_url, customers_read.read, customers_read.first_total, reason)
     next_cursor = {
         "customers_updated_at": _mark(None, customers_before, _newest(c.get("updated_at") for c in customers)),
         "orders_updated_at": _mark(None, orders_before, _newest(o.get("updated_at") for o in orders)),
-        "last_full_at": now.isoformat(),
+        # Only a provably complete pass counts as the periodic full pass.
+        "last_full_at": now.isoformat() if reason is None else last_full_at,
     }
-    return SourceExtract(frame, full=True, cursor=next_cursor, all_customer_keys=frame["customer_key"].tolist(),
-                         calls=hook.calls)
+    return SourceExtract(frame, full=True, cursor=next_cursor,
+                         all_customer_keys=frame["customer_key"].tolist() if reason is None else None,
+                         calls=hook.calls, incomplete_reason=reason)
 
 
 def _incremental_pass(hook: MagentoHook, options: MagentoOptions, cursor: dict[str, Any]) -> SourceExtract:
@@ -322,21 +366,30 @@ def _incremental_pass(hook: MagentoHook, options: MagentoOptions, cursor: dict[s
     old_customers, old_orders = cursor.get("customers_updated_at"), cursor.get("orders_updated_at")
     customers_since = _shift(old_customers, options.overlap_seconds)
     orders_since = _shift(old_orders, options.overlap_seconds)
-    customers_before = hook.newest("customers/search", filter_groups=websites)
-    orders_before = hook.newest("orders", id_field="entity_id")
+    customers_probe = hook.probe("customers/search", filter_groups=websites)
+    orders_probe = hook.probe("orders", id_field="entity_id")
+    customers_before, orders_before = customers_probe.newest, orders_probe.newest
 
     since = [[("updated_at", customers_since, "gteq")]] if customers_since else []
     changed = _all(hook, "customers/search", filter_groups=[*websites, *since], fields=CUSTOMER_FIELDS,
                    page_size=options.page_size, id_field="id")
+    _require(hook, "customers/search", _probe_row_read(customers_probe, changed, "id", customers_since))
     orders_filter = [[("updated_at", orders_since, "gteq")]] if orders_since else []
     changed_orders = _all(hook, "orders", filter_groups=orders_filter, fields=ORDER_CHANGE_FIELDS,
                           page_size=options.page_size, id_field="entity_id")
+    _require(hook, "orders", _probe_row_read(orders_probe, changed_orders, "entity_id", orders_since))
 
     by_id = {c["id"]: c for c in changed}
     via_orders = {o["customer_id"] for o in changed_orders if o.get("customer_id") is not None} - by_id.keys()
     for c in _customers_by_id(hook, options, sorted(via_orders)):  # outside the tenant's websites: not returned
         by_id.setdefault(c["id"], c)
     orders = _orders_of_customers(hook, options, sorted(by_id))
+    # Free check of the per-customer order reads: every changed order of a customer read must be among them.
+    read_orders = {o.get("entity_id") for o in orders}
+    lost = sorted(o["entity_id"] for o in changed_orders
+                  if o.get("customer_id") in by_id and o.get("entity_id") not in read_orders)
+    _require(hook, "orders", f"{len(lost)} changed orders of the customers read (entity_id "
+                             f"{', '.join(map(str, lost[:10]))}) were missing from their orders" if lost else None)
 
     guests: list[dict[str, Any]] = []
     if options.guest_orders_as_leads:
