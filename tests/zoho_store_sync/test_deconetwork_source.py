@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,6 +21,7 @@ from zoho_store_sync.hooks import deconetwork as hook_module
 from zoho_store_sync.hooks.deconetwork import (DecoNetworkAuthError, DecoNetworkError, DecoNetworkHook,
                                               DecoNetworkHtmlError, DecoNetworkNotEnabledError,
                                               DecoNetworkRequestError)
+from zoho_store_sync.sources import deconetwork as source_module
 from zoho_store_sync.sources.deconetwork import (ALL_ORDERS_SINCE, EXPORT_COLUMNS, DecoNetworkExportError, extract,
                                                 read_export)
 
@@ -514,3 +517,181 @@ def test_cursor_is_json(sandbox, connect, export, state_url) -> None:
     result = extract(connect(sandbox), DecoNetworkOptions(customers_export_url=export), None, now=NOW,
                      state_url=state_url)
     assert json.loads(json.dumps(result.cursor)) == result.cursor
+
+
+# ---- the export file: shapes that cannot be a complete export (issue 12) ---------------------------------
+# Each of these once read "successfully" as a wrong table (shifted columns, a dropped column, rows missing),
+# and with source_deletions "delete" a wrong table deletes Zoho records. They must fail, saying what to do.
+
+EXPORT_AGAIN = "export the customers again"
+
+
+def _write(tmp_path: Path, text: str | bytes, name: str = "c.csv") -> str:
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8", newline="")
+    return f"file://{path}"
+
+
+def _reject(url: str, *fragments: str) -> str:
+    """read_export(url) must raise DecoNetworkExportError naming the file, the fix and each fragment."""
+    with pytest.raises(DecoNetworkExportError) as caught:
+        read_export(url)
+    message = str(caught.value)
+    assert url in message and EXPORT_AGAIN in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def _lines(sandbox: DecoNetworkSandbox) -> tuple[str, list[str]]:
+    header, *rows = sandbox.export_csv(bom=False).split("\r\n")
+    return header, [r for r in rows if r]
+
+
+def test_rows_ending_with_a_trailing_delimiter_are_rejected_as_a_width_mismatch_not_read_shifted(
+        sandbox, tmp_path) -> None:
+    header, rows = _lines(sandbox)
+    url = _write(tmp_path, "\r\n".join([header, *(r + "," for r in rows)]) + "\r\n")
+    _reject(url, "every data row", "trailing delimiter", f"{len(EXPORT_COLUMNS) - 1} fields",
+            f"the header has {len(EXPORT_COLUMNS) - 2}")
+
+
+def test_rows_with_one_more_filled_cell_than_the_header_are_rejected_as_an_unnamed_column(tmp_path) -> None:
+    text = "customer_id,email\r\n1,a@example.com,x\r\n2,b@example.com,y\r\n"
+    _reject(_write(tmp_path, text), "every data row has 3 fields but the header has 2", "no name in the header")
+
+
+def test_a_header_ending_with_a_trailing_delimiter_the_rows_lack_is_rejected_too(sandbox, tmp_path) -> None:
+    header, rows = _lines(sandbox)
+    _reject(_write(tmp_path, "\r\n".join([header + ",", *rows]) + "\r\n"), "trailing delimiter", "header")
+
+
+@pytest.mark.parametrize("change, fields", [("more", 23), ("fewer", 21)])
+def test_one_data_row_with_more_or_fewer_fields_than_the_header_is_rejected_naming_its_line(
+        sandbox, tmp_path, change: str, fields: int) -> None:
+    header, rows = _lines(sandbox)
+    rows[3] = rows[3] + ",extra" if change == "more" else rows[3].rsplit(",", 1)[0]
+    url = _write(tmp_path, "\r\n".join([header, *rows]) + "\r\n")
+    _reject(url, "1 of 300 data rows", "the header's 22 fields", f"line 5 has {fields}", "quoted")
+
+
+def test_a_file_cut_mid_row_is_rejected_as_truncated(sandbox, tmp_path) -> None:
+    header, rows = _lines(sandbox)
+    cut = rows[200][: rows[200].index(",", 30)]  # the last row stops after a few cells, without a line end
+    _reject(_write(tmp_path, "\r\n".join([header, *rows[:200], cut])), "last data row (line 202)", "cut short")
+
+
+def test_a_file_cut_inside_a_quoted_cell_is_rejected_as_truncated(tmp_path) -> None:
+    text = 'customer_id,email,address\r\n1,a@example.com,"1 Main St\r\nFlat 2"\r\n2,b@example.com,"9 Hill'
+    _reject(_write(tmp_path, text), "quoted cell", "line 4", "cut short")
+
+
+def test_a_stray_quote_inside_a_quoted_cell_is_rejected_naming_the_line(tmp_path) -> None:
+    text = 'customer_id,email,company\r\n1,a@example.com,"Acme" Ltd"\r\n'
+    _reject(_write(tmp_path, text), "not valid CSV", "line 2", "quote")
+
+
+@pytest.mark.parametrize("old, new, named", [
+    (",company,", ",email,", "'email' (columns 3 and 7)"),  # pandas kept the first, dropped the second
+    (",balance", ",Deleted", "'deleted' (columns 21 and 22)"),  # names are case-insensitive
+])
+def test_duplicated_header_names_are_rejected_naming_them(sandbox, tmp_path, old: str, new: str,
+                                                          named: str) -> None:
+    header, rows = _lines(sandbox)
+    url = _write(tmp_path, "\r\n".join([header.replace(old, new), *rows]) + "\r\n")
+    _reject(url, named, "more than once")
+
+
+@pytest.mark.parametrize("delimiter, name", [(";", "semicolon"), ("\t", "tab")])
+def test_an_export_separated_by_semicolons_or_tabs_is_rejected_saying_to_use_commas(
+        sandbox, tmp_path, delimiter: str, name: str) -> None:
+    text = sandbox.export_csv(bom=True)
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    out = io.StringIO()
+    csv.writer(out, delimiter=delimiter, lineterminator="\r\n").writerows(rows)
+    _reject(_write(tmp_path, out.getvalue()), f"separated by {name}s", "comma-separated")
+
+
+def test_an_export_that_is_not_utf8_is_rejected_saying_to_save_it_as_utf8(tmp_path) -> None:
+    latin1 = "customer_id,email,lastname\r\n1,jo@example.com,Müller\r\n".encode("latin-1")
+    _reject(_write(tmp_path, latin1), "not UTF-8", "byte 0xfc", "UTF-8")
+
+
+def test_an_export_saved_as_utf16_is_rejected_naming_the_encoding(tmp_path) -> None:
+    utf16 = "customer_id,email\r\n1,jo@example.com\r\n".encode("utf-16")
+    _reject(_write(tmp_path, utf16), "UTF-16", "UTF-8")
+
+
+def test_an_export_with_nul_bytes_is_rejected_as_not_a_text_csv(tmp_path) -> None:
+    _reject(_write(tmp_path, b"customer_id,email\r\n1,jo@example.com\x00\x00\r\n"), "NUL")
+
+
+def test_an_empty_file_is_rejected_as_not_even_a_header(tmp_path) -> None:
+    _reject(_write(tmp_path, b""), "empty")
+
+
+def test_a_well_formed_export_with_quoted_commas_newlines_bom_and_crlf_reads_exactly(tmp_path) -> None:
+    text = ("\ufeffcustomer_id,email,company,address,city,lastname,balance\r\n"
+            '1,a@example.com,"Smith, Jones & Co","1 Main St\r\nFlat 2",Paris,"O""Brien",1.50\r\n'
+            '2,b@example.com,,"Line one\nline two",,Ünal,\r\n'
+            "3,c@example.com,NA,,null,李,0\r\n"
+            "\r\n")  # a blank line at the end, as some tools write
+    rows, checksum = read_export(_write(tmp_path, text))
+    first, second, third = rows.to_dict("records")
+    assert (first["company"], first["address"], first["city"], first["lastname"], first["balance"]) == (
+        "Smith, Jones & Co", "1 Main St\r\nFlat 2", "Paris", 'O"Brien', 1.5)
+    assert (second["address"], second["lastname"], second["company"]) == ("Line one\nline two", "Ünal", None)
+    assert (third["customer_id"], third["company"], third["city"], third["lastname"]) == ("3", "NA", "null", "李")
+    assert list(rows["customer_id"]) == ["1", "2", "3"] and len(checksum) == 64
+
+
+def test_a_stray_quote_in_an_unquoted_cell_is_read_as_text_by_the_strict_reader(tmp_path) -> None:
+    # An odd number of quotes sends the file to the strict reader; a quote inside an unquoted cell is text.
+    text = 'customer_id,email,company\r\n1,a@example.com,The 12" Pizza Co\r\n2,b@example.com,"Quoted, Ltd"\r\n'
+    rows, _ = read_export(_write(tmp_path, text))
+    assert list(rows["company"]) == ['The 12" Pizza Co', "Quoted, Ltd"]
+
+
+def test_the_fast_and_the_strict_reader_read_a_regular_export_the_same(sandbox) -> None:
+    text = sandbox.export_csv() + '9999,q@example.com,,,"Ann\r\nMarie","O""Neil"' + "," * 16 + "\r\n"
+    header = [c.lower() for c in sandbox_module.EXPORT_COLUMNS]
+    fast = source_module._read_fast(text.encode("utf-8"), header)
+    strict = source_module._read_strict("file:///x.csv", text.removeprefix("\ufeff"))
+    assert fast is not None and len(fast) == len(sandbox.customers()) + 1
+    pd.testing.assert_frame_equal(fast.astype(object), strict.astype(object))
+    assert (fast.iloc[-1]["firstname"], fast.iloc[-1]["lastname"]) == ("Ann\r\nMarie", 'O"Neil')
+
+
+def test_the_sandboxs_export_reads_back_row_for_row(sandbox, tmp_path) -> None:
+    rows, _ = read_export(_write(tmp_path, sandbox.export_csv()))
+    assert list(rows["customer_id"]) == [str(c["customer_id"]) for c in sandbox.customers()]
+    assert list(rows["email"]) == [c["email"].strip() or None for c in sandbox.customers()]
+
+
+def test_a_header_only_export_reads_as_no_rows(sandbox, tmp_path) -> None:
+    header, _ = _lines(sandbox)
+    rows, _ = read_export(_write(tmp_path, "\ufeff" + header + "\r\n"))
+    assert rows.empty and "email" in rows.columns
+
+
+@pytest.mark.parametrize("use_order_api", [False, True])
+def test_a_header_only_export_gives_no_keys_for_deletion_and_says_why(sandbox, connect, tmp_path, state_url,
+                                                                      use_order_api: bool) -> None:
+    header, _ = _lines(sandbox)
+    options = DecoNetworkOptions(customers_export_url=_write(tmp_path, header + "\r\n"), use_order_api=use_order_api)
+    result = extract(connect(sandbox) if use_order_api else None, options, None, now=NOW, state_url=state_url)
+    # Orders still give their buyers, but without the export nobody can tell who was deleted.
+    assert result.full and result.all_customer_keys is None
+    assert result.incomplete_reason == "the customer export has no data rows"
+    assert (len(result.customers) > 0) == use_order_api
+    assert result.cursor["last_full_at"] is None  # the next run is a full pass again
+
+
+def test_a_complete_export_gives_every_key_and_no_incomplete_reason(sandbox, tmp_path) -> None:
+    options = DecoNetworkOptions(customers_export_url=_write(tmp_path, sandbox.export_csv()), use_order_api=False)
+    result = extract(None, options, None, now=NOW)
+    assert result.incomplete_reason is None
+    assert sorted(result.all_customer_keys) == sorted(str(c["customer_id"]) for c in sandbox.customers())

@@ -31,6 +31,16 @@ names are case-insensitive, unknown columns are ignored, empty cells are unknown
   "Deleted" tab; ``balance``: available store credit.
 * ``order_count``, ``total_order_value``: optional, used only when the tenant does not read the order API.
 
+A file that cannot be the complete customer list is refused with DecoNetworkExportError (naming the file and
+what to do; the run fails at once, nothing is sent or deleted): not UTF-8, not comma-separated, a header
+name twice, any data row with more or fewer cells than the header (a trailing delimiter on every row, a
+last row cut short), or a quoted cell still open at the end of the file. Read any other way, such a file is a
+table one column off, without a column or without its last rows, and its missing customers look deleted.
+A header without rows is read as no rows, but that pass is not provably complete (``incomplete_reason``): it
+gives no ``all_customer_keys``, so no deletion is detected on it, and it does not count as a full pass.
+A file cut exactly at a line end cannot be told from a shorter export: write it whole (to a temporary name,
+then rename).
+
 **Which field comes from where** when both inputs are read: ``order_count`` and ``total_order_value`` from
 the orders; ``store``, ``store_url``, ``store_id``, store ownership, ``newsletter``, ``deleted``, ``balance``
 and registration from the export; name, salutation, company and phone from the export, a blank export
@@ -59,6 +69,8 @@ pipeline's diff-hash finds the few that really changed. Without ``state_url`` ev
 
 from __future__ import annotations
 
+import codecs
+import csv
 import hashlib
 import io
 import logging
@@ -67,6 +79,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 import pandas as pd
+import pyarrow as pa
+from pyarrow import csv as pa_csv
 
 from zoho_store_sync.config import DecoNetworkOptions
 from zoho_store_sync.customers import conform, empty_customers, normalise_email
@@ -99,6 +113,159 @@ def _path(url: str):  # type: ignore[no-untyped-def]
     return ObjectStoragePath(url)
 
 
+_EXPORT_AGAIN = ("export the customers again from DecoNetwork (Business Hub > Customers) as a comma-separated "
+                 "UTF-8 CSV and replace the file whole")
+_OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "vertical bar"}
+NO_DATA_ROWS = "the customer export has no data rows"
+
+
+def _reject(url: str, problem: str, fix: str = "") -> DecoNetworkExportError:
+    """The error for an export that cannot be read as the complete customer list: the file, what, what to do."""
+    return DecoNetworkExportError(f"customer export {url}: {problem}. Nothing was synced or deleted. What to do: "
+                                  f"{fix + ', or ' if fix else ''}{_EXPORT_AGAIN}")
+
+
+def _decode(url: str, data: bytes) -> str:
+    if not data.strip():
+        raise _reject(url, "the file is empty (not even a header row)")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise _reject(url, "the file is UTF-16 text, not UTF-8", "save it as 'CSV UTF-8 (comma delimited)'")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _reject(url, f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+                      "save it as 'CSV UTF-8 (comma delimited)'") from None
+    if "\x00" in text:
+        raise _reject(url, "the file contains NUL bytes: it is not a text CSV (a spreadsheet file renamed .csv?)")
+    return text
+
+
+def _check_header(url: str, names: list[str]) -> None:
+    for field_name in names:
+        for delimiter, name in _OTHER_DELIMITERS.items():
+            parts = {n.strip().lower() for n in field_name.split(delimiter)}
+            # Known names joined by another delimiter, or the whole header one cell split by one.
+            if len(parts & set(EXPORT_COLUMNS)) >= 2 or (len(names) == 1 and len(parts) > 1):
+                raise _reject(url, f"the file is separated by {name}s ({delimiter!r}), not commas: its header "
+                                   f"reads {field_name[:80]!r}", "save it as comma-separated CSV")
+    positions: dict[str, list[int]] = {}
+    for number, name in enumerate(names, start=1):
+        if name:  # unnamed columns are ignored like any unknown column
+            positions.setdefault(name, []).append(number)
+    repeated = [f"{name!r} (columns {' and '.join(map(str, where))})" for name, where in positions.items()
+                if len(where) > 1]
+    if repeated:
+        raise _reject(url, f"the header names {', '.join(repeated)} more than once (names are case-insensitive), "
+                           "so it is unknown which column holds the data", "rename or remove the extra columns")
+    if "email" not in positions:
+        raise _reject(url, f"no 'email' column (found: {', '.join(names)})", "name the email column 'email'")
+
+
+def _width_problem(names: list[str], wrong: list[tuple[int, int, bool]], rows: int, last_line: int) -> str:
+    """What is wrong when ``wrong`` (line, fields, last cell blank) of ``rows`` data rows do not have the
+    header's width."""
+    width = len(names)
+    widths = {fields for _, fields, _ in wrong}
+    if len(wrong) == rows and widths == {width + 1}:
+        if all(blank for _, _, blank in wrong):
+            return (f"every data row has {width + 1} fields but the header has {width}: the rows end with a "
+                    "trailing delimiter (a comma after the last cell), so every column would be read one place off")
+        return (f"every data row has {width + 1} fields but the header has {width}: a column has no name in the "
+                "header, so every column after it would be read one place off")
+    if len(wrong) == rows and widths == {width - 1} and names[-1] == "":
+        return (f"every data row has {width - 1} fields but the header has {width}: the header ends with a "
+                "trailing delimiter (a comma after the last name) that the rows do not have")
+    line, fields, _ = wrong[0]
+    if len(wrong) == 1 and line == last_line and fields < width:
+        return (f"the last data row (line {line}) has {fields} fields but the header has {width}: the file looks "
+                "cut short (truncated while copied or written)")
+    return (f"{len(wrong)} of {rows} data rows do not have the header's {width} fields (line {line} has {fields}); "
+            "a cell that holds a comma must be quoted")
+
+
+def parse_export(url: str, data: bytes) -> pd.DataFrame:
+    """The export's bytes as a frame of text cells, one column per header name (stripped, lower case).
+
+    Only a file that can be the complete customer list is read: UTF-8, comma-separated, unique header names,
+    every data row exactly as wide as the header, no quoted cell left open at the end. Anything else raises
+    DecoNetworkExportError naming the file and the fix, because a table read one column off, with a column
+    dropped or with rows missing makes customers look deleted (issue 12). Blank lines are skipped.
+    """
+    text = _decode(url, data)
+    header, header_lines = _header(url, text)
+    _check_header(url, header)
+    frame = _read_fast(data, header) if header_lines == 1 else None
+    # Anything the fast reader does not take as plainly regular is read again, strictly, to say what is wrong.
+    return frame if frame is not None else _read_strict(url, text)
+
+
+def _header(url: str, text: str) -> tuple[list[str], int]:
+    """The first non-blank record's names (stripped, lower case) and the physical lines read up to its end."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        for row in reader:
+            if len(row) > 1 or "".join(row).strip():
+                return [name.strip().lower() for name in row], reader.line_num
+    except csv.Error as exc:
+        raise _reject(url, f"the header is not valid CSV: {exc}", "fix the header row") from None
+    raise _reject(url, "the file has no header row")
+
+
+def _read_fast(data: bytes, header: list[str]) -> pd.DataFrame | None:
+    """The data rows by Arrow's CSV reader (several times faster than the csv module), or None when the file
+    is not plainly regular: a row of another width, or an odd number of quotes (a quoted cell left open at the
+    end, which Arrow would take as complete, or a stray quote)."""
+    body = data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data
+    if body.count(b'"') % 2:
+        return None
+    names = [f"c{i}" for i in range(len(header))]  # positional: header names may be empty
+    try:
+        table = pa_csv.read_csv(
+            io.BytesIO(body), read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1),
+            parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+            # Every cell as text, and "NA"/"null" stay names, not missing values.
+            convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()),
+                                                  strings_can_be_null=False, quoted_strings_can_be_null=False))
+    except pa.ArrowException:
+        return None
+    frame = table.to_pandas()
+    frame.columns = header
+    return frame
+
+
+def _read_strict(url: str, text: str) -> pd.DataFrame:
+    """The csv module, strict quoting, every row's width checked: the frame, or the error saying what is wrong."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    wrong: list[tuple[int, int, bool]] = []  # (line, fields, last cell blank) of rows of another width
+    start = last_row = 1  # the line the current row starts on; the line the last data row started on
+    try:
+        for row in reader:
+            if len(row) <= 1 and not "".join(row).strip():
+                start = reader.line_num + 1
+                continue  # a blank line
+            if header is None:
+                header = [name.strip().lower() for name in row]
+            else:
+                if len(row) != len(header):
+                    wrong.append((start, len(row), not row[-1].strip()))
+                rows.append(row)
+                last_row = start
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        if "end of data" in str(exc):  # strict mode says so only at the end of the file, inside quotes
+            raise _reject(url, f"the file ends inside a quoted cell opened at line {start}: it looks cut short "
+                               "(truncated while copied or written), or that cell's opening quote is never "
+                               "closed") from None
+        raise _reject(url, f"not valid CSV at line {start}: {exc} (a quote inside a quoted cell must be doubled)",
+                      "fix the quoting") from None
+    assert header is not None  # _header found it
+    if wrong:
+        raise _reject(url, _width_problem(header, wrong, len(rows), last_row))
+    return pd.DataFrame(rows, columns=header, dtype=str) if rows else pd.DataFrame(columns=header, dtype=str)
+
+
 def read_export(url: str) -> tuple[pd.DataFrame, str]:
     """The export's rows in canonical names (see the module docstring) and the file's SHA-256."""
     try:
@@ -108,15 +275,7 @@ def read_export(url: str) -> tuple[pd.DataFrame, str]:
         raise DecoNetworkExportError(f"customer export not found at {url}: export the customers from "
                                      "DecoNetwork (Business Hub > Customers) to that location") from None
     checksum = hashlib.sha256(data).hexdigest()
-    try:
-        # Every cell as text, and "NA"/"null" stay names, not missing values.
-        raw = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DecoNetworkExportError(f"customer export {url} is not a UTF-8 CSV file: {exc}") from None
-    raw.columns = [str(c).strip().lower() for c in raw.columns]
-    if "email" not in raw.columns:
-        raise DecoNetworkExportError(f"customer export {url}: no 'email' column (found: {', '.join(raw.columns)})")
-    return export_rows(raw), checksum
+    return export_rows(parse_export(url, data)), checksum
 
 
 def _text(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -397,10 +556,15 @@ def extract(hook: DecoNetworkHook | None, options: DecoNetworkOptions, cursor: d
     calls_before = hook.calls if hook is not None else 0
 
     export, checksum = read_export(options.customers_export_url) if options.customers_export_url else (None, None)
+    # A header without rows is a well-formed file, but no store loses every customer at once: far more likely
+    # an export made while the list was loading, or a filter left on. Its customers are unknown, not gone.
+    incomplete = NO_DATA_ROWS if export is not None and export.empty else None
     orders: pd.DataFrame | None = None
     fetched = order_rows([])
+    # A full pass that could not detect deletions does not count as one: the next run is full again.
     new_cursor: dict[str, Any] = {"version": CURSOR_VERSION, "inputs": inputs, "export_sha256": checksum,
-                                  "last_full_at": now.isoformat() if full else (cursor or {}).get("last_full_at")}
+                                  "last_full_at": now.isoformat() if full and not incomplete
+                                  else (cursor or {}).get("last_full_at")}
     if use_orders:
         assert hook is not None
         since = ALL_ORDERS_SINCE
@@ -430,12 +594,18 @@ def extract(hook: DecoNetworkHook | None, options: DecoNetworkOptions, cursor: d
     log.info("deconetwork %s pass%s: %d orders read in %d calls, export %s, %d customers handed on",
              "full" if full else "incremental", f" ({reason})" if reason else "", len(fetched), calls,
              f"{len(export)} rows" if export is not None else "not used", len(customers))
+    if incomplete:
+        log.warning("customer export %s: %s; its customers are unknown, not deleted: no deletion is detected",
+                    options.customers_export_url, incomplete)
     return SourceExtract(
         customers=customers if len(customers) else empty_customers(),
         full=full,
         cursor=new_cursor,
-        all_customer_keys=customers["customer_key"].astype(str).tolist() if full else None,
+        # Absence from this list deletes (or flags) in Zoho: only a read that is provably the whole store gives it.
+        all_customer_keys=customers["customer_key"].astype(str).tolist() if full and not incomplete else None,
         calls=calls,
+        incomplete_reason=incomplete,
+        customer_list_empty=export is not None and not len(export),
     )
 
 
@@ -456,5 +626,5 @@ def _changed_keys(export: pd.DataFrame | None, orders: pd.DataFrame | None, prev
     return changed
 
 
-__all__ = ["extract", "EXPORT_COLUMNS", "read_export", "export_rows", "order_rows", "merge_customers",
-           "DecoNetworkExportError", "CANCELLED_STATUS_NAMES"]
+__all__ = ["extract", "EXPORT_COLUMNS", "read_export", "parse_export", "export_rows", "order_rows",
+           "merge_customers", "DecoNetworkExportError", "CANCELLED_STATUS_NAMES", "NO_DATA_ROWS"]
