@@ -27,6 +27,7 @@ FIGURES = {
     "parse_500_tenants": "bench.parse_500_tenants",
     "state_write_1m": "bench.state_write_1m",
     "incremental_1m": "bench.incremental",
+    "migrate_1m": "bench.migrate_1m",
 }
 FIELDS = ("name", "value", "unit", "baseline", "baseline_value", "ratio", "target", "met", "details")
 

@@ -41,8 +41,11 @@ def _seed() -> dict[str, Any]:
     """A first full sync whose every record Zoho confirmed: the state table and cursors of a tenant in use."""
     from zoho_store_sync import pipeline, staging
     from zoho_store_sync.config import get_tenant
+    from zoho_store_sync.settings import STATE_DB_CONN_ID
+    from zoho_store_sync.state import url_for_conn_id
+    from zoho_store_sync.state_migrations import migrate
 
-    pipeline.create_schema("bench")
+    migrate(url_for_conn_id(STATE_DB_CONN_ID))  # what `python -m zoho_store_sync.cli db migrate` does
     extract_s, extracted = common.timed(lambda: pipeline.extract("bench", "seed", full=True))
     planned = pipeline.plan("bench", "seed", extracted)
     changes = staging.read_frame(planned["changes"])

@@ -49,7 +49,10 @@ def _plan(n: int, seed: int) -> Any:
 
 def _tenant_env(conn_id: str, ready: dict[str, Any], state_url: str) -> None:
     """The tenant, its Zoho Connection and the state database, where the DAG's tasks read them."""
+    from zoho_store_sync.state_migrations import migrate
+
     os.environ.update(dict([common.zoho_connection(conn_id, ready), common.state_connection(state_url)]))
+    migrate(state_url)  # what `python -m zoho_store_sync.cli db migrate` does before the first run
     os.environ["AIRFLOW_VAR_ZOHO_SYNC_TENANTS"] = json.dumps([{
         "tenant_id": TENANT_ID, "source": "magento", "store_conn_id": "magento_bench", "zoho_conn_id": conn_id,
         "zoho_max_concurrency": CONCURRENCY}])
@@ -61,7 +64,6 @@ def _send_as_the_reset_does(changes: Any, run_id: str, path: str) -> dict[str, A
 
     tenant = pipeline.get_tenant(TENANT_ID)
     store = pipeline.state_store(tenant)
-    store.create_schema()
     pipeline.zoho_hook(tenant, store).get_access_token()  # the token exchange is not part of the sending
     url = staging.write_frame(f"{staging.run_dir(TENANT_ID, run_id)}/changes.parquet", changes)
     chunks = reset.split(TENANT_ID, run_id, {"changes": url, "unchanged": 0})

@@ -85,6 +85,7 @@ def _check(engine: Any, frame: pd.DataFrame) -> None:
 
 def measure(n: int, batched_n: int, repeats: int, baseline_repeats: int, postgres: bool) -> dict[str, Any]:
     from zoho_store_sync.state import StateStore, make_engine
+    from zoho_store_sync.state_migrations import migrate
 
     frame = outcomes(n)
     again = changed(frame)
@@ -93,8 +94,8 @@ def measure(n: int, batched_n: int, repeats: int, baseline_repeats: int, postgre
 
     def rounds(url: str, label: str) -> None:
         engine = make_engine(url)
+        migrate(engine)
         store = StateStore(engine, "bench")
-        store.create_schema()
         fresh, existing, per_batch, baseline = [], [], [], []
         for _ in range(repeats):
             _truncate(engine)

@@ -78,7 +78,7 @@ def _sync(tenant_id: str, run_id: str) -> dict[str, Any]:
     """One scheduled run, task by task, as tests/dags/crash_runner.py runs it."""
     from zoho_store_sync import pipeline
 
-    pipeline.create_schema(tenant_id)
+    pipeline.check_schema(tenant_id)  # the run's first task: the revision checked (measure() migrated it)
     extracted = pipeline.extract(tenant_id, run_id)
     planned = pipeline.plan(tenant_id, run_id, extracted)
     loaded = pipeline.load(tenant_id, run_id, planned)
@@ -89,6 +89,7 @@ def measure(customers: int, changed: int) -> dict[str, Any]:
     from sandboxes.magento import MagentoSandbox
     from sandboxes.seed import generate_store
     from sandboxes.zoho_crm import ZohoSandbox
+    from zoho_store_sync.state_migrations import migrate
 
     home = Path(tempfile.mkdtemp(prefix="bench-zoho-calls-"))
     with MagentoSandbox(generate_store(customers, seed=17)) as magento, ZohoSandbox(seed=1) as zoho, \
@@ -102,6 +103,7 @@ def measure(customers: int, changed: int) -> dict[str, Any]:
         ]))
         os.environ["AIRFLOW_VAR_ZOHO_SYNC_TENANTS"] = json.dumps([{
             "tenant_id": "bench", "source": "magento", "store_conn_id": "magento_bench", "zoho_conn_id": "zoho_bench"}])
+        migrate(f"sqlite:///{home / 'state.db'}")  # what `python -m zoho_store_sync.cli db migrate` does
         token = zoho_template.add_refresh_token(zoho_template.client_id, SEARCH_SCOPES)
         template = TemplateClient(zoho_template.url, zoho_template.client_id, zoho_template.client_secret, token)
         product: dict[str, Any] = {}

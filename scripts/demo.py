@@ -100,6 +100,13 @@ def main() -> int:
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     (DEMO / "airflow").mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    # The state database's documented upgrade step, as a deployment runs it before the first sync.
+    migrated = subprocess.run([sys.executable, "-m", "zoho_store_sync.cli", "db", "migrate", "--url",
+                               f"sqlite:///{DEMO / 'state.db'}"], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO / "plugins")})
+    if migrated.returncode:
+        raise SystemExit(f"state database migration failed:\n{migrated.stderr[-3000:]}")
+    print(migrated.stdout.strip().splitlines()[-1], file=sys.stderr)
 
     from sandboxes.magento import MagentoSandbox
     from sandboxes.seed import generate_store

@@ -59,7 +59,7 @@ def connect(tenant_id: str, grant_code: str, redirect_uri: str | None = None) ->
     _mask(grant_code)
     tenant = get_tenant(tenant_id)
     store = pipeline.state_store(tenant)
-    store.create_schema()
+    store.check_schema()
     hook = pipeline.zoho_hook(tenant, store)
     try:
         body = hook.exchange_grant_code(grant_code, redirect_uri or None)
@@ -91,7 +91,7 @@ def verify(tenant_id: str) -> list[Check]:
     """Every check, in order; raises VerificationFailed listing the failed ones with what to do."""
     tenant = get_tenant(tenant_id)
     store = pipeline.state_store(tenant)
-    store.create_schema()
+    store.check_schema()
     hook = pipeline.zoho_hook(tenant, store)
     checks: list[Check] = []
     try:

@@ -9,7 +9,8 @@ import sys
 from tests.conftest import REPO
 
 FIELDS = {"name", "value", "unit", "baseline", "baseline_value", "ratio", "target", "met", "details"}
-FIGURES = {"diff_full_1m", "incremental_1m", "zoho_calls", "reset_100k", "parse_500_tenants", "state_write_1m"}
+FIGURES = {"diff_full_1m", "incremental_1m", "zoho_calls", "reset_100k", "parse_500_tenants", "state_write_1m",
+           "migrate_1m"}
 
 
 def test_quick_bench_writes_every_figure_with_its_fields(tmp_path):
@@ -30,3 +31,4 @@ def test_quick_bench_writes_every_figure_with_its_fields(tmp_path):
     assert by_name["zoho_calls"]["details"]["unchanged_run"]["write_calls"] == 0
     assert by_name["reset_100k"]["details"]["status_429"] == 0
     assert by_name["parse_500_tenants"]["details"]["import_errors"] == {}
+    assert by_name["migrate_1m"]["details"]["rows_kept_and_at_head"]

@@ -34,9 +34,10 @@ def sync_dag(airflow_db, configure_tenant, zoho_sandbox, magento_sandbox, state_
     from airflow.models import DagBag
 
     from zoho_store_sync.state import StateStore, make_engine
+    from zoho_store_sync.state_migrations import migrate
 
     store = StateStore(make_engine(state_url), TENANT["tenant_id"])
-    store.create_schema()
+    migrate(store.engine)  # what `cli db migrate` does; the DAG's first task only checks the revision
     store.forget()  # the PostgreSQL database is shared by the session
     configure_tenant([TENANT], zoho=zoho_sandbox, magento=magento_sandbox, state_url=state_url)
     bag = DagBag(dag_folder=str(REPO / "dags"))

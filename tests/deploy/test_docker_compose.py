@@ -494,6 +494,28 @@ def test_init_creates_the_state_database_when_missing_and_only_then(compose, com
     assert "already exists" in capsys.readouterr().out
 
 
+def test_init_migrates_the_state_database_with_the_documented_command_once_it_exists(compose, services):
+    script = init_script(compose)
+    lines = [line.strip() for line in script.splitlines() if "zoho_store_sync.cli" in line]
+    assert len(lines) == 1, lines
+    command, _, on_failure = lines[0].partition("||")
+    assert on_failure.strip() == "exit 1", "a failed migration must fail airflow-init (the services wait for it)"
+    words = shlex.split(command)
+    # plugins/ (where the package lives) on the path, as mounted; through the entrypoint, like the other steps
+    assert words[0] == "PYTHONPATH=/opt/airflow/plugins"
+    assert volume_mounts(services["airflow-init"])["/opt/airflow/plugins"] == "./plugins"
+    assert words[1:4] == ["/entrypoint", "python", "-m"]
+    assert words[4:7] == ["zoho_store_sync.cli", "db", "migrate"]
+    assert words[words.index("--conn-id") + 1] == settings_constant("STATE_DB_CONN_ID")
+    # after the state database is created, before the pool (and so before any service starts a sync)
+    assert script.index("CREATE DATABASE") < script.index(lines[0]) < script.index("airflow pools set")
+    # the command and its options exist (the CLI parses them without importing Airflow)
+    from zoho_store_sync.cli import build_parser
+
+    args = build_parser().parse_args(words[5:])
+    assert (args.command, args.db_command, args.conn_id) == ("db", "migrate", settings_constant("STATE_DB_CONN_ID"))
+
+
 def test_init_creates_the_zoho_api_pool_the_code_uses(compose):
     pool = settings_constant("DEFAULT_ZOHO_POOL")
     commands = [
