@@ -73,42 +73,49 @@ def zoho_reset():
 
     @task
     def forget_state(modules: list[str], run_id=None, params=None) -> dict:  # type: ignore[no-untyped-def]
-        from zoho_store_sync import reset
+        from zoho_store_sync import pipeline, reset
 
-        return reset.begin(params["tenant"], run_id, tuple(modules), bool(params["dry_run"]))
+        with pipeline.hold_tenant_lock(params["tenant"], run_id, "reset"):
+            return reset.begin(params["tenant"], run_id, tuple(modules), bool(params["dry_run"]))
 
     @task(retry_policy=SYNC_RETRY_POLICY)
     def extract_customers(started: dict, run_id=None, params=None) -> dict:  # type: ignore[no-untyped-def]
         from zoho_store_sync import pipeline
 
-        return pipeline.extract(params["tenant"], run_id, full=True)
+        with pipeline.hold_tenant_lock(params["tenant"], run_id, "reset"):
+            return pipeline.extract(params["tenant"], run_id, full=True)
 
     @task(retry_policy=SYNC_RETRY_POLICY)
     def plan_resend(extracted: dict, started: dict, run_id=None, params=None) -> dict:  # type: ignore[no-untyped-def]
         from zoho_store_sync import pipeline
 
-        return pipeline.plan(params["tenant"], run_id, extracted, dry_run=started["dry_run"],
-                             modules=tuple(started["modules"]), forget=started["dry_run"])
+        with pipeline.hold_tenant_lock(params["tenant"], run_id, "reset"):
+            return pipeline.plan(params["tenant"], run_id, extracted, dry_run=started["dry_run"],
+                                 modules=tuple(started["modules"]), forget=started["dry_run"])
 
     @task
     def split_into_chunks(planned: dict, run_id=None, params=None) -> list[dict]:  # type: ignore[no-untyped-def]
-        from zoho_store_sync import reset
+        from zoho_store_sync import pipeline, reset
 
-        return reset.split(params["tenant"], run_id, planned)
+        with pipeline.hold_tenant_lock(params["tenant"], run_id, "reset"):
+            return reset.split(params["tenant"], run_id, planned)
 
     # One chunk at a time: the grid shows the reset advancing, and each chunk uses the org's full concurrency.
     @task(pool=DEFAULT_ZOHO_POOL, max_active_tis_per_dagrun=1, retry_policy=SYNC_RETRY_POLICY)
     def send_chunk(chunk: dict, run_id=None, params=None) -> dict:  # type: ignore[no-untyped-def]
-        from zoho_store_sync import reset
+        from zoho_store_sync import pipeline, reset
 
-        return reset.send_chunk(params["tenant"], run_id, chunk, bool(params["dry_run"]))
+        with pipeline.hold_tenant_lock(params["tenant"], run_id, "reset"):
+            return reset.send_chunk(params["tenant"], run_id, chunk, bool(params["dry_run"]))
 
     @task
     def report_reset(extracted: dict, planned: dict, chunks: list[dict], sent: list[dict], run_id=None,  # type: ignore[no-untyped-def]
                      params=None) -> dict:
-        from zoho_store_sync import reset
+        from zoho_store_sync import pipeline, reset
 
-        return reset.finish(params["tenant"], run_id, extracted, planned, chunks, list(sent), bool(params["dry_run"]))
+        with pipeline.hold_tenant_lock(params["tenant"], run_id, "reset"):
+            return reset.finish(params["tenant"], run_id, extracted, planned, chunks, list(sent),
+                                bool(params["dry_run"]))
 
     @task(trigger_rule="all_done")
     def release_tenant_lock(run_id=None, params=None) -> None:  # type: ignore[no-untyped-def]

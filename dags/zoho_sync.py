@@ -26,6 +26,9 @@ records to Zoho, 100 per call, matched on email → **report** the run summary (
 
 * Record types: {modules}. Sync option: `{sync_option}`. Zoho connection: `{zoho_conn_id}`.
 * Trigger with `dry_run = true` to see what would be sent without writing to Zoho.
+* A run that would delete or flag more than the tenant's limit deletes nothing and turns red; if the store
+  really lost those customers, trigger it with `allow_deletions` set to that number (this run only).
+* Never deletes on a read that may be partial; see the README, "What the sync will never do".
 * Rejected records: table `zoho_sync_errors`, retried next run when Zoho says retrying can help.
 * Configuration: the `zoho_sync_tenants` Variable; see the README.
 """
@@ -34,6 +37,10 @@ records to Zoho, 100 per call, matched on email → **report** the run summary (
 # dialect's metaschema: draft-07's costs a quarter of the default 2020-12's (0.05 vs 0.2 ms, per DAG).
 DRY_RUN_SCHEMA = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "boolean", "title": "Dry run"}
 DRY_RUN_DESCRIPTION = "Plan and report what would be sent, without writing to Zoho."
+ALLOW_DELETIONS_SCHEMA = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "integer", "minimum": 0,
+                          "title": "Allow deletions (this run)"}
+ALLOW_DELETIONS_DESCRIPTION = ("Let this run delete or flag up to this many Zoho records even above the tenant's "
+                               "mass-deletion limit (max_deletions, max_deletion_share). 0: the limit applies.")
 
 DEFAULT_ARGS = {
     "owner": "data-engineering",
@@ -58,7 +65,9 @@ def build_sync_dag(tenant: TenantConfig) -> DAG:
         doc_md=DOC_MD.format(tenant_id=tenant.tenant_id, source=tenant.source, mapping=tenant.mapping_file,
                              modules=", ".join(tenant.modules) or "none", sync_option=tenant.sync_option,
                              zoho_conn_id=tenant.zoho_conn_id),
-        params={"dry_run": Param(False, description=DRY_RUN_DESCRIPTION, schema=dict(DRY_RUN_SCHEMA))},
+        params={"dry_run": Param(False, description=DRY_RUN_DESCRIPTION, schema=dict(DRY_RUN_SCHEMA)),
+                "allow_deletions": Param(0, description=ALLOW_DELETIONS_DESCRIPTION,
+                                         schema=dict(ALLOW_DELETIONS_SCHEMA))},
     ) as dag:
         # Each task runs the pipeline step its id names (operators.SYNC_STEPS), for this DAG's tenant.
         lock = SyncStepOperator(task_id="acquire_tenant_lock", execution_timeout=timedelta(minutes=10))

@@ -12,11 +12,14 @@ Per customer, against the tenant's state row:
 * a customer once synced as a Contact stays a Contact (never flipped back to a Lead);
 * state ``failed``: a retryable failure is sent again (``retry``); a permanent one only when the payload
   changed, otherwise ``skipped_failed`` (it waits for the source row to change);
-* state ``deleted_in_zoho`` → ``skipped_deleted`` until the tenant is reset.
+* state ``deleted_in_zoho`` → ``skipped_deleted`` until the tenant is reset;
+* write-ahead states a crash left (``state.UNCONFIRMED``, ``state.CONVERTING``) → sent again (``retry``) in the
+  module they were sent to, or the conversion finished (``convert``): never a second record for one person.
 
-Source deletions (the tenant's ``source_deletions``): a customer missing from a full pass (Magento
-deletes outright) or flagged ``deleted`` (DecoNetwork) is, with ``flag``, updated by id with the field
-mapped from ``deleted`` set to true, or with ``delete``, deleted in Zoho. ``ignore`` does neither.
+Source deletions (the tenant's ``source_deletions``): a customer missing from a provably complete full pass
+(Magento deletes outright) or flagged ``deleted`` (DecoNetwork) is, with ``flag``, updated by id with the
+field mapped from ``deleted`` set to true, or with ``delete``, deleted in Zoho. ``ignore`` does neither. A
+record whose email another customer of the store still has is only let go (``release``), never deleted.
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ import pyarrow.compute as pc
 
 from zoho_store_sync.customers import arrow_text, is_arrow_string, record_types
 from zoho_store_sync.mapping import Mapping, MappingError, build_payloads, payload_hashes_by_module, payload_json
+from zoho_store_sync.state import CONVERTING, DELETED_IN_SOURCE, DELETED_IN_ZOHO, FAILED, SYNCED, UNCONFIRMED
 
 SEND_ACTIONS = ("new", "changed", "retry", "convert", "email_changed")
 DELETE_ACTIONS = ("flag_deleted", "delete")
+RELEASE_ACTION = "release"  # the tenant lets go of a record someone else still needs: state only, no call
 PLAN_COLUMNS = ["customer_key", "email", "module", "action", "payload_hash", "zoho_id", "attempts", "payload"]
 COUNTED_ACTIONS = ("new", "changed", "retry", "convert", "email_changed", "unchanged", "skipped_failed",
                    "skipped_deleted")
@@ -85,9 +90,18 @@ def plan_changes(
         email_hashes = email_hashes[~flagged_deleted.to_numpy()]
     module = record_types(frame)  # classify() as numpy text: a million comparisons take milliseconds
     state_row = _unique_state_rows(frame["customer_key"], state["customer_key"])  # None: keys not unique
+    if state_row is not None and len(state) and (state_row < 0).any():
+        state, state_row = _take_over_records(frame, state, state_row)
     if state_row is not None:
         state_module = _Coded(state["module"], state_row)
         was_contact = state_module == "Contacts"
+        state_status = _Coded(state["status"], state_row)
+        # Write-ahead rows a crash left: a Lead whose insert is unconfirmed stays a Lead until Zoho gives its id
+        # (then it is converted, never doubled by a new Contact); a conversion under way is finished.
+        if "Leads" in modules:
+            module[(state_module == "Leads") & (state_status == UNCONFIRMED) & (module == "Contacts")] = "Leads"
+        if "Contacts" in modules:
+            module[state_status == CONVERTING] = "Contacts"
     else:
         was_contact = frame["customer_key"].isin(state.loc[state["module"] == "Contacts", "customer_key"]).to_numpy()
     module[was_contact & (module == "Leads")] = "Contacts"  # never flipped back to a Lead
@@ -107,12 +121,24 @@ def plan_changes(
                 known["retryable"].astype("boolean").fillna(False).to_numpy(dtype=bool), state_row)
             has_id = _at(known["zoho_id"].notna().to_numpy(), state_row)
             email_moved = _email_moved(state["email"], state_row, frame["email"])
+            taken = _taken_over(state, state_row, frame["email"], email_moved)
+            if taken.any():  # its record is now the one of the customer holding its old email: sent as new
+                status.codes[taken], has_id[taken] = -1, False
         hashes = hashing.result()
     if state_row is not None:  # one state row at most per customer: decide in frame order, then pick
         action = _actions(status=status, state_module=state_module, module=module, modules=modules,
                           same=_same_hash(known["state_hash"], state_row, hashes), retryable=retryable,
                           has_id=has_id, email_moved=email_moved)
         send = _joined(frame, known, modules, module, hashes, state_row, in_scope & (action < len(SEND_ACTIONS)))
+        send.loc[taken[send["_frame_row"].to_numpy()], "zoho_id"] = None
+        # A write a crash may have applied unrecorded (an insert left unconfirmed, a conversion) goes out under the
+        # email it was sent with, whose record Zoho may have: never a second record under the new email. The next
+        # run moves that record to the new email by its id.
+        under_old = (email_moved & ((status == UNCONFIRMED) | (action == COUNTED_ACTIONS.index("convert"))))[
+            send["_frame_row"].to_numpy()]
+        if under_old.any():
+            send.loc[under_old, "email"] = state["email"].astype("object").to_numpy()[
+                state_row[send["_frame_row"].to_numpy()[under_old]]]
         send_action = ACTION_NAMES[action[send["_frame_row"].to_numpy()]]
         action = action[in_scope]
     else:  # several state rows per customer key (never from the state table): pandas' merge pairs them up
@@ -138,7 +164,10 @@ def plan_changes(
         mask = (send["module"] == name).to_numpy()
         if mask.any():
             # JSON only for the rows to send: building it for unchanged rows would be wasted work
-            payloads = build_payloads(frame.iloc[send.loc[mask, "_frame_row"].to_numpy()], mapping, name)
+            rows = frame.iloc[send.loc[mask, "_frame_row"].to_numpy()]
+            if state_row is not None and under_old.any():  # those rows' payloads carry the email sent before
+                rows = rows.assign(email=pd.array(send.loc[mask, "email"].to_numpy(), dtype=frame["email"].dtype))
+            payloads = build_payloads(rows, mapping, name)
             send.loc[mask, "payload"] = payload_json(payloads)
     send["attempts"] = send["attempts"].fillna(0).astype("int64")
     deletions = _source_deletions(customers, flagged_deleted, state, mapping, source_deletions, all_customer_keys)
@@ -193,6 +222,36 @@ def _unique_state_rows(keys: pd.Series, state_keys: pd.Series) -> np.ndarray | N
     if not index.is_unique:
         return None
     return index.get_indexer(wanted).astype("int64")
+
+
+def _take_over_records(frame: pd.DataFrame, state: pd.DataFrame,
+                       state_row: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """The same email twice is one Zoho record. A customer without a state row, whose email's record another
+    customer synced (one no longer the email's winner, or gone from the store), takes that record over: it is
+    planned against a copy of that row under its own key. So a buyer who wins the email of a synced Lead converts
+    that Lead, and a non-buyer who wins a Contact's email updates that Contact: never a Lead and a Contact for one
+    person. Rows of customers planned now are theirs (a winner who moved to another email keeps its record)."""
+    orphans = np.flatnonzero(state_row < 0)
+    wanted = frame["email"].iloc[orphans].dropna().astype("object").unique()
+    hits = np.flatnonzero(state["email"].isin(wanted).to_numpy(dtype=bool, na_value=False))  # one pass, a few hits
+    planned = np.zeros(len(state), dtype=bool)
+    planned[state_row[state_row >= 0]] = True
+    live = state["status"].iloc[hits].isin([SYNCED, FAILED, UNCONFIRMED, CONVERTING]).to_numpy()
+    holders = state.iloc[hits[live & ~planned[hits]]]
+    if holders.empty:
+        return state, state_row
+    # several former holders of one email: a Contact's record first (a Contact stays one), then a confirmed one
+    rank = 2 * (holders["module"] != "Contacts").to_numpy(dtype=int) + holders["zoho_id"].isna().to_numpy(dtype=int)
+    holders = holders.iloc[np.argsort(rank, kind="stable")].drop_duplicates("email")
+    at = pd.Index(holders["email"].astype("object")).get_indexer(frame["email"].iloc[orphans].astype("object"))
+    takers, picked = orphans[at >= 0], at[at >= 0]
+    if not len(takers):
+        return state, state_row
+    copies = holders.iloc[picked].assign(customer_key=frame["customer_key"].iloc[takers].to_numpy())
+    state_row = state_row.copy()
+    state_row[takers] = len(state) + np.arange(len(takers))
+    copies = copies.astype({"customer_key": state["customer_key"].dtype})
+    return pd.concat([state, copies], ignore_index=True), state_row
 
 
 def _integer_keys(keys: pd.Series) -> np.ndarray | None:
@@ -253,6 +312,29 @@ def _email_moved(state_emails: pd.Series, rows: np.ndarray, emails: pd.Series) -
     return pc.and_(theirs.is_valid(), differs).to_numpy(zero_copy_only=False)
 
 
+def _taken_over(state: pd.DataFrame, rows: np.ndarray, emails: pd.Series, email_moved: np.ndarray) -> np.ndarray:
+    """Customers whose email moved away from a Zoho record that another customer of the store holds now: one
+    planned under the old email, whose state row has the same Zoho id (it won the email, and the record matched
+    on it). Updating or converting that record by id would take it from them: these customers are sent as new."""
+    taken = np.zeros(len(rows), dtype=bool)
+    movers = np.flatnonzero(email_moved & (rows >= 0))
+    if not len(movers):
+        return taken
+    old = state["email"].iloc[rows[movers]].astype("object").tolist()
+    holders = np.flatnonzero(emails.isin(old).to_numpy(dtype=bool, na_value=False))  # one pass, a few hits
+    holder_of = dict(zip(emails.iloc[holders].astype("object").tolist(), holders.tolist()))
+    for mover, email in zip(movers.tolist(), old):
+        holder = holder_of.get(email)
+        theirs = rows[holder] if holder is not None else -1
+        if theirs < 0:
+            continue
+        mine = rows[mover]
+        mine_id, their_id = state["zoho_id"].iat[mine], state["zoho_id"].iat[theirs]
+        taken[mover] = (state["status"].iat[mine] in (SYNCED, FAILED, CONVERTING) and isinstance(mine_id, str)
+                        and mine_id == their_id)
+    return taken
+
+
 def _text(values: pd.Series) -> pa.ChunkedArray:
     """A text column as Arrow large strings; raises for a column holding anything but text."""
     if is_arrow_string(values):
@@ -274,19 +356,19 @@ def _actions(*, status: _Coded, state_module: _Coded, module: np.ndarray, module
     as a position in ``COUNTED_ACTIONS`` (the send actions come first)."""
     code = {name: np.int8(i) for i, name in enumerate(COUNTED_ACTIONS)}
     action = np.full(len(module), code["changed"], dtype="int8")
-    action[status.isna() | (status == "deleted_in_source")] = code["new"]
-    synced, failed = status == "synced", status == "failed"
+    action[status.isna() | (status == DELETED_IN_SOURCE)] = code["new"]
+    synced, failed, converting = status == SYNCED, status == FAILED, status == CONVERTING
     action[synced & same] = code["unchanged"]
-    action[failed & retryable] = code["retry"]
+    action[(failed & retryable) | (status == UNCONFIRMED)] = code["retry"]
     action[failed & ~retryable & same] = code["skipped_failed"]
     same_module = np.zeros(len(module), dtype=bool)
     for name in modules:
         same_module |= (state_module == name) & (module == name)
     email_changed = has_id & (synced | failed) & email_moved
     action[email_changed & same_module & (action != code["skipped_failed"])] = code["email_changed"]
-    became_buyer = has_id & (state_module == "Leads") & (module == "Contacts") & (synced | failed)
+    became_buyer = has_id & (state_module == "Leads") & (module == "Contacts") & (synced | failed | converting)
     action[became_buyer & (action != code["skipped_failed"])] = code["convert"]
-    action[status == "deleted_in_zoho"] = code["skipped_deleted"]
+    action[status == DELETED_IN_ZOHO] = code["skipped_deleted"]
     return action
 
 
@@ -307,8 +389,16 @@ def _source_deletions(customers: pd.DataFrame, flagged: pd.Series, state: pd.Dat
         return pd.DataFrame(columns=PLAN_COLUMNS)
     out = rows[["customer_key", "email", "module", "payload_hash", "zoho_id", "attempts"]].copy()
     out["attempts"] = out["attempts"].fillna(0).astype("int64")
+    # The Zoho record is matched on email: while a customer of the store still has that email (a duplicate
+    # that now wins it), the record is theirs. Let go of it (``release``), never delete or flag it.
+    still_wanted = out["email"].isin(customers.loc[~flagged, "email"].dropna()).to_numpy()
+    # So is a record another customer still in the store holds (its state row has the id: it took the email over,
+    # or took the record to its new email).
+    kept = live.loc[~gone & live["zoho_id"].isin(out["zoho_id"]).to_numpy(), "zoho_id"]
+    still_wanted = still_wanted | out["zoho_id"].isin(kept).to_numpy()
     if mode == "delete":
         out["action"], out["payload"] = "delete", None
+        out.loc[still_wanted, "action"] = "release"
         return out[PLAN_COLUMNS]
     payloads = []
     for module, zoho_id in zip(out["module"], out["zoho_id"]):
@@ -318,4 +408,5 @@ def _source_deletions(customers: pd.DataFrame, flagged: pd.Series, state: pd.Dat
                                "(e.g. Customer_Deleted: deleted)")
         payloads.append(json.dumps({"id": zoho_id, **{name: True for name in flag_fields}}, sort_keys=True))
     out["action"], out["payload"] = "flag_deleted", payloads
+    out.loc[still_wanted, ["action", "payload"]] = ["release", None]
     return out[PLAN_COLUMNS]

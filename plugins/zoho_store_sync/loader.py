@@ -1,9 +1,11 @@
 """The load: apply a plan to Zoho (convert, update by id, upsert, delete) and write each confirmed outcome.
 
-The state is written only after Zoho answered: the outcomes of answered calls are written together (every
-500 rows or quarter of a second, and when the calls end), once the next calls are on their way. A crash
-between Zoho applying a batch and the state write makes the next run send that batch again; upsert
-matched on email (and a repeated convert answering ``ID_ALREADY_CONVERTED``) makes that harmless.
+Write-ahead: before a call, the state learns what it is about to do (an insert's module and email as
+``unconfirmed``, a conversion as ``converting``, a deletion in ``zoho_sync_deletions``). Outcomes are
+written only after Zoho answered, together (every 500 rows or quarter of a second, and when the calls end).
+A crash anywhere makes the next run send the unconfirmed work again in the same module: upsert matched on
+email, a repeated convert answering ``ID_ALREADY_CONVERTED`` and a repeated delete make that harmless, and a
+Lead whose insert was never confirmed is converted (not doubled) once the customer buys.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pandas as pd
 
 from zoho_store_sync.hooks.zoho_crm import RecordJSON, RecordOutcome, ZohoCrmHook, ZohoError
 from zoho_store_sync.settings import ZOHO_MAX_RECORDS_PER_WRITE
-from zoho_store_sync.state import StateStore, is_missing
+from zoho_store_sync.state import CONVERTING, DELETED_IN_SOURCE, UNCONFIRMED, StateStore, is_missing
 
 log = logging.getLogger(__name__)
 # Answered outcomes are written together once this many state rows, or this much time, have piled up.
@@ -33,6 +35,7 @@ class LoadResult:
     updated: int = 0
     converted: int = 0
     deleted_in_source: int = 0
+    kept_in_zoho: int = 0
     vanished_in_zoho: int = 0
     failed: int = 0
     failed_retryable: int = 0
@@ -94,6 +97,20 @@ def _state_row(record: PlanRow, outcome: RecordOutcome, *, success_status: str =
         "retryable": None if outcome.ok or status == "deleted_in_zoho" else outcome.retryable,
         "attempts": 0 if outcome.ok else int(record.attempts) + 1,
     }
+
+
+def _write_ahead(record: PlanRow, status: str, module: str) -> dict[str, Any]:
+    """The state row written before a call: what is about to happen, with no outcome yet."""
+    return {"customer_key": record.customer_key, "email": record.email, "module": module,
+            "zoho_id": None if is_missing(record.zoho_id) else record.zoho_id, "payload_hash": 0, "status": status,
+            "error_code": None, "error_message": None, "retryable": None, "attempts": int(record.attempts)}
+
+
+def write_ahead_inserts(store: StateStore, batch: list[PlanRow]) -> None:
+    """Before an upsert that may insert: each record's module and email, so a crash cannot hide an insert."""
+    rows = [_write_ahead(r, UNCONFIRMED, r.module) for r in batch if is_missing(r.zoho_id)]
+    if rows:
+        store.write_ahead(rows)
 
 
 class _Runner:
@@ -202,6 +219,7 @@ def apply_plan(
     converts = [row for row in rows if row.action == "convert"]
     if converts:
         def convert(batch: list[PlanRow]) -> list[RecordOutcome]:
+            store.write_ahead([_write_ahead(batch[0], CONVERTING, "Leads")])
             return [hook.convert_lead(str(batch[0].zoho_id))]
 
         def after_convert(batch: list[PlanRow], outcomes: list[RecordOutcome]) -> None:
@@ -238,6 +256,7 @@ def apply_plan(
     if bulk and runner.systemic is None:
         # Bulk Write: asynchronous jobs of up to 25,000 records, cheaper in credits for large loads.
         def bulk_write(batch: list[PlanRow]) -> list[RecordOutcome]:
+            write_ahead_inserts(store, batch)
             return hook.bulk_upsert(batch[0].module, [json.loads(row.payload) for row in batch], find_by="Email")
 
         def after_bulk(batch: list[PlanRow], outcomes: list[RecordOutcome]) -> None:
@@ -248,6 +267,7 @@ def apply_plan(
         runner.run("bulk write", batches(bulk, size=25_000), bulk_write, after_bulk)
     if upserts and runner.systemic is None:
         def upsert(batch: list[PlanRow]) -> list[RecordOutcome]:
+            write_ahead_inserts(store, batch)
             records = [RecordJSON(row.payload) for row in batch]  # the plan's JSON, sent as it is
             return hook.upsert(batch[0].module, records, duplicate_check_fields=("Email",), trigger=trigger)
 
@@ -258,9 +278,19 @@ def apply_plan(
 
         runner.run("upsert", batches(upserts), upsert, after_upsert)
 
+    released = [row for row in rows if row.action == "release"]
+    if released:
+        # Another tenant of the same org still syncs these people: this tenant lets go, Zoho keeps the record.
+        runner.save(released, [RecordOutcome(ok=True, code="SUCCESS") for _ in released],
+                    success_status=DELETED_IN_SOURCE)
+        result.sent -= len(released)
+        result.kept_in_zoho += len(released)
+        runner.write(force=True)
+
     deletes = [row for row in rows if row.action == "delete"]
     if deletes and runner.systemic is None:
         def delete(batch: list[PlanRow]) -> list[RecordOutcome]:
+            store.record_own_deletions((str(row.zoho_id), row.customer_key, row.module) for row in batch)
             return hook.delete_records(batch[0].module, [str(row.zoho_id) for row in batch])
 
         def after_delete(batch: list[PlanRow], outcomes: list[RecordOutcome]) -> None:

@@ -20,7 +20,7 @@ def _dry_run(context: Any) -> bool:
 
 
 def acquire_tenant_lock(tenant_id: str, context: Any) -> None:
-    """Create the state schema if needed and take the tenant's lock; a running reset skips this run."""
+    """Check the state schema's revision and take the tenant's lock; a running reset skips this run."""
     from zoho_store_sync import pipeline
 
     try:
@@ -38,7 +38,8 @@ def extract_customers(tenant_id: str, context: Any) -> dict[str, Any]:
 def plan_changes(tenant_id: str, context: Any, extracted: dict[str, Any]) -> dict[str, Any]:
     from zoho_store_sync import pipeline
 
-    return pipeline.plan(tenant_id, context["run_id"], extracted, dry_run=_dry_run(context))
+    allow = int((context.get("params") or {}).get("allow_deletions") or 0)
+    return pipeline.plan(tenant_id, context["run_id"], extracted, dry_run=_dry_run(context), allow_deletions=allow)
 
 
 def upsert_to_zoho(tenant_id: str, context: Any, planned: dict[str, Any]) -> dict[str, Any]:
@@ -67,16 +68,17 @@ class SyncStep:
 
     run: Callable[..., Any]
     inputs: dict[str, str] = field(default_factory=dict)
+    holds_lock: bool = True  # runs only while its run holds the tenant's lock, keeping the lease alive
 
 
 SYNC_STEPS: dict[str, SyncStep] = {
-    "acquire_tenant_lock": SyncStep(acquire_tenant_lock),
+    "acquire_tenant_lock": SyncStep(acquire_tenant_lock, holds_lock=False),
     "extract_customers": SyncStep(extract_customers),
     "plan_changes": SyncStep(plan_changes, {"extracted": "extract_customers"}),
     "upsert_to_zoho": SyncStep(upsert_to_zoho, {"planned": "plan_changes"}),
     "report_summary": SyncStep(report_summary, {"extracted": "extract_customers", "planned": "plan_changes",
                                                 "loaded": "upsert_to_zoho"}),
-    "release_tenant_lock": SyncStep(release_tenant_lock),
+    "release_tenant_lock": SyncStep(release_tenant_lock, holds_lock=False),
 }
 
 
@@ -104,4 +106,10 @@ class SyncStepOperator(BaseOperator):
             raise ValueError(f"task {self.task_id!r} names no sync step (known: {', '.join(SYNC_STEPS)})")
         ti = context["ti"]
         pulled = {name: ti.xcom_pull(task_ids=task_id) for name, task_id in step.inputs.items()}
-        return step.run(tenant_of(self.dag_id), context, **pulled)
+        tenant_id = tenant_of(self.dag_id)
+        if not step.holds_lock:
+            return step.run(tenant_id, context, **pulled)
+        from zoho_store_sync import pipeline
+
+        with pipeline.hold_tenant_lock(tenant_id, context["run_id"], "sync"):
+            return step.run(tenant_id, context, **pulled)

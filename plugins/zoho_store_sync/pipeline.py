@@ -8,11 +8,13 @@ run's changes were sent: a failed run is simply done again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 
@@ -20,13 +22,25 @@ from zoho_store_sync import staging
 from zoho_store_sync.config import TenantConfig, get_tenant, load_tenants
 from zoho_store_sync.customers import prepare, use_system_allocator
 from zoho_store_sync.diff import plan_changes
-from zoho_store_sync.errors import SyncThresholdExceeded, TenantBusy  # noqa: F401 - re-exported
+from zoho_store_sync.diff import DELETE_ACTIONS
+from zoho_store_sync.errors import (  # noqa: F401 - re-exported
+    MassDeletionRefused,
+    SourceIncompleteError,
+    SyncThresholdExceeded,
+    TenantBusy,
+)
 from zoho_store_sync.hooks.zoho_crm import ZohoCrmHook
 from zoho_store_sync.loader import apply_plan
 from zoho_store_sync.mapping import Mapping, MappingError, check_against_org, load_mapping, with_org_lengths
 from zoho_store_sync.scope import scope_customers
 from zoho_store_sync.sources import SourceExtract
-from zoho_store_sync.state import DatabaseTokenCache, RefreshTokenStore, StateStore, engine_from_conn_id
+from zoho_store_sync.state import (
+    DELETED_IN_ZOHO,
+    DatabaseTokenCache,
+    RefreshTokenStore,
+    StateStore,
+    engine_from_conn_id,
+)
 
 log = logging.getLogger(__name__)
 use_system_allocator()  # this module runs in task processes only (never at parse time)
@@ -35,24 +49,69 @@ SOURCE_CURSOR = "source"
 DELETED_CURSOR = "zoho.deleted"
 # Deleted-records entries are read back from a little before the last check: clocks and commit delays.
 DELETED_CHECK_OVERLAP = timedelta(minutes=5)
+# Below this many deletions the share limit does not apply (a small store losing 2 of 10 customers).
+DELETION_SHARE_FLOOR = 10
 
 
-SYNC_LOCK_TTL = timedelta(hours=3)  # longer than a sync's task timeouts: a crashed run's lease ends by itself
+# The tenant lock is a lease: every task of the run that holds it pushes it forward while it works
+# (``hold_tenant_lock``), so a crashed run, or one whose release failed, frees the tenant within this time.
+LOCK_LEASE = timedelta(minutes=15)
+LOCK_HEARTBEAT_S = 60.0
+SYNC_LOCK_TTL = LOCK_LEASE
 
 
-def acquire_tenant_lock(tenant_id: str, run_id: str, holder: str, ttl: timedelta = SYNC_LOCK_TTL) -> None:
-    """The scheduled sync and the reset of one tenant exclude each other, in either order."""
+def acquire_tenant_lock(tenant_id: str, run_id: str, holder: str, ttl: timedelta = LOCK_LEASE) -> None:
+    """One run per tenant, whatever its kind (sync, dry run, reset): any other run is refused while the
+    holder's lease runs."""
     tenant = get_tenant(tenant_id)
     store = state_store(tenant)
-    store.create_schema()
+    store.check_schema()  # StateSchemaError names the migrate command; tasks never change the schema
     acquired, current = store.acquire_lock(holder, run_id, ttl)
     if not acquired:
         raise TenantBusy(f"tenant {tenant_id!r} is locked by a {current['holder']} run ({current['run_id']}) "
                          f"until {current['expires_at']}")
 
 
+@contextlib.contextmanager
+def hold_tenant_lock(tenant_id: str, run_id: str, holder: str, lease: timedelta = LOCK_LEASE,
+                     heartbeat_s: float = LOCK_HEARTBEAT_S) -> Iterator[None]:
+    """Run a step of the run that holds the tenant's lock: check it still does, and keep the lease alive
+    while the step works. A run whose lease ended (and another run took the tenant) stops with TenantBusy."""
+    store = state_store(get_tenant(tenant_id))
+    if not store.renew_lock(holder, run_id, lease):
+        current = store.lock_holder()
+        raise TenantBusy(f"tenant {tenant_id!r}: this {holder} run ({run_id}) no longer holds the tenant's lock"
+                         + (f" (held by a {current['holder']} run, {current['run_id']})" if current else "")
+                         + "; it stops here without writing anything more")
+    stop, lost = threading.Event(), threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(heartbeat_s):
+            try:
+                if not store.renew_lock(holder, run_id, lease):
+                    lost.set()
+                    return
+            except Exception:  # noqa: BLE001 - a missed beat is retried; the lease outlives several
+                log.warning("could not renew the tenant lock's lease; retrying", exc_info=True)
+
+    thread = threading.Thread(target=beat, name="tenant-lock-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+    if lost.is_set():
+        raise TenantBusy(f"tenant {tenant_id!r}: the {holder} run {run_id} lost the tenant's lock while it worked")
+
+
 def release_tenant_lock(tenant_id: str, run_id: str, holder: str) -> None:
-    state_store(get_tenant(tenant_id)).release_lock(holder, run_id)
+    """Release the lock and remove the run's staging files (success or failure; see staging retention)."""
+    tenant = get_tenant(tenant_id)
+    try:
+        staging.clean_up_run(tenant_id, run_id)
+    finally:
+        state_store(tenant).release_lock(holder, run_id)
 
 
 def state_store(tenant: TenantConfig) -> StateStore:
@@ -65,9 +124,9 @@ def zoho_hook(tenant: TenantConfig, store: StateStore) -> ZohoCrmHook:
                        max_concurrency=tenant.zoho_max_concurrency, max_retries=tenant.zoho_max_retries)
 
 
-def create_schema(tenant_id: str) -> None:
-    tenant = get_tenant(tenant_id)
-    state_store(tenant).create_schema()
+def check_schema(tenant_id: str) -> None:
+    """StateSchemaError unless the state database is at this code's revision (SQLite: migrated here)."""
+    state_store(get_tenant(tenant_id)).check_schema()
 
 
 def extract_source(tenant: TenantConfig, cursor: dict[str, Any] | None) -> SourceExtract:
@@ -99,6 +158,12 @@ def extract(tenant_id: str, run_id: str, *, full: bool = False) -> dict[str, Any
         log.info("retryable failures pending: full pass")
         cursor = None
     result = extract_source(tenant, cursor)
+    if not result.full and _duplicate_winner_may_change(store, result.customers):
+        # The other holders of an old or new email are not in an incremental read: read everyone, so the
+        # email's winner is chosen again among all of them in this run.
+        log.info("an email shared with another customer changed hands: full pass")
+        result = extract_source(tenant, None)
+    _check_complete(tenant, store, result)
     # Sync option and affiliate stores; deletion detection keeps the unscoped keys (out of scope ≠ deleted).
     customers, scoped = scope_customers(result.customers, tenant, load_tenants().tenants)
     log.info("scope %s: %s", tenant.sync_option, scoped)
@@ -108,10 +173,53 @@ def extract(tenant_id: str, run_id: str, *, full: bool = False) -> dict[str, Any
     if result.all_customer_keys is not None:
         keys_url = staging.write_frame(f"{run}/all_keys.parquet",
                                        pd.DataFrame({"customer_key": pd.Series(result.all_customer_keys, dtype="string")}))
-    log.info("extracted %d customers (%s pass) in %.1f s", len(customers), "full" if result.full else "incremental",
+    log.info("extracted %d customers (%s pass) in %.1f s", len(customers), _pass_kind(result),
              time.monotonic() - started)
     return {"customers": url, "all_keys": keys_url, "extracted": len(result.customers), "in_scope": len(customers),
-            "scope": scoped, "full": result.full, "cursor": result.cursor, "store_calls": result.calls}
+            "scope": scoped, "full": result.full, "cursor": result.cursor, "store_calls": result.calls,
+            "incomplete_reason": getattr(result, "incomplete_reason", None)}
+
+
+def _pass_kind(result: SourceExtract) -> str:
+    if not result.full:
+        return "incremental"
+    return "full" if result.all_customer_keys is not None else "full read, not provably complete: no deletions"
+
+
+def _check_complete(tenant: TenantConfig, store: StateStore, result: SourceExtract) -> None:
+    """An answer that may not be the whole store is never taken for it: deletion detection needs proof."""
+    reason = getattr(result, "incomplete_reason", None)
+    if result.full and reason:
+        log.warning("tenant %s: the store's answer is not provably complete (%s): nothing will be deleted or "
+                    "flagged in this run", tenant.tenant_id, reason)
+    read_nobody = result.all_customer_keys is not None and not len(result.all_customer_keys)
+    if result.full and (read_nobody or getattr(result, "customer_list_empty", False)):
+        known = store.count_live_in_zoho()
+        if known:
+            raise SourceIncompleteError(
+                f"tenant {tenant.tenant_id!r}: the store answered with no customer at all, while {known} customers "
+                "of this tenant are in Zoho. A store does not lose every customer at once: this looks like a "
+                "partial answer (an empty export file, a store in maintenance). Nothing was planned or deleted; "
+                "check the store (for DecoNetwork, the customer export file) and run again.")
+
+
+def _duplicate_winner_may_change(store: StateStore, customers: pd.DataFrame) -> bool:
+    """Whether an incremental read touched an email that another customer holds or held (a new customer with
+    a synced customer's email, or a customer whose email changed): the winner of that email may change."""
+    if customers.empty:
+        return False
+    from zoho_store_sync.customers import normalise_email
+
+    keys = customers["customer_key"].astype("string")
+    emails = normalise_email(customers["email"].astype("string"))
+    known = store.load(customer_keys=keys.tolist())
+    old = known.set_index("customer_key")["email"].astype("string")
+    new = pd.Series(emails.to_numpy(), index=keys.to_numpy())
+    differs = (old != new.reindex(old.index)).fillna(True).astype(bool)
+    moved = old.index[old.notna().to_numpy() & differs.to_numpy()].tolist()
+    holders = store.keys_with_emails(set(emails.dropna().tolist()) | set(old.loc[moved].dropna().tolist()))
+    others = holders.loc[~holders["customer_key"].isin(keys.tolist())]
+    return bool(moved) or not others.empty
 
 
 def _mark_deleted_in_zoho(hook: ZohoCrmHook, store: StateStore, state: pd.DataFrame, modules: tuple[str, ...],
@@ -131,12 +239,16 @@ def _mark_deleted_in_zoho(hook: ZohoCrmHook, store: StateStore, state: pd.DataFr
         deleted_ids.update(str(item["id"]) for item in hook.deleted_records(module, since=since))
     if not deleted_ids:
         return state, {"checked_at": checked_at.isoformat()}, 0
-    newly = store.mark_deleted_in_zoho(deleted_ids, apply=apply)
-    hit = state["zoho_id"].isin(deleted_ids) & (state["status"] != "deleted_in_zoho")
-    if hit.any():
+    marked = store.mark_deleted_in_zoho(deleted_ids, apply=apply)
+    if len(marked):
+        # the loaded rows get what the table got (status, and a cleared id for a record to send again)
         state = state.copy()
-        state.loc[hit, "status"] = "deleted_in_zoho"
-    return state, {"checked_at": checked_at.isoformat()}, len(newly)
+        update = marked.set_index("customer_key")
+        at = state["customer_key"].isin(update.index)
+        keys = state.loc[at, "customer_key"]
+        for column in ("status", "zoho_id", "retryable", "error_code"):
+            state.loc[at, column] = update.loc[keys, column].to_numpy()
+    return state, {"checked_at": checked_at.isoformat()}, int((marked["status"] == DELETED_IN_ZOHO).sum())
 
 
 FIELDS_CURSOR = "zoho.fields"
@@ -168,11 +280,12 @@ def checked_mapping(tenant: TenantConfig, hook: ZohoCrmHook, store: StateStore, 
 
 
 def plan(tenant_id: str, run_id: str, extracted: dict[str, Any], dry_run: bool = False,
-         modules: tuple[str, ...] | None = None, forget: bool = False) -> dict[str, Any]:
+         modules: tuple[str, ...] | None = None, forget: bool = False, allow_deletions: int = 0) -> dict[str, Any]:
     """Validate, de-duplicate, classify, map, hash and diff against the state table.
 
     ``modules`` narrows the record types (a reset of Leads only); ``forget`` plans as if their state
-    were empty (a dry-run reset, which must not delete anything).
+    were empty (a dry-run reset, which must not delete anything). ``allow_deletions``: this run may delete
+    or flag up to that many records above the tenant's mass-deletion limit.
     """
     tenant = get_tenant(tenant_id)
     load_mapping(tenant)  # a broken mapping file fails before any call
@@ -195,14 +308,75 @@ def plan(tenant_id: str, run_id: str, extracted: dict[str, Any], dry_run: bool =
                                                                  whole_state=whole_state)
     result = plan_changes(prepared.valid, state, mapping, modules, source_deletions=tenant.source_deletions,
                           all_customer_keys=all_keys, email_hashes=prepared.email_hashes)
-    url = staging.write_frame(f"{staging.run_dir(tenant_id, run_id)}/changes.parquet", result.changes)
+    changes = _keep_what_other_tenants_sync(store, result.changes)
+    read = len(customers)
+    invalid_share = len(prepared.invalid) / read if read else 0.0
+    changes, refused = _guard_deletions(tenant, store, changes, invalid_share, allow_deletions)
+    if not dry_run:
+        store.record_invalid(run_id, prepared.invalid, None if whole_state and all_keys is not None
+                             else customers["customer_key"].astype("string").tolist())
+    url = staging.write_frame(f"{staging.run_dir(tenant_id, run_id)}/changes.parquet", changes)
     counts = {**result.counts, "invalid": len(prepared.invalid), "duplicates": prepared.duplicates,
-              "invalid_reasons": prepared.invalid["reason"].value_counts().to_dict(),
-              "deleted_in_zoho": newly_deleted}
+              "invalid_reasons": {str(k): int(v) for k, v in prepared.invalid["reason"].value_counts().items()},
+              "invalid_share": round(invalid_share, 4), "deleted_in_zoho": newly_deleted,
+              "kept_in_zoho": int((changes["action"] == "release").sum())}
+    if refused:
+        counts["source_deleted"] = 0
     log.info("plan: %s", json.dumps(counts, sort_keys=True))
     stats = hook.stats.as_dict()
-    return {"changes": url, "to_send": len(result.changes), **counts, "deleted_cursor": deleted_cursor,
-            "zoho": {k: stats[k] for k in ("api_calls", "write_calls", "credits")}}
+    return {"changes": url, "to_send": len(changes), **counts, "deleted_cursor": deleted_cursor,
+            "deletions_refused": refused, "zoho": {k: stats[k] for k in ("api_calls", "write_calls", "credits")}}
+
+
+def _keep_what_other_tenants_sync(store: StateStore, changes: pd.DataFrame) -> pd.DataFrame:
+    """Shared org: a record another tenant still syncs is neither deleted nor flagged; this tenant only lets
+    go of it (``release``: its state row says deleted in the source, no call)."""
+    deleting = changes["action"].isin(DELETE_ACTIONS)
+    if not deleting.any():
+        return changes
+    shared = store.zoho_ids_synced_by_other_tenants(changes.loc[deleting, "zoho_id"].astype(str))
+    if not shared:
+        return changes
+    changes = changes.copy()
+    keep = deleting & changes["zoho_id"].astype(str).isin(shared)
+    changes.loc[keep, "action"] = "release"
+    changes.loc[keep, "payload"] = None
+    log.info("%d records to delete or flag are still synced by another tenant of the org: kept in Zoho", keep.sum())
+    return changes
+
+
+def _guard_deletions(tenant: TenantConfig, store: StateStore, changes: pd.DataFrame, invalid_share: float,
+                     allow_deletions: int) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+    """Mass-deletion protection: a run that would delete or flag more than the tenant's limit, or whose
+    share of invalid rows passes ``failure_threshold`` (a broken read looks like that), deletes nothing."""
+    deleting = changes["action"].isin(DELETE_ACTIONS)
+    count = int(deleting.sum())
+    if not count:
+        return changes, None
+    live = store.count_live_in_zoho()
+    share = count / live if live else 1.0
+    over_count = count > tenant.max_deletions
+    over_share = count > DELETION_SHARE_FLOOR and share > tenant.max_deletion_share
+    bad_read = invalid_share > tenant.failure_threshold
+    if count <= allow_deletions:
+        if over_count or over_share or bad_read:
+            log.warning("deleting or flagging %d of %d records: above the tenant's limit, allowed for this run "
+                        "(allow_deletions = %d)", count, live, allow_deletions)
+        return changes, None
+    if not (over_count or over_share or bad_read):
+        return changes, None
+    why = (f"{invalid_share:.1%} of the customers read are invalid (failure_threshold "
+           f"{tenant.failure_threshold:.0%}), which a broken read also looks like" if bad_read else
+           f"the limit is {tenant.max_deletions} records and {tenant.max_deletion_share:.0%} of the {live} "
+           "records it keeps in Zoho (max_deletions, max_deletion_share)")
+    refused = {"count": count, "live": live, "share": round(share, 4), "reason": why,
+               "message": f"tenant {tenant.tenant_id!r}: this run would delete or flag {count} Zoho records "
+                          f"({share:.1%} of {live}); {why}. Nothing was deleted or flagged; the other changes "
+                          "were sent. If the store really lost these customers, trigger the sync DAG with "
+                          f"allow_deletions = {count} (this run only) or raise the tenant's limit; otherwise fix "
+                          "the store or its export and run again."}
+    log.error("%s", refused["message"])
+    return changes.loc[~deleting].reset_index(drop=True), refused
 
 
 def load(tenant_id: str, run_id: str, planned: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
@@ -226,6 +400,7 @@ def load(tenant_id: str, run_id: str, planned: dict[str, Any], dry_run: bool = F
     stats = hook.stats.as_dict()
     return {"dry_run": False, "inserted": result.inserted, "updated": result.updated, "converted": result.converted,
             "deleted_in_source": result.deleted_in_source, "vanished_in_zoho": result.vanished_in_zoho,
+            "kept_in_zoho": result.kept_in_zoho,
             "failed": result.failed, "failed_retryable": result.failed_retryable,
             "failure_codes": result.failure_codes, "sent": result.sent,
             "api_calls": stats["api_calls"], "write_calls": stats["write_calls"], "credits": stats["credits"],
@@ -255,7 +430,11 @@ def build_summary(tenant_id: str, run_id: str, extracted: dict[str, Any], planne
         "skipped": planned["skipped_failed"] + planned["skipped_deleted"] + planned["skipped_record_type"],
         "deleted_in_zoho": planned.get("deleted_in_zoho", 0) + loaded.get("vanished_in_zoho", 0),
         "deleted_in_source": loaded.get("deleted_in_source", 0),
+        "kept_in_zoho": loaded.get("kept_in_zoho", 0),
+        "deletions_refused": (planned.get("deletions_refused") or {}).get("count", 0),
         "failed": loaded["failed"],
+        "failure_codes": loaded.get("failure_codes", {}),
+        "invalid_reasons": planned.get("invalid_reasons", {}),
         "api_calls": plan_calls.get("api_calls", 0) + loaded["api_calls"],
         "write_calls": plan_calls.get("write_calls", 0) + loaded["write_calls"],
         "credits": plan_calls.get("credits", 0) + loaded["credits"],
@@ -280,15 +459,29 @@ def report(tenant_id: str, run_id: str, extracted: dict[str, Any], planned: dict
     log.info("%s%s", SUMMARY_LOG_PREFIX, json.dumps(summary, ensure_ascii=False))
     store = state_store(tenant)
     store.record_run(run_id, "dry_run" if summary["dry_run"] else "sync", summary, started_at)
+    refused = planned.get("deletions_refused")
     if not summary["dry_run"]:
-        # Safe only now: every change up to these marks was planned and its outcome recorded.
-        store.set_cursor(SOURCE_CURSOR, extracted.get("cursor") or {})
+        # Safe only now: every change up to these marks was planned and its outcome recorded. A run whose
+        # deletions were refused keeps the old source mark: the next run reads the whole store again.
+        if not refused:
+            store.set_cursor(SOURCE_CURSOR, extracted.get("cursor") or {})
         store.set_cursor(DELETED_CURSOR, planned.get("deleted_cursor") or {})
-    staging.remove_dir(staging.run_dir(tenant_id, run_id))
+    problems = []
+    if refused:
+        problems.append(refused["message"])
     sent = max(loaded.get("sent", 0), 1)
     if loaded["failed"] and loaded["failed"] / sent > tenant.failure_threshold:
-        raise SyncThresholdExceeded(
-            f"tenant {tenant_id!r}: {loaded['failed']} of {sent} records failed "
-            f"(> failure_threshold {tenant.failure_threshold:.0%}); see zoho_sync_errors for Zoho's reasons"
-        )
+        codes = ", ".join(f"{code} {n}" for code, n in sorted(loaded.get("failure_codes", {}).items()))
+        problems.append(f"{loaded['failed']} of {sent} records were rejected by Zoho (> failure_threshold "
+                        f"{tenant.failure_threshold:.0%}; {codes}): see zoho_sync_errors (kind 'rejected')")
+    read = extracted.get("in_scope", extracted["extracted"])
+    if planned["invalid"] and read and planned["invalid"] / read > tenant.failure_threshold:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(planned.get("invalid_reasons", {}).items()))
+        problems.append(f"{planned['invalid']} of {read} customers read are invalid and were not sent (> "
+                        f"failure_threshold {tenant.failure_threshold:.0%}; {reasons}): see zoho_sync_errors "
+                        "(kind 'invalid')")
+    if refused:
+        raise MassDeletionRefused(f"tenant {tenant_id!r}: " + " ".join(problems))
+    if problems:
+        raise SyncThresholdExceeded(f"tenant {tenant_id!r}: " + " ".join(problems))
     return summary

@@ -12,24 +12,19 @@ import json
 import logging
 import math
 import time
-from datetime import timedelta
 from typing import Any
 
 from zoho_store_sync import pipeline, staging
 from zoho_store_sync.config import get_tenant
+from zoho_store_sync.errors import ResetNotConfirmed  # noqa: F401 - re-exported (dags/zoho_reset.py)
 from zoho_store_sync.hooks.zoho_crm import choose_write_path, estimate_write_credits
 from zoho_store_sync.loader import apply_plan
 
 log = logging.getLogger(__name__)
-RESET_LOCK_TTL = timedelta(hours=12)
 MAX_CHUNKS = 20
 # Each chunk ends with a partly idle wave of calls: 200 calls a chunk keep that under ~5% of its time
 # (bench reset_100k), while the loader logs progress inside a chunk every 20 calls.
 CHUNK_RECORDS = 20_000
-
-
-class ResetNotConfirmed(ValueError):
-    """The operator did not type the tenant id: nothing is done."""
 
 
 def check_request(tenant_id: str, record_types: list[str], confirm: str) -> tuple[str, ...]:
@@ -53,7 +48,7 @@ def wait_for_lock(tenant_id: str, run_id: str, *, minutes: float, poll_seconds: 
     deadline = time.monotonic() + minutes * 60
     while True:
         try:
-            pipeline.acquire_tenant_lock(tenant_id, run_id, "reset", ttl=RESET_LOCK_TTL)
+            pipeline.acquire_tenant_lock(tenant_id, run_id, "reset")
             return
         except pipeline.TenantBusy as busy:
             if time.monotonic() >= deadline:

@@ -2,7 +2,8 @@
 
 SQLAlchemy Core on a SQLite file (the embedded default) or PostgreSQL, reached through an Airflow
 Connection (default id ``zoho_sync_state_db``). Every row is keyed by tenant: a tenant never reads or
-writes another tenant's rows. The schema is created by a task (``create_schema``), never at parse time.
+writes another tenant's rows. The schema is versioned (``state_migrations``): ``cli db migrate`` creates and
+upgrades it; tasks only check its revision, never create or alter it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 from sqlalchemy.dialects import postgresql
 
+from zoho_store_sync.errors import StateConnectionError
 from zoho_store_sync.hooks.zoho_tokens import AccessToken, seal, unseal
 
 metadata = sa.MetaData()
@@ -29,7 +31,7 @@ metadata = sa.MetaData()
 
 def _indexed_text(length: int) -> sa.String:
     """PostgreSQL: byte-order collation for the indexed keys (only equality is asked of them), ~15% less CPU
-    per row in a large write than the database's locale. Tables created before keep theirs: same answers."""
+    per row in a large write than the database's locale. Migration 0005 sets it on tables created before."""
     return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
 
 
@@ -51,15 +53,14 @@ customers_state = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     # PostgreSQL: half of every page left free, so when all of a tenant's rows are rewritten (a mapping change
     # re-sends everything) each new row version fits on its page (a HOT update: no new index entries), ~2x faster.
-    # Tables created before keep their layout; to give one this, between two syncs (VACUUM FULL locks the table):
-    #   ALTER TABLE zoho_sync_state SET (fillfactor = 50); VACUUM FULL zoho_sync_state;
+    # Set on tables created before by migration 0007 (no rewrite: pages written from then on follow it).
     postgresql_with={"fillfactor": 50},
 )
-# No index on email: nothing looks rows up by email, and each index costs every write (~1 s per million new
-# rows). Tables created before have ix_zoho_sync_state_email; it is safe to drop: DROP INDEX ix_zoho_sync_state_email.
-# mark_deleted_in_zoho looks rows up by Zoho id. Tables created before get it with (no lock on writes):
-#   CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_zoho_sync_state_zoho_id ON zoho_sync_state (tenant_id, zoho_id);
-sa.Index("ix_zoho_sync_state_zoho_id", customers_state.c.tenant_id, customers_state.c.zoho_id)
+# Each index costs every write (~1 s per million new rows), so there are two, both asked for by data safety
+# (migration 0009): by Zoho id across tenants (the deleted-in-Zoho check, and a shared org's "does another tenant
+# still sync this record?"), and by (tenant, email) (an incremental run finding who else holds an email).
+sa.Index("ix_zoho_sync_state_zoho_id_any", customers_state.c.zoho_id)
+sa.Index("ix_zoho_sync_state_tenant_email", customers_state.c.tenant_id, customers_state.c.email)
 
 runs = sa.Table(
     "zoho_sync_runs",
@@ -94,6 +95,21 @@ record_errors = sa.Table(
     sa.Column("message", sa.Text),
     sa.Column("retryable", sa.Boolean),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    # rejected: Zoho refused the record (retried as the code allows); invalid: never sent (bad email, ...),
+    # kept as the tenant's current list (a later pass replaces a customer's row)
+    sa.Column("kind", sa.String(20), nullable=False, server_default="rejected"),
+)
+
+own_deletions = sa.Table(
+    "zoho_sync_deletions",
+    metadata,
+    # Zoho records this product deleted (any tenant), written before the delete call: Zoho's deleted-records
+    # list then tells our own deletions from a person's, also after a crash and across tenants of one org.
+    sa.Column("zoho_id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(100), nullable=False),
+    sa.Column("customer_key", sa.String(100), nullable=False),
+    sa.Column("module", sa.String(20), nullable=False),
+    sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 access_tokens = sa.Table(
@@ -147,7 +163,15 @@ resets = sa.Table(
 
 STATE_COLUMNS = ["customer_key", "email", "module", "zoho_id", "payload_hash", "status", "error_code",
                  "error_message", "retryable", "attempts"]
-DELETED_IN_ZOHO = "deleted_in_zoho"
+# A state row's status. The two write-ahead statuses are written before a call whose outcome the row does not
+# hold yet, so a crash at any point leaves the next run enough to finish the work without a twin record:
+SYNCED, FAILED = "synced", "failed"
+UNCONFIRMED = "unconfirmed"  # an insert was sent (module, email known; Zoho's id not yet): resend, same module
+CONVERTING = "converting"  # the Lead (zoho_id) is being converted: convert again (idempotent), never a new Contact
+DELETED_IN_ZOHO = "deleted_in_zoho"  # a person deleted the record in Zoho: not resent until a reset
+DELETED_IN_SOURCE = "deleted_in_source"  # the product deleted or flagged it because it left the store
+LIVE_STATUSES = (SYNCED, FAILED, UNCONFIRMED, CONVERTING)  # the tenant still syncs this customer
+DELETED_BY_OTHER_TENANT = "DELETED_BY_OTHER_TENANT"
 
 # PostgreSQL: larger writes go through COPY, smaller ones are one INSERT ... SELECT FROM unnest(arrays).
 COPY_ABOVE_ROWS = 2000
@@ -188,13 +212,23 @@ def engine_url_from_connection(conn: Any) -> str:
             host=conn.host or "127.0.0.1", port=conn.port or 5432, database=conn.schema or "postgres",
         )
         return url.render_as_string(hide_password=False)
-    raise ValueError(f"state connection type {conn_type!r} is not supported: use sqlite or postgres")
+    raise StateConnectionError(f"state connection type {conn_type!r} is not supported: use sqlite or postgres")
+
+
+def url_for_conn_id(conn_id: str) -> str:
+    """SQLAlchemy URL of the state database an Airflow Connection id names."""
+    from airflow.sdk import Connection
+
+    return engine_url_from_connection(Connection.get(conn_id))
 
 
 def engine_from_conn_id(conn_id: str) -> sa.Engine:
-    from airflow.sdk import Connection
+    """The shared engine of a task's state database, its schema revision checked (once per process)."""
+    from zoho_store_sync.state_migrations import ensure_current
 
-    return _shared_engine(engine_url_from_connection(Connection.get(conn_id)))
+    engine = _shared_engine(url_for_conn_id(conn_id))
+    ensure_current(engine, conn_id)
+    return engine
 
 
 @functools.lru_cache(maxsize=32)
@@ -231,9 +265,12 @@ class StateStore:
     tenant_id: str
 
     # --- schema ----------------------------------------------------------------------------------
-    def create_schema(self) -> None:
-        """Idempotent: safe to run at the start of every run, by concurrent tasks."""
-        metadata.create_all(self.engine, checkfirst=True)
+    def check_schema(self) -> None:
+        """Raise StateSchemaError (naming the migrate command) unless the database is at this code's revision;
+        one query per engine per process. Never creates or alters the schema, except SQLite's (migrated here)."""
+        from zoho_store_sync.state_migrations import ensure_current
+
+        ensure_current(self.engine)
 
     # --- customer state --------------------------------------------------------------------------
     def load(self, customer_keys: Sequence[str] | None = None) -> pd.DataFrame:
@@ -249,24 +286,87 @@ class StateStore:
             return _state_frame(pd.read_sql(query, conn))
 
     def mark_deleted_in_zoho(self, zoho_ids: Iterable[str], *, apply: bool) -> pd.DataFrame:
-        """This tenant's rows whose Zoho record is one of ``zoho_ids`` and not yet marked ``deleted_in_zoho``,
-        as ``load()`` gives them but with that status; ``apply`` also marks them so in the table."""
+        """Take in Zoho's deleted-records list: this tenant's live rows whose Zoho record is one of ``zoho_ids``,
+        with the status each now gets (``apply`` also writes it), as ``load()`` gives rows.
+
+        * deleted by a person in Zoho → ``deleted_in_zoho`` (not resent until a reset);
+        * deleted by this product for this tenant (``zoho_sync_deletions``, e.g. a crash after the delete) →
+          ``deleted_in_source``: the customer comes back as new if it reappears in the store;
+        * deleted by this product for another tenant of the same org → sent again as a new record (``failed``,
+          retryable, no id): this tenant's store still has the customer.
+        """
         ids = list(dict.fromkeys(map(str, zoho_ids)))
         if not ids:
             return _state_frame(pd.DataFrame())
-        hit = sa.and_(self._one_of(customers_state.c.zoho_id, ids), customers_state.c.status != DELETED_IN_ZOHO)
+        hit = sa.and_(self._one_of(customers_state.c.zoho_id, ids), customers_state.c.status.in_(LIVE_STATUSES))
         query = self._select().where(hit)
+        ours = sa.select(own_deletions.c.zoho_id, own_deletions.c.tenant_id).where(
+            self._one_of(own_deletions.c.zoho_id, ids))
         with self.engine.connect() as conn:
             if apply:
                 conn.info["immediate"] = True  # SQLite: hold the write lock from the read on
             with conn.begin():
-                frame = pd.read_sql(query.with_for_update() if apply else query, conn)
-                if apply and len(frame):
-                    conn.execute(sa.update(customers_state).where(customers_state.c.tenant_id == self.tenant_id, hit)
-                                 .values(status=DELETED_IN_ZOHO, updated_at=now_utc()))
-        frame = _state_frame(frame)
-        frame["status"] = DELETED_IN_ZOHO
+                frame = _state_frame(pd.read_sql(query.with_for_update() if apply else query, conn))
+                deleted_by = {str(row.zoho_id): row.tenant_id for row in conn.execute(ours)}
+                by = frame["zoho_id"].astype("object").map(deleted_by)
+                mine, other = (by == self.tenant_id).to_numpy(), (by.notna() & (by != self.tenant_id)).to_numpy()
+                frame.loc[~(mine | other), "status"] = DELETED_IN_ZOHO
+                frame.loc[mine, "status"] = DELETED_IN_SOURCE
+                frame.loc[other, ["status", "retryable", "zoho_id", "error_code"]] = [
+                    FAILED, True, None, DELETED_BY_OTHER_TENANT]
+                if apply:
+                    for status in (DELETED_IN_ZOHO, DELETED_IN_SOURCE):
+                        keys = frame.loc[frame["status"] == status, "customer_key"].tolist()
+                        if keys:
+                            conn.execute(sa.update(customers_state).where(
+                                customers_state.c.tenant_id == self.tenant_id,
+                                self._one_of(customers_state.c.customer_key, keys)).values(
+                                status=status, updated_at=now_utc()))
+                    keys = frame.loc[other, "customer_key"].tolist()
+                    if keys:
+                        conn.execute(sa.update(customers_state).where(
+                            customers_state.c.tenant_id == self.tenant_id,
+                            self._one_of(customers_state.c.customer_key, keys)).values(
+                            status=FAILED, retryable=True, zoho_id=None, error_code=DELETED_BY_OTHER_TENANT,
+                            error_message="deleted in Zoho by this product for another tenant of the same org; "
+                                          "sent again because this tenant's store still has the customer",
+                            updated_at=now_utc()))
         return frame
+
+    def record_own_deletions(self, rows: Iterable[tuple[str, str, str]]) -> None:
+        """Write ahead of a delete call: (zoho_id, customer_key, module) this tenant is about to delete."""
+        values = [{"zoho_id": str(zoho_id), "tenant_id": self.tenant_id, "customer_key": str(key), "module": module,
+                   "deleted_at": now_utc()} for zoho_id, key, module in rows]
+        if not values:
+            return
+        insert = _dialect_insert(self.engine)(own_deletions)
+        statement = insert.on_conflict_do_update(
+            index_elements=["zoho_id"], set_={k: insert.excluded[k] for k in ("tenant_id", "customer_key", "module",
+                                                                             "deleted_at")})
+        with self.engine.begin() as conn:
+            conn.execute(statement, values)
+
+    def zoho_ids_synced_by_other_tenants(self, zoho_ids: Iterable[str]) -> set[str]:
+        """The ``zoho_ids`` another tenant of this state database still syncs (shares an org and the person)."""
+        ids = list(dict.fromkeys(map(str, zoho_ids)))
+        if not ids:
+            return set()
+        query = sa.select(customers_state.c.zoho_id).where(
+            self._one_of(customers_state.c.zoho_id, ids), customers_state.c.tenant_id != self.tenant_id,
+            customers_state.c.status.in_(LIVE_STATUSES)).distinct()
+        with self.engine.connect() as conn:
+            return {str(value) for value in conn.execute(query).scalars()}
+
+    def keys_with_emails(self, emails: Iterable[str]) -> pd.DataFrame:
+        """This tenant's state rows (customer_key, email) whose email is one of ``emails``."""
+        wanted = list(dict.fromkeys(e for e in emails if isinstance(e, str)))
+        if not wanted:
+            return pd.DataFrame({"customer_key": pd.Series(dtype="string"), "email": pd.Series(dtype="string")})
+        query = sa.select(customers_state.c.customer_key, customers_state.c.email).where(
+            customers_state.c.tenant_id == self.tenant_id, self._one_of(customers_state.c.email, wanted))
+        with self.engine.connect() as conn:
+            frame = pd.read_sql(query, conn)
+        return frame.astype({"customer_key": "string", "email": "string"})
 
     def _select(self) -> sa.Select:
         return sa.select(*[customers_state.c[name] for name in STATE_COLUMNS]).where(
@@ -311,6 +411,11 @@ class StateStore:
         else:
             self._executemany_upsert_sqlite(values, now_utc())
         return len(values[0])
+
+    def write_ahead(self, rows: list[dict[str, Any]]) -> int:
+        """Before a call: state rows saying what is about to happen (``UNCONFIRMED``/``CONVERTING``), written
+        like outcomes; the call's outcome overwrites them."""
+        return self.save_outcomes(rows)
 
     def _executemany_upsert_sqlite(self, values: list[list[Any]], stamp: datetime) -> None:
         """``values``: one list per STATE_COLUMNS column, of Python values (None for missing)."""
@@ -365,11 +470,19 @@ class StateStore:
             raw.close()
 
     def count_retryable_failures(self) -> int:
-        return self._count(customers_state.c.status == "failed", customers_state.c.retryable.is_(True))
+        """Rows the next run must send again: retryable failures and writes a crash left unconfirmed."""
+        return self._count(sa.or_(sa.and_(customers_state.c.status == FAILED, customers_state.c.retryable.is_(True)),
+                                  customers_state.c.status.in_((UNCONFIRMED, CONVERTING))))
 
     def count_confirmed(self, modules: Iterable[str]) -> int:
-        """Rows of ``modules`` whose last outcome is not a failure (a reset's progress, counted in the database)."""
-        return self._count(customers_state.c.module.in_(list(modules)), customers_state.c.status != "failed")
+        """Rows of ``modules`` whose last outcome Zoho confirmed (a reset's progress, counted in the database)."""
+        return self._count(customers_state.c.module.in_(list(modules)),
+                           customers_state.c.status.not_in((FAILED, UNCONFIRMED, CONVERTING)))
+
+    def count_live_in_zoho(self) -> int:
+        """Rows of customers this tenant keeps in Zoho (a live status and a Zoho id): the base of the
+        mass-deletion limit's share."""
+        return self._count(customers_state.c.status.in_(LIVE_STATUSES), customers_state.c.zoho_id.is_not(None))
 
     def _count(self, *conditions: sa.ColumnElement[bool]) -> int:
         query = sa.select(sa.func.count()).select_from(customers_state).where(
@@ -411,10 +524,11 @@ class StateStore:
 
     # --- tenant lock -----------------------------------------------------------------------------
     def acquire_lock(self, holder: str, run_id: str, ttl: timedelta) -> tuple[bool, dict[str, Any] | None]:
-        """Take the tenant's lock for ``holder`` unless another holder's lease is still running.
+        """Take the tenant's lock for ``holder`` unless another run's lease is still running.
 
-        Returns (acquired, current holder row). The same holder kind may take over its own lease (a
-        resumed reset, or the next sync run after a crashed one).
+        Returns (acquired, current holder row). One run per tenant, whatever its kind: only the run that
+        holds the lease (a task retried) takes it again; any other run waits until the lease ends, which
+        the holder's tasks keep pushing forward while they work (``renew_lock``).
         """
         now = now_utc()
         with self.engine.connect() as conn:
@@ -423,7 +537,7 @@ class StateStore:
                 if self.engine.dialect.name == "postgresql":
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"lock:{self.tenant_id}"})
                 row = conn.execute(sa.select(tenant_locks).where(tenant_locks.c.tenant_id == self.tenant_id)).first()
-                if row is not None and row.holder != holder and _aware(row.expires_at) > now:
+                if row is not None and row.run_id != run_id and _aware(row.expires_at) > now:
                     return False, dict(row._mapping)
                 values = {"holder": holder, "run_id": run_id, "expires_at": now + ttl}
                 if row is None:
@@ -431,6 +545,20 @@ class StateStore:
                 else:
                     conn.execute(sa.update(tenant_locks).where(tenant_locks.c.tenant_id == self.tenant_id).values(**values))
                 return True, None
+
+    def renew_lock(self, holder: str, run_id: str, ttl: timedelta) -> bool:
+        """Push the lease of the run that holds the lock to now + ``ttl``; False when it holds it no longer
+        (its lease ended and another run took the tenant: this run must stop writing)."""
+        with self.engine.begin() as conn:
+            renewed = conn.execute(sa.update(tenant_locks).where(
+                tenant_locks.c.tenant_id == self.tenant_id, tenant_locks.c.holder == holder,
+                tenant_locks.c.run_id == run_id).values(expires_at=now_utc() + ttl))
+            return renewed.rowcount == 1
+
+    def lock_holder(self) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(tenant_locks).where(tenant_locks.c.tenant_id == self.tenant_id)).first()
+        return dict(row._mapping) if row else None
 
     def release_lock(self, holder: str, run_id: str) -> None:
         with self.engine.begin() as conn:
@@ -494,14 +622,35 @@ class StateStore:
         if not errors:
             return
         stamp = now_utc()
-        rows = [{"tenant_id": self.tenant_id, "run_id": run_id, "at": stamp, **e} for e in errors]
+        rows = [{"tenant_id": self.tenant_id, "run_id": run_id, "at": stamp, "kind": "rejected", **e} for e in errors]
         with self.engine.begin() as conn:
             conn.execute(sa.insert(record_errors), rows)
 
-    def errors(self, run_id: str | None = None) -> list[dict[str, Any]]:
+    def record_invalid(self, run_id: str, invalid: pd.DataFrame, read_keys: Sequence[str] | None) -> None:
+        """Keep the tenant's list of customers never sent (``kind = 'invalid'``) current: after a full pass
+        (``read_keys`` None) the list is replaced; otherwise the rows of the customers read (``read_keys``) are."""
+        keys = invalid["customer_key"].astype("string").tolist()
+        read = None if read_keys is None else list(dict.fromkeys([*map(str, read_keys), *keys]))
+        rows = [{"tenant_id": self.tenant_id, "run_id": run_id, "at": now_utc(), "kind": "invalid",
+                 "customer_key": key, "email": None if is_missing(email) else str(email)[:320],
+                 "code": "INVALID_" + str(reason).split()[0].upper(), "message": str(reason), "retryable": False}
+                for key, email, reason in zip(keys, invalid["email"].tolist(), invalid["reason"].tolist())]
+        forget = sa.delete(record_errors).where(record_errors.c.tenant_id == self.tenant_id,
+                                                record_errors.c.kind == "invalid")
+        with self.engine.begin() as conn:
+            if read is None:
+                conn.execute(forget)
+            elif read:
+                conn.execute(forget.where(self._one_of(record_errors.c.customer_key, read)))
+            if rows:
+                conn.execute(sa.insert(record_errors), rows)
+
+    def errors(self, run_id: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(record_errors).where(record_errors.c.tenant_id == self.tenant_id).order_by(record_errors.c.id)
         if run_id:
             query = query.where(record_errors.c.run_id == run_id)
+        if kind:
+            query = query.where(record_errors.c.kind == kind)
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 

@@ -142,7 +142,7 @@ def test_permanent_rejections_wait_for_a_source_change_and_the_run_stays_green(w
     overrides = {"mapping_overrides": {"Contacts": {"Store_URL": "full_name"}}}
     first = world.run(**overrides)
     assert first["failed"] > 0
-    errors = world.store.errors()
+    errors = world.store.errors(kind="rejected")
     assert errors and errors[0]["code"] == "INVALID_DATA" and errors[0]["retryable"] is False
     second = world.run(**overrides)
     assert second["write_calls"] == 0 and second["skipped"] >= first["failed"]
@@ -165,7 +165,9 @@ def test_a_mapping_that_does_not_fit_the_org_fails_before_anything_is_sent(world
 def test_a_systemic_failure_fails_the_task_and_loses_nothing(world):
     world.zoho.inject_fault("500", times=100, operation="upsert")
     world.run(expect="failed")
-    assert world.store.load().empty  # nothing confirmed, nothing recorded
+    state = world.store.load()
+    # nothing confirmed: the state holds only what was about to be sent (write-ahead), no Zoho id
+    assert set(state["status"]) <= {"unconfirmed"} and state["zoho_id"].isna().all()
     with world.zoho._lock:  # Zoho is back
         world.zoho._faults.clear()
     summary = world.run()

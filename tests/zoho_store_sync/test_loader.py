@@ -12,6 +12,7 @@ import pytest
 from zoho_store_sync.hooks.zoho_crm import RecordOutcome, ZohoError
 from zoho_store_sync.loader import apply_plan
 from zoho_store_sync.state import StateStore, make_engine
+from zoho_store_sync.state_migrations import migrate
 
 
 def _changes(n: int) -> pd.DataFrame:
@@ -51,7 +52,15 @@ class _RecordingStore:
     """What the loader writes; ``on_write(n)`` runs during the n-th write."""
 
     def __init__(self, zoho: _Zoho, on_write=None) -> None:
-        self.zoho, self.on_write, self.writes = zoho, on_write, []
+        self.zoho, self.on_write, self.writes, self.written_ahead = zoho, on_write, [], []
+
+    def write_ahead(self, rows):  # type: ignore[no-untyped-def]
+        keys = [row["customer_key"] for row in rows]
+        with self.zoho.lock:
+            assert not set(keys) & self.zoho.answered, "a write-ahead row written after Zoho answered"
+            assert {row["status"] for row in rows} <= {"unconfirmed", "converting"}
+            self.written_ahead.extend(keys)
+        return len(rows)
 
     def save_outcomes(self, rows):  # type: ignore[no-untyped-def]
         keys = [row["customer_key"] for row in rows]
@@ -94,6 +103,7 @@ def test_the_next_call_goes_out_before_the_answered_batch_is_written(write_every
     result = apply_plan(zoho, store, _changes(300), concurrency=2)  # type: ignore[arg-type]
     assert {str(k) for k in range(1, 101)} <= set(store.writes[0])  # the first batch, in the first write
     assert sorted(int(k) for keys in store.writes for k in keys) == list(range(1, 301))
+    assert sorted(map(int, store.written_ahead)) == list(range(1, 301))  # each insert announced before its call
     assert (result.inserted, result.sent) == (300, 300)
 
 
@@ -152,8 +162,8 @@ def test_counts_and_state_rows_for_a_mix_of_answers(state_url):
         return RecordOutcome(ok=True, code="SUCCESS", action="insert" if key % 2 else "update", zoho_id=f"z{key}")
 
     engine = make_engine(state_url)
+    migrate(engine)
     store = StateStore(engine, "loader_counts")
-    store.create_schema()
     store.forget()
     zoho = _Zoho(answer=answer)
     result = apply_plan(zoho, store, _changes(1000), concurrency=4)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ import pytest
 
 from zoho_store_sync.hooks.zoho_tokens import AccessToken, cache_key, cipher_for
 from zoho_store_sync.state import DatabaseTokenCache, StateStore, make_engine
+from zoho_store_sync.state_migrations import migrate
 
 
 def _row(key: str, **overrides) -> dict:
@@ -23,17 +24,18 @@ def _row(key: str, **overrides) -> dict:
 @pytest.fixture
 def store(state_url):
     engine = make_engine(state_url)
+    migrate(engine)
     s = StateStore(engine, "tenant_a")
-    s.create_schema()
     s.forget()
     yield s
     StateStore(engine, "tenant_b").forget()
     engine.dispose()
 
 
-def test_schema_creation_is_idempotent(store):
-    store.create_schema()
-    store.create_schema()
+def test_migrating_again_is_idempotent_and_the_schema_check_passes(store):
+    assert migrate(store.engine).steps == []
+    assert migrate(store.engine).steps == []
+    store.check_schema()
     assert store.load().empty
 
 
@@ -180,11 +182,12 @@ def test_a_bulk_write_over_some_existing_rows_updates_them_and_adds_the_others(s
     assert other.load().iloc[0]["zoho_id"] == "theirs"
 
 
-def test_the_state_table_leaves_room_for_in_page_updates_and_indexes_zoho_ids(store):
+def test_the_state_table_leaves_room_for_in_page_updates_and_indexes_zoho_ids_and_emails(store):
     import sqlalchemy as sa
 
-    names = {index["name"] for index in sa.inspect(store.engine).get_indexes("zoho_sync_state")}
-    assert "ix_zoho_sync_state_zoho_id" in names
+    indexes = {index["name"]: index["column_names"] for index in sa.inspect(store.engine).get_indexes("zoho_sync_state")}
+    assert indexes == {"ix_zoho_sync_state_zoho_id_any": ["zoho_id"],
+                       "ix_zoho_sync_state_tenant_email": ["tenant_id", "email"]}
     if store.engine.dialect.name == "postgresql":
         with store.engine.connect() as conn:
             options = conn.exec_driver_sql("SELECT reloptions FROM pg_class WHERE relname = 'zoho_sync_state'").scalar()
