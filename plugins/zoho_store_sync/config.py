@@ -1,18 +1,47 @@
-"""Tenant configuration: the `zoho_sync_tenants` Variable parsed and validated, one tenant at a time."""
+"""Tenant configuration: the `zoho_sync_tenants` Variable parsed and validated, one tenant at a time.
+
+Everything is checked where it is written, when the Variable is parsed (by the DAG processor, and by each task):
+the schedule by Airflow's own cron parser, the mapping file (inside include/mappings, valid YAML, known fields)
+and its overrides. A broken entry is one line naming the tenant and the field, never a failure mid-run.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
-from zoho_store_sync.settings import DEFAULT_SCHEDULE, DEFAULT_ZOHO_POOL, STATE_DB_CONN_ID
+from zoho_store_sync.errors import MappingError, TenantNotConfigured
+from zoho_store_sync.settings import DEFAULT_SCHEDULE, DEFAULT_ZOHO_POOL, STATE_DB_CONN_ID, mappings_dir
 
 ZohoModule = Literal["Contacts", "Leads"]
 SyncOption = Literal["none", "all_stores", "my_stores"]
 TENANT_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$"
+_DRIVE = re.compile(r"^[A-Za-z]:")  # C:\..., C:file: a Windows absolute or drive path
+_SCHEDULE_HELP = "a 5-field cron expression, an @preset (@hourly, @daily, @once, @continuous...), or null for manual only"
+
+
+@functools.lru_cache(maxsize=256)  # 500 tenants share a few schedules
+def _schedule_problem(schedule: str) -> str | None:
+    """Why Airflow would refuse ``schedule`` as a DAG's schedule (None: it accepts it), asking Airflow itself: the
+    presets it maps to no cron, then the cron parser behind its timetables (presets such as @daily included)."""
+    if schedule in ("@once", "@continuous"):
+        return None
+    if not schedule.startswith("@") and len(schedule.split()) != 5:
+        return f"must be {_SCHEDULE_HELP}"
+    from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
+    from airflow.sdk.exceptions import AirflowTimetableInvalid
+
+    try:
+        CronTriggerTimetable(schedule, timezone="UTC").validate()
+    except AirflowTimetableInvalid as exc:
+        return f"{schedule!r} is not a schedule Airflow accepts ({exc}): must be {_SCHEDULE_HELP}"
+    return None
 
 
 class MagentoOptions(BaseModel):
@@ -23,7 +52,7 @@ class MagentoOptions(BaseModel):
     store_code: str = Field("default", pattern=r"^[a-z0-9_]+$")
     website_ids: list[int] | None = None  # None: every website of the store
     page_size: int = Field(300, ge=1, le=300)  # Magento's input limit caps pages at 300
-    guest_orders_as_leads: bool = False  # guests have no account: not customers unless the tenant opts in
+    guest_orders_as_leads: StrictBool = False  # guests have no account: not customers unless the tenant opts in
     overlap_seconds: int = Field(300, ge=0, le=86_400)  # incremental window overlap (many rows share a second)
 
 
@@ -34,11 +63,11 @@ class DecoNetworkOptions(BaseModel):
 
     # ObjectStoragePath URL of DecoNetwork's customer export CSV: file:///..., s3://conn_id@bucket/key, gs://...
     customers_export_url: str | None = None
-    use_order_api: bool = True  # buyers, order count and order value from /api/json/manage_orders/find
+    use_order_api: StrictBool = True  # buyers, order count and order value from /api/json/manage_orders/find
     # Affiliate tenants: the affiliate stores they own. Their parent's sync leaves these stores out.
     store_ids: list[str] | None = None
     affiliate_of: str | None = Field(None, pattern=TENANT_ID_PATTERN)  # the parent tenant's id
-    allow_affiliate_integrations: bool = False  # parent: affiliates may run their own Zoho integration
+    allow_affiliate_integrations: StrictBool = False  # parent: affiliates may run their own Zoho integration
     # DecoNetwork's docs disagree on codes 6/7 (Date Shipped / Date Invoiced); only 8 (Date Modified) is used.
     date_modified_field: int = Field(8, ge=1, le=8)
     overlap_minutes: int = Field(60, ge=0, le=24 * 60)
@@ -55,19 +84,23 @@ class TenantConfig(BaseModel):
     zoho_conn_id: str = Field(min_length=1)
     state_conn_id: str = STATE_DB_CONN_ID
     schedule: str | None = DEFAULT_SCHEDULE
-    enabled: bool = True
+    enabled: StrictBool = True  # strict, as every boolean here: "no" or 0 is an error, not false
     sync_option: SyncOption = "all_stores"
-    sync_contacts: bool = True
-    sync_leads: bool = True
+    sync_contacts: StrictBool = True
+    sync_leads: StrictBool = True
     mapping: str | None = None  # file in include/mappings/, default "<source>.yaml"
     # {"Contacts": {"Zoho_Field": "source_field" | null}}: add, override, or (null) delete a mapping
     mapping_overrides: dict[ZohoModule, dict[str, str | None]] = Field(default_factory=dict)
     zoho_pool: str = DEFAULT_ZOHO_POOL
     zoho_max_concurrency: int = Field(10, ge=1, le=25)
-    zoho_workflow_triggers: bool = True
+    zoho_workflow_triggers: StrictBool = True
     zoho_max_retries: int = Field(6, ge=0, le=12)  # in-task retries of a 429/5xx/dropped call (backoff with jitter)
     retries: int = Field(3, ge=0, le=10)  # Airflow task retries
-    failure_threshold: float = Field(0.1, ge=0.0, le=1.0)
+    failure_threshold: float = Field(0.1, ge=0.0, le=1.0)  # share of rejected, or of invalid, records: red
+    # Mass-deletion protection: a run deleting or flagging more than this many records, or more than this share
+    # of the records the tenant keeps in Zoho (from 10 records on), deletes nothing and turns red.
+    max_deletions: int = Field(500, ge=0)
+    max_deletion_share: float = Field(0.1, ge=0.0, le=1.0)
     magento: MagentoOptions = Field(default_factory=MagentoOptions)
     deconetwork: DecoNetworkOptions = Field(default_factory=DecoNetworkOptions)
     # What to do when a customer disappears from (Magento) or is flagged deleted in (DecoNetwork) the store
@@ -78,9 +111,19 @@ class TenantConfig(BaseModel):
     @field_validator("schedule")
     @classmethod
     def _schedule_is_cron_or_preset(cls, value: str | None) -> str | None:
-        if value is None or value.startswith("@") or len(value.split()) == 5:
-            return value
-        raise ValueError("must be a 5-field cron expression, an @preset, or null for manual only")
+        problem = None if value is None else _schedule_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("mapping")
+    @classmethod
+    def _mapping_is_a_file_name_in_the_mappings_folder(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or value.startswith(("/", "\\")) or _DRIVE.match(value)
+                                  or ".." in re.split(r"[/\\]", value)):
+            raise ValueError("must name a file in include/mappings/ (a relative path without '..'), "
+                             f"got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _affiliate_names_its_stores(self) -> TenantConfig:
@@ -111,6 +154,137 @@ class TenantConfig(BaseModel):
         if self.sync_option == "none":
             return ()
         return tuple(m for m, on in (("Contacts", self.sync_contacts), ("Leads", self.sync_leads)) if on)
+
+
+# ---- mapping files: include/mappings/<file>, checked when the Variable is parsed --------------------------------
+MAPPED_MODULES = ("Contacts", "Leads")
+# The canonical customer fields a mapping may name: customers.CUSTOMER_COLUMNS, which imports pandas (the parse
+# must not). tests/zoho_store_sync/test_config.py keeps the two equal.
+CUSTOMER_FIELDS = frozenset({
+    "customer_key", "email", "company", "full_name", "firstname", "lastname", "salutation", "address", "city",
+    "state", "zip", "country_name", "phone_number", "store", "store_url", "store_id", "store_is_mine",
+    "order_count", "balance", "total_order_value", "newsletter", "deleted", "registered", "source_updated_at",
+})
+
+
+@dataclass(frozen=True)
+class _MappingProblem:
+    setting: str  # the tenant's field to fix: "mapping" (the file it names) or "mapping_overrides"
+    detail: str
+
+
+_ModuleFields = dict[str, dict[str, Any]]  # module -> {Zoho field: customer field}, as written
+
+
+def mapping_fields(tenant: TenantConfig) -> dict[str, dict[str, str]]:
+    """Per module, Zoho field API name -> customer field: the tenant's mapping file with its overrides applied,
+    checked. Raises MappingError naming the tenant (its ``setting``: the tenant field to fix)."""
+    fields = _mapping_fields(tenant, {})
+    if isinstance(fields, _MappingProblem):
+        raise MappingError(f"tenant {tenant.tenant_id!r}: {fields.detail}", setting=fields.setting)
+    return fields
+
+
+def _mapping_fields(tenant: TenantConfig, memo: dict[Any, Any]) -> dict[str, dict[str, str]] | _MappingProblem:
+    """``mapping_fields``, or what is wrong. ``memo`` keeps, for one parse of 500 tenants, each file read and the
+    result of each (file, record types) without overrides: most tenants share one of those."""
+    name, synced = tenant.mapping_file, tenant.modules
+    shared = None if tenant.mapping_overrides else (name, synced)
+    if shared in memo:
+        return memo[shared]  # type: ignore[no-any-return]
+    if name not in memo:
+        memo[name] = _mapping_file(name)
+    written = memo[name]
+    if isinstance(written, _MappingProblem):
+        return written
+    fields = _merged_fields(tenant, name, written, synced)
+    if shared:
+        memo[shared] = fields
+    return fields
+
+
+def _merged_fields(tenant: TenantConfig, name: str, written: _ModuleFields,
+                   synced: tuple[str, ...]) -> dict[str, dict[str, str]] | _MappingProblem:
+    fields: dict[str, dict[str, str]] = {}
+    for module in MAPPED_MODULES:
+        overrides: dict[str, str | None] = tenant.mapping_overrides.get(module, {})  # type: ignore[call-overload]
+        merged = dict(written[module])
+        for zoho_field, source_field in overrides.items():
+            if source_field is None:
+                merged.pop(zoho_field, None)  # DecoNetwork's "Delete"
+            else:
+                merged[zoho_field] = source_field  # "Add new field" or override
+
+        def setting(zoho_field: str) -> str:
+            return "mapping_overrides" if zoho_field in overrides else "mapping"  # noqa: B023 - used at once
+
+        for zoho_field, source_field in merged.items():
+            if not isinstance(source_field, str) or source_field not in CUSTOMER_FIELDS:
+                where = "" if zoho_field in overrides else f" in mapping file {name!r}"
+                return _MappingProblem(setting(zoho_field), (
+                    f"mapping {module}.{zoho_field}: unknown customer field {source_field!r}{where} "
+                    f"(known: {', '.join(sorted(CUSTOMER_FIELDS))})"))
+        if module in synced:
+            if merged.get("Email") != "email":
+                return _MappingProblem(setting("Email"),
+                                       f"mapping {module}.Email: must map 'email' (records are matched on it)")
+            if "Last_Name" not in merged:
+                return _MappingProblem(setting("Last_Name"), f"mapping {module}.Last_Name: missing (Zoho requires it)")
+        fields[module] = dict(sorted(merged.items()))
+    return fields
+
+
+def _mapping_file(name: str) -> _ModuleFields | _MappingProblem:
+    """include/mappings/<name>, which must stay inside that folder (symlinks resolved), read and shape-checked."""
+    folder = mappings_dir()
+    try:
+        root = folder.resolve()
+        path = (folder / name).resolve()
+        found = path.stat() if path.is_relative_to(root) else None
+    except FileNotFoundError:
+        return _MappingProblem("mapping", f"mapping file {name!r} not found in {folder}")
+    except (OSError, RuntimeError) as exc:  # a symlink loop, a folder we may not read
+        return _MappingProblem("mapping", f"mapping file {name!r} cannot be read: {exc}")
+    if found is None:
+        return _MappingProblem("mapping", f"mapping file {name!r} resolves to {path}, outside the mappings folder "
+                                          f"{root}: only files inside it can be used")
+    if not os.path.isfile(path):
+        return _MappingProblem("mapping", f"mapping file {name!r} not found in {folder} (not a file)")
+    return _read_mapping_file(str(path), name, found.st_mtime_ns, found.st_size)
+
+
+@functools.lru_cache(maxsize=64)  # one read per version of a file: 500 tenants usually share two files
+def _read_mapping_file(path: str, name: str, mtime_ns: int, size: int) -> _ModuleFields | _MappingProblem:
+    import yaml  # already loaded with Airflow
+
+    def problem(detail: str) -> _MappingProblem:
+        return _MappingProblem("mapping", f"mapping file {name!r} {detail}")
+
+    try:
+        with open(path, encoding="utf-8") as stream:
+            raw = yaml.safe_load(stream)
+    except UnicodeDecodeError:
+        return problem("is not UTF-8 text")
+    except yaml.YAMLError as exc:
+        mark, what = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None and what else ""
+        return problem(f"is not valid YAML: {what or ' '.join(str(exc).split())}{where}")
+    except OSError as exc:
+        return problem(f"cannot be read: {exc}")
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        return problem(f"must map Contacts and Leads to {{Zoho field: customer field}}, not be a {type(raw).__name__}")
+    unknown = [key for key in raw if key not in MAPPED_MODULES]
+    if unknown:
+        return problem(f"names the module {unknown[0]!r}: only {' and '.join(MAPPED_MODULES)} are synced")
+    modules: _ModuleFields = {}
+    for module in MAPPED_MODULES:
+        fields = raw.get(module) or {}
+        if not isinstance(fields, dict):
+            return problem(f"must map {module} to {{Zoho field: customer field}}, not a {type(fields).__name__}")
+        modules[module] = {str(zoho_field): source_field for zoho_field, source_field in fields.items()}
+    return modules
 
 
 @dataclass
@@ -150,6 +324,7 @@ def parse_tenants(raw: Any) -> TenantsParseResult:
         result.errors.append(f"Variable must be a JSON list of tenant objects, got {type(raw).__name__}")
         return result
     seen: set[str] = set()
+    mappings: dict[Any, Any] = {}  # each mapping file is checked once per parse
     for index, entry in enumerate(raw):
         who = _describe(entry, index)
         if not isinstance(entry, dict):
@@ -164,6 +339,10 @@ def parse_tenants(raw: Any) -> TenantsParseResult:
             result.errors.append(f"{who}: field 'tenant_id': duplicate, already used by an earlier entry")
             continue
         seen.add(tenant.tenant_id)
+        mapping = _mapping_fields(tenant, mappings)
+        if isinstance(mapping, _MappingProblem):
+            result.errors.append(f"{who}: field {mapping.setting!r}: {mapping.detail}")
+            continue
         result.tenants.append(tenant)
     _check_affiliates(result)
     result.tenants.sort(key=lambda t: t.tenant_id)
@@ -208,7 +387,7 @@ def get_tenant(tenant_id: str) -> TenantConfig:
             return tenant
     problems = [e for e in parsed.errors if repr(tenant_id) in e]
     detail = f": {problems[0]}" if problems else ""
-    raise LookupError(f"tenant {tenant_id!r} is not configured in the Variable{detail}")
+    raise TenantNotConfigured(f"tenant {tenant_id!r} is not configured in the Variable{detail}")
 
 
 def tenant_param(description: str):  # type: ignore[no-untyped-def]

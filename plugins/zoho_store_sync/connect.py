@@ -14,6 +14,7 @@ from typing import Any
 
 from zoho_store_sync import pipeline
 from zoho_store_sync.config import TenantConfig, get_tenant
+from zoho_store_sync.errors import VerificationFailed
 from zoho_store_sync.hooks.zoho_crm import ZohoConfigError, ZohoError, ZohoOAuthError, ZohoScopeError
 from zoho_store_sync.mapping import check_against_org, load_mapping
 from zoho_store_sync.state import RefreshTokenStore
@@ -26,10 +27,6 @@ REQUIRED_SCOPES: dict[str, list[tuple[str, ...]]] = {
     "Leads": [("ZohoCRM.modules.ALL", "ZohoCRM.modules.leads.ALL", "ZohoCRM.modules.leads.WRITE")],
     "_always": [("ZohoCRM.settings.fields.READ", "ZohoCRM.settings.fields.ALL", "ZohoCRM.settings.ALL")],
 }
-
-
-class VerificationFailed(RuntimeError):
-    """One line per failed check, each saying what to do."""
 
 
 @dataclass

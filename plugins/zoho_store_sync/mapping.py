@@ -13,15 +13,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import yaml
 
-from zoho_store_sync.config import TenantConfig
+from zoho_store_sync.config import TenantConfig, mapping_fields
 from zoho_store_sync.customers import CUSTOMER_COLUMNS, ZOHO_EMAIL_MAX_LENGTH, arrow_hashes, is_arrow_string
 from zoho_store_sync.errors import MappingError  # noqa: F401 - re-exported
-from zoho_store_sync.settings import mappings_dir
 
 HASH_VERSION = "1"  # bump when the hash recipe changes: every record is then re-sent once
-MODULES = ("Contacts", "Leads")
 # Zoho's standard lengths (zoho-crm-api.md §7); the org's field metadata overrides them when read.
 STANDARD_FIELD_LENGTHS = {
     "First_Name": 40, "Last_Name": 80, "Email": 100, "Phone": 30, "Mobile": 30, "Fax": 30,
@@ -44,33 +41,11 @@ class Mapping:
 
 
 def load_mapping(tenant: TenantConfig) -> Mapping:
-    """The tenant's mapping file with its overrides applied, checked against the canonical fields."""
-    path = mappings_dir() / tenant.mapping_file
-    who = f"tenant {tenant.tenant_id!r}"
-    if not path.is_file():
-        raise MappingError(f"{who}: mapping file {path.name!r} not found in {path.parent}")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    fields: dict[str, dict[str, str]] = {}
-    for module in MODULES:
-        merged = {str(k): v for k, v in (raw.get(module) or {}).items()}
-        for zoho_field, source_field in tenant.mapping_overrides.get(module, {}).items():  # type: ignore[call-overload]
-            if source_field is None:
-                merged.pop(zoho_field, None)  # DecoNetwork's "Delete"
-            else:
-                merged[zoho_field] = source_field  # "Add new field" or override
-        for zoho_field, source_field in merged.items():
-            if source_field not in CUSTOMER_COLUMNS:
-                raise MappingError(
-                    f"{who}: mapping {module}.{zoho_field}: unknown customer field {source_field!r} "
-                    f"(known: {', '.join(sorted(CUSTOMER_COLUMNS))})"
-                )
-        if module in tenant.modules:
-            if merged.get("Email") != "email":
-                raise MappingError(f"{who}: mapping {module}.Email: must map 'email' (records are matched on it)")
-            if "Last_Name" not in merged:
-                raise MappingError(f"{who}: mapping {module}.Last_Name: missing (Zoho requires it)")
-        fields[module] = dict(sorted(merged.items()))
-    return Mapping(fields=fields)
+    """The tenant's mapping file with its overrides applied, checked against the canonical fields.
+
+    The checks are config.mapping_fields': the same ones the tenants Variable's parse runs, so a mapping that
+    passed the parse only fails here if its file changed since; raises MappingError naming the tenant."""
+    return Mapping(fields=mapping_fields(tenant))
 
 
 def build_payloads(customers: pd.DataFrame, mapping: Mapping, module: str) -> pd.DataFrame:

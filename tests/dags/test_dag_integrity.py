@@ -101,6 +101,22 @@ def test_malformed_tenant_is_named_with_its_field_and_other_tenants_still_load(m
     assert "tenant entry #3" in message and "'tenant_id'" in message
 
 
+def test_a_bad_schedule_or_mapping_is_named_with_its_tenant_and_field_not_as_an_error_of_the_sync_file(monkeypatch):
+    # A cron Airflow refuses used to surface as zoho_sync.py's "AirflowTimetableInvalid: [61 * * * *] ...",
+    # naming neither tenant nor field; a mapping outside include/mappings built a DAG that failed mid-run.
+    broken = VALID + [
+        {"tenant_id": "gamma", "source": "magento", "store_conn_id": "m", "zoho_conn_id": "z", "schedule": "61 * * * *"},
+        {"tenant_id": "delta", "source": "magento", "store_conn_id": "m", "zoho_conn_id": "z",
+         "mapping": "../../etc/passwd"},
+    ]
+    bag = _dagbag(monkeypatch, broken)
+    assert {d for d in bag.dag_ids if d.startswith("zoho_sync__")} == {"zoho_sync__acme_eu", "zoho_sync__beta"}
+    [(path, message)] = bag.import_errors.items()
+    assert path.endswith("zoho_tenant_config_check.py")
+    assert "tenant 'gamma': field 'schedule': " in message and "61 * * * *" in message
+    assert "tenant 'delta': field 'mapping': " in message
+
+
 def test_variable_that_is_not_json_loads_no_tenant_dag_and_says_why(monkeypatch):
     bag = _dagbag(monkeypatch, "[{not json")
     assert not [d for d in bag.dag_ids if d.startswith("zoho_sync__")]
