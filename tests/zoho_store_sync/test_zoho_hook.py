@@ -1,4 +1,7 @@
-"""Specification tests of the Zoho CRM hook against the Zoho sandbox, a real HTTP server on loopback."""
+"""Specification tests of the Zoho CRM hook against the Zoho sandbox, a real HTTP server on loopback.
+
+(Over 400 lines: the hook's whole specification, one section per concern, shares these fixtures.)
+"""
 
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ import pytest
 import requests
 
 from sandboxes.zoho_crm import ZohoSandbox
-from zoho_store_sync.hooks import zoho_crm
 from zoho_store_sync.hooks.zoho_crm import (
     BULK_POLLS_ESTIMATE,
     RecordJSON,
@@ -34,6 +36,8 @@ from zoho_store_sync.hooks.zoho_crm import (
     parse_bulk_result,
 )
 from zoho_store_sync.hooks.zoho_tokens import AccessToken, MemoryTokenCache
+from zoho_store_sync.zoho import bulk as zoho_bulk
+from zoho_store_sync.zoho.oauth import ZohoOAuth
 
 CONN_ID = "zoho_hook_test"
 VOLATILE = {"id", "Created_Time", "Modified_Time", "Created_By", "Modified_By", "Owner"}
@@ -68,7 +72,7 @@ def make_hook(conn_id: str = CONN_ID, **options: Any) -> ZohoCrmHook:
         waits.append(seconds)
         time.sleep(seconds)
 
-    hook._sleep = sleep
+    hook.sleep = sleep
     hook.waits = waits  # type: ignore[attr-defined]
     return hook
 
@@ -438,11 +442,9 @@ def test_concurrent_tasks_in_separate_processes_share_one_access_token_refresh(
     import os
     import sys
 
-    from zoho_store_sync.state import StateStore, make_engine
+    from zoho_store_sync.state_migrations import migrate
 
-    engine = make_engine(state_url)
-    StateStore(engine, "t").create_schema()
-    engine.dispose()
+    migrate(state_url)
     # forkserver: Airflow is imported once in the server, then each task process is a cheap fork of it.
     # Python 3.11's forkserver ignores the parent's sys.path, so the preload needs PYTHONPATH.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
@@ -579,8 +581,8 @@ def test_sandbox_and_developer_orgs_use_their_own_api_host_even_when_the_token_n
     monkeypatch.setenv(*dc_env("zoho_dc", data_centre="eu", environment=environment))
     hook = ZohoCrmHook("zoho_dc")
     assert hook.endpoints()["api_domain"] == f"https://{environment}.zohoapis.eu"
-    token = hook._to_access_token({"access_token": "1000.x", "api_domain": "https://www.zohoapis.eu",
-                                   "expires_in": 3600})
+    token = hook.client.oauth.to_access_token({"access_token": "1000.x", "api_domain": "https://www.zohoapis.eu",
+                                               "expires_in": 3600})
     assert token.api_domain == f"https://{environment}.zohoapis.eu"
 
 
@@ -591,14 +593,14 @@ def test_a_token_is_never_sent_to_a_host_outside_the_data_centre(monkeypatch: py
     monkeypatch.setattr(requests.Session, "request", lambda self, method, url, **kw: sent.append(url))
     # A token response naming another data centre (a US token for an EU org) is refused.
     with pytest.raises(ZohoConfigError, match="www.zohoapis.com"):
-        hook._to_access_token({"access_token": "1000.x", "api_domain": "https://www.zohoapis.com"})
-    hook._token = AccessToken("1000.secret-token", "https://www.zohoapis.eu", time.time() + 3600)
+        hook.client.oauth.to_access_token({"access_token": "1000.x", "api_domain": "https://www.zohoapis.com"})
+    hook.client.oauth.token = AccessToken("1000.secret-token", "https://www.zohoapis.eu", time.time() + 3600)
     for url in ("https://evil.example", "https://www.zohoapis.eu.evil.example", "http://www.zohoapis.eu",
                 "https://www.zohoapis.com"):
         with pytest.raises(ZohoConfigError, match="refusing to send a Zoho token"):
             hook.request("GET", "/crm/v8/org", operation="org", base_url=url)
     with pytest.raises(ZohoConfigError):
-        hook._bulk_download("https://download.zohocrm.com/v2/bulk/write/1/result")  # the US download host
+        hook.client.bulk.download("https://download.zohocrm.com/v2/bulk/write/1/result")  # the US download host
     assert sent == []
 
 
@@ -627,7 +629,7 @@ def test_nothing_from_the_connection_extras_becomes_an_http_header(sandbox: Zoho
                                                   "timeout": 5}))
     hook = make_hook()
     seen: list[requests.PreparedRequest] = []
-    hook._session().hooks["response"].append(lambda response, *a, **k: seen.append(response.request))
+    hook.client.transport.session.hooks["response"].append(lambda response, *a, **k: seen.append(response.request))
     sandbox.bulk_step_seconds = 0.01
     hook.upsert("Contacts", [contact(1)])
     hook.bulk_upsert("Contacts", [contact(2)], poll_interval=0.01)
@@ -645,14 +647,14 @@ def test_no_token_or_secret_appears_in_any_log_line_or_exception_message(
         sandbox: ZohoSandbox, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     issued: list[str] = []
-    original = ZohoCrmHook._to_access_token
+    original = ZohoOAuth.to_access_token
 
-    def recording(self: ZohoCrmHook, body: dict) -> AccessToken:
+    def recording(self: ZohoOAuth, body: dict) -> AccessToken:
         issued.append(body["access_token"])
         issued.extend([body["refresh_token"]] if "refresh_token" in body else [])
         return original(self, body)
 
-    monkeypatch.setattr(ZohoCrmHook, "_to_access_token", recording)
+    monkeypatch.setattr(ZohoOAuth, "to_access_token", recording)
     monkeypatch.setenv(*conn_env(sandbox))
     messages: list[str] = []
     hook = make_hook(max_retries=1)
@@ -728,7 +730,7 @@ def test_deleted_records_pages_until_more_records_is_false(sandbox: ZohoSandbox,
 def test_deleted_records_since_sends_if_modified_since_and_returns_only_later_deletions(
         sandbox: ZohoSandbox, hook: ZohoCrmHook) -> None:
     seen: list[requests.PreparedRequest] = []
-    hook._session().hooks["response"].append(lambda response, *a, **k: seen.append(response.request))
+    hook.client.transport.session.hooks["response"].append(lambda response, *a, **k: seen.append(response.request))
     record_id = hook.upsert("Contacts", [contact(1)])[0].zoho_id
     sandbox.delete_record_in_ui("Contacts", record_id)
     assert [d["id"] for d in hook.deleted_records("Contacts", since=datetime.now(timezone.utc)
@@ -835,7 +837,7 @@ def test_bulk_upsert_uploads_a_zipped_csv_with_the_bulk_headers_and_maps_columns
         sandbox: ZohoSandbox, hook: ZohoCrmHook) -> None:
     sandbox.bulk_step_seconds = 0.01
     seen: list[requests.PreparedRequest] = []
-    hook._session().hooks["response"].append(lambda response, *a, **k: seen.append(response.request))
+    hook.client.transport.session.hooks["response"].append(lambda response, *a, **k: seen.append(response.request))
     hook.bulk_upsert("Leads", [contact(1, Company="Acme"), contact(2, Company="Beta")], poll_interval=0.01)
     upload = next(r for r in seen if r.path_url == "/crm/v8/upload")
     assert upload.headers["feature"] == "bulk-write" and upload.headers["X-CRM-ORG"] == hook.get_org()["zgid"]
@@ -849,7 +851,7 @@ def test_bulk_upsert_uploads_a_zipped_csv_with_the_bulk_headers_and_maps_columns
 
 def test_bulk_upsert_splits_inputs_larger_than_a_job_into_several_jobs(sandbox: ZohoSandbox, hook: ZohoCrmHook,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(zoho_crm, "BULK_MAX_RECORDS", 3)  # stands for Zoho's 25,000 records per file
+    monkeypatch.setattr(zoho_bulk, "BULK_MAX_RECORDS", 3)  # stands for Zoho's 25,000 records per file
     sandbox.bulk_step_seconds = 0.01
     outcomes = hook.bulk_upsert("Contacts", [contact(i) for i in range(7)], poll_interval=0.01)
     assert [o.action for o in outcomes] == ["insert"] * 7

@@ -14,22 +14,21 @@ instead of JSON means a wrong host or a login the site did not accept (store-api
 from __future__ import annotations
 
 import json
-import random
-import threading
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import requests
 
-from airflow.providers.http.hooks.http import HttpHook
+from airflow.sdk import BaseHook
 from zoho_store_sync.errors import (  # noqa: F401 - re-exported
+    DecoNetworkConfigError,
     DecoNetworkAuthError,
     DecoNetworkError,
     DecoNetworkHtmlError,
     DecoNetworkNotEnabledError,
     DecoNetworkRequestError,
 )
-from zoho_store_sync.hooks._session import plain_session
+from zoho_store_sync.transport import TRANSIENT_ERRORS, Backoff, RetryingTransport, plain_session, transient_status
 
 FIND_ORDERS_PATH = "/api/json/manage_orders/find"
 MAX_LIMIT = 100  # the documented maximum rows per call
@@ -45,10 +44,15 @@ EQUALS, NOT_EQUALS, LESS, GREATER, LESS_OR_EQUAL, GREATER_OR_EQUAL, BETWEEN = 1,
 Condition = tuple[int, int, "str | None", "str | None", "str | None"]  # field, condition, date1, date2, string
 
 
-class DecoNetworkHook(HttpHook):
-    """Calls to one DecoNetwork site's JSON Order Management API.
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)  # the module's default wait: tests replace it here (or set a hook's ``sleep``)
+
+
+class DecoNetworkHook(BaseHook):
+    """Calls to one DecoNetwork site's JSON Order Management API, through a ``RetryingTransport``.
 
     :param deconetwork_conn_id: the Connection with the site URL and the API user's credentials.
+    :param max_retries: retries of one call on 429, 5xx and dropped connections, with backoff.
     """
 
     conn_name_attr = "deconetwork_conn_id"
@@ -58,13 +62,12 @@ class DecoNetworkHook(HttpHook):
 
     def __init__(self, deconetwork_conn_id: str = default_conn_name, *, max_retries: int = 5,
                  timeout: float = 60.0) -> None:
-        super().__init__(method="POST", http_conn_id=deconetwork_conn_id)
+        super().__init__()
         self.deconetwork_conn_id = deconetwork_conn_id
-        self.max_retries = max_retries
-        self.timeout = timeout
-        self.calls = 0
-        self._lock = threading.Lock()
-        self._session_obj: requests.Session | None = None
+        self.transport = RetryingTransport(
+            "deconetwork", max_retries=max_retries, backoff=Backoff(base=0.5, cap=30.0, floor=0.5), timeout=timeout,
+            session_factory=lambda: self.get_conn(), sleep=lambda seconds: _sleep(seconds))
+        self._conn: Any = None
         self._site_url: str | None = None
 
     @classmethod
@@ -75,38 +78,67 @@ class DecoNetworkHook(HttpHook):
             "placeholders": {"host": "https://shop.secure-decoration.com"},
         }
 
-    def get_conn(self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None):
+    def get_conn(self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None
+                 ) -> requests.Session:
         """A plain session: no basic auth, and no header taken from the connection's extras."""
-        return plain_session(super().get_conn(None, extra_options), headers)
+        options = {**self._connection.extra_dejson, **(extra_options or {})}
+        return plain_session(headers, options=options, tcp_keep_alive=True)
 
     @property
-    def _session(self) -> requests.Session:
-        if self._session_obj is None:
+    def _connection(self) -> Any:
+        """The Connection, read once; its ``timeout`` extra (seconds) replaces the constructor's."""
+        if self._conn is None:
             conn = self.get_connection(self.deconetwork_conn_id)
-            self._session_obj = self.get_conn()
+            timeout = conn.extra_dejson.get("timeout")
+            if timeout:
+                self.transport.timeout = float(timeout)
+            self._conn = conn
+        return self._conn
+
+    @property
+    def calls(self) -> int:
+        """API answers received (retried ones included)."""
+        return self.transport.responses
+
+    @property
+    def max_retries(self) -> int:
+        return self.transport.max_retries
+
+    @max_retries.setter
+    def max_retries(self, value: int) -> None:
+        self.transport.max_retries = value
+
+    @property
+    def timeout(self) -> float:
+        return self.transport.timeout
+
+    @property
+    def sleep(self) -> Callable[[float], None]:
+        """Every wait between retries; tests replace it."""
+        return self.transport.sleep
+
+    @sleep.setter
+    def sleep(self, value: Callable[[float], None]) -> None:
+        self.transport.sleep = value
+
+    @property
+    def site_url(self) -> str:
+        """The merchant's site URL (the store URL of customers the export does not place in a store)."""
+        if self._site_url is None:
+            conn = self._connection
             host = (conn.host or "").strip()
             if not host:
-                raise DecoNetworkError(
+                raise DecoNetworkConfigError(
                     f"DecoNetwork connection {self.deconetwork_conn_id!r}: host must be the site URL")
             if "://" not in host:
                 host = f"{conn.schema or 'https'}://{host}"  # a shop is served over https
                 if conn.port:
                     host = f"{host}:{conn.port}"
             self._site_url = host.rstrip("/")
-            timeout = conn.extra_dejson.get("timeout")
-            if timeout:
-                self.timeout = float(timeout)
-        return self._session_obj
-
-    @property
-    def site_url(self) -> str:
-        """The merchant's site URL (the store URL of customers the export does not place in a store)."""
-        self._session
-        assert self._site_url is not None
         return self._site_url
 
     def _credentials(self) -> list[tuple[str, str]]:
-        conn = self.get_connection(self.deconetwork_conn_id)
+        conn = self._connection
         if not conn.login or not conn.password:
             raise DecoNetworkAuthError(f"DecoNetwork connection {self.deconetwork_conn_id!r}: login and password "
                                        "must hold the API user's username and password")
@@ -115,31 +147,18 @@ class DecoNetworkHook(HttpHook):
 
     def call(self, path: str, params: Sequence[tuple[str, Any]]) -> dict[str, Any]:
         """POST one API call with the credentials as form fields; a JSON body with code 10001, or an error."""
-        session = self._session
         url = f"{self.site_url}{path}"
         form = self._credentials() + [(k, "" if v is None else str(v)) for k, v in params]
-        attempt = 0
-        while True:
-            try:
-                response = session.post(url, data=form, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                if attempt >= self.max_retries:
-                    raise DecoNetworkError(f"DecoNetwork {path}: no answer from {self.site_url} after "
-                                           f"{attempt + 1} attempts ({type(exc).__name__})") from None
-                _sleep(_backoff(attempt))
-                attempt += 1
-                continue
-            with self._lock:
-                self.calls += 1
-            if response.status_code in (429, 502, 503, 504) and attempt < self.max_retries:
-                _sleep(_backoff(attempt, response.headers.get("Retry-After")))
-                attempt += 1
-                continue
-            return self._check(path, response)
+        try:
+            response = self.transport.request("POST", url, data=form, what=f"deconetwork {path}")
+        except TRANSIENT_ERRORS as exc:
+            raise DecoNetworkError(f"DecoNetwork {path}: no answer from {self.site_url} after "
+                                   f"{self.max_retries + 1} attempts ({type(exc).__name__})") from None
+        return self._check(path, response)
 
     def _check(self, path: str, response: requests.Response) -> dict[str, Any]:
         text = response.text
-        if response.status_code == 429 or response.status_code >= 500:
+        if transient_status(response.status_code):
             raise DecoNetworkError(f"DecoNetwork {path}: the site is unavailable (HTTP {response.status_code}) "
                                    f"after {self.max_retries} retries; the next run tries again")
         if text.lstrip().startswith("<"):
@@ -218,14 +237,3 @@ class DecoNetworkHook(HttpHook):
         except DecoNetworkError as exc:
             return False, str(exc)
         return True, f"DecoNetwork Order Management API answered (total {body.get('total', 0)})"
-
-
-def _sleep(seconds: float) -> None:
-    time.sleep(seconds)  # one place for tests to skip the waiting
-
-
-def _backoff(attempt: int, retry_after: str | None = None) -> float:
-    if retry_after and retry_after.strip().isdigit():
-        return min(30.0, float(retry_after))
-    ceiling = min(30.0, 0.5 * 2 ** attempt)
-    return random.uniform(ceiling / 2, ceiling)

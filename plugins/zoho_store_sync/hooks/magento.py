@@ -1,5 +1,8 @@
 """The Magento 2 hook: authenticated REST calls and searchCriteria paging that never loses or repeats a row.
 
+(Over 400 lines: the keyset paging and the proofs that a read is complete are one piece with the calls they
+make; the OAuth 1.0a signing is in ``magento_oauth1``, retries and backoff in ``zoho_store_sync.transport``.)
+
 Connection: ``host`` is the store's base URL (``https://shop.example.com``). Extra ``auth`` chooses how
 every request is authenticated:
 
@@ -27,29 +30,33 @@ read given a ``PagingReport`` (a full pass) also proves its own completeness (se
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
-import random
-import secrets
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
-from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import requests
 from requests.auth import AuthBase
 
-from airflow.providers.http.hooks.http import HttpHook
+from airflow.sdk import BaseHook
 from zoho_store_sync.errors import MagentoAuthError, MagentoError, SourceIncompleteError  # noqa: F401 - re-exported
-from zoho_store_sync.hooks._session import plain_session
+from zoho_store_sync.hooks.magento_oauth1 import (  # noqa: F401 - re-exported: the signing lived here
+    OAuth1,
+    encode_query,
+    normalized_url,
+    oauth1_signature,
+    percent_encode,
+    query_pairs,
+    signature_base_string,
+)
+from zoho_store_sync.transport import Backoff, RetryingTransport, TryAgain, plain_session
 
 AUTH_MODES = ("integration_token", "oauth1", "admin")
 OAUTH1_FIELDS = ("consumer_key", "consumer_secret", "access_token", "access_token_secret")
 _MAX_PAGE_MESSAGE = "Maximum SearchCriteria pageSize is"
 PAGE_RETRIES = 3  # reads of a page that looks partial, after the first, before the read fails
+RETRY_BACKOFF = Backoff(base=0.5, cap=30.0, floor=0.5)  # a call refused for load or dropped
+PAGE_BACKOFF = Backoff(base=0.2, cap=30.0, floor=0.5)  # a page that looked partial: the store may be re-indexing
 # Pages whose total_count fell by more than the rows read, re-listed after a full pass to prove no row was
 # left out; past this many the pass is "not provably complete" rather than a long second read.
 MAX_RANGES_TO_VERIFY = 20
@@ -75,97 +82,6 @@ def _text(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(str(v) for v in value)
     return str(value)
-
-
-# ---- OAuth 1.0a (RFC 5849) ----------------------------------------------------------------------------
-
-def percent_encode(value: str) -> str:
-    """RFC 5849 §3.6: UTF-8, then every byte except ALPHA / DIGIT / "-" / "." / "_" / "~" as %XX (upper case)."""
-    return quote(value, safe="~")
-
-
-def encode_query(params: Sequence[tuple[str, Any]] | dict[str, Any] | None) -> str:
-    """A query string with RFC 3986 escapes (a space is ``%20``, never ``+``).
-
-    Magento rebuilds the signed parameters with PHP's ``rawurldecode``, which keeps ``+`` as a plus while
-    PHP's ``$_GET`` reads it as a space: ``%20`` means the same to both, so signatures always match.
-    """
-    if not params:
-        return ""
-    items = params.items() if isinstance(params, dict) else params
-    return urlencode([(str(k), "" if v is None else str(v)) for k, v in items], quote_via=quote, safe="~")
-
-
-def normalized_url(url: str) -> str:
-    """RFC 5849 §3.4.1.2: scheme and host in lower case, default port dropped, no query or fragment."""
-    parts = urlsplit(url)
-    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
-    port = parts.port
-    netloc = host if port is None or (scheme, port) in (("http", 80), ("https", 443)) else f"{host}:{port}"
-    return f"{scheme}://{netloc}{parts.path or '/'}"
-
-
-def query_pairs(query: str) -> list[tuple[str, str]]:
-    """Decoded (name, value) pairs of a raw query string, percent-decoding only (as Magento's rawurldecode)."""
-    pairs = []
-    for part in query.split("&") if query else ():
-        name, _, value = part.partition("=")
-        pairs.append((unquote(name), unquote(value)))
-    return pairs
-
-
-def signature_base_string(method: str, url: str, params: Sequence[tuple[str, str]]) -> str:
-    """RFC 5849 §3.4.1: METHOD & encoded URL & encoded, sorted, encoded ``name=value`` pairs.
-
-    Pairs sort by encoded name then value, byte-wise. (Magento sorts names with PHP's natural order; the two
-    agree for every name this hook sends, whose bracket indices are single digits.)
-    """
-    encoded = sorted((percent_encode(k), percent_encode(v)) for k, v in params)
-    normalized = "&".join(f"{k}={v}" for k, v in encoded)
-    return "&".join((method.upper(), percent_encode(normalized_url(url)), percent_encode(normalized)))
-
-
-def oauth1_signature(base_string: str, consumer_secret: str, token_secret: str, method: str = "HMAC-SHA256") -> str:
-    """HMAC over the base string with key ``encode(consumer secret)&encode(token secret)``, base64."""
-    digest = {"HMAC-SHA256": hashlib.sha256, "HMAC-SHA1": hashlib.sha1}[method]
-    key = f"{percent_encode(consumer_secret)}&{percent_encode(token_secret)}".encode()
-    return base64.b64encode(hmac.new(key, base_string.encode(), digest).digest()).decode()
-
-
-class OAuth1(AuthBase):
-    """Signs each request with OAuth 1.0a HMAC-SHA256 in the ``Authorization: OAuth ...`` header.
-
-    The signed parameters are read back from the URL actually sent, so what is signed is what Magento sees.
-    A form-encoded body would be signed too (RFC 5849 §3.4.1.3.1); JSON bodies are not, as the RFC says.
-    """
-
-    def __init__(self, consumer_key: str, consumer_secret: str, access_token: str, access_token_secret: str, *,
-                 clock: Callable[[], float] = time.time, nonce: Callable[[], str] = lambda: secrets.token_hex(16)) -> None:
-        self.consumer_key, self.consumer_secret = consumer_key, consumer_secret
-        self.access_token, self.access_token_secret = access_token, access_token_secret
-        self._clock, self._nonce = clock, nonce
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        oauth = {
-            "oauth_consumer_key": self.consumer_key,
-            "oauth_nonce": self._nonce(),
-            "oauth_signature_method": "HMAC-SHA256",
-            "oauth_timestamp": str(int(self._clock())),
-            "oauth_token": self.access_token,
-            "oauth_version": "1.0",
-        }
-        url = request.url or ""
-        params = query_pairs(urlsplit(url).query) + list(oauth.items())
-        content_type = request.headers.get("Content-Type", "")
-        if isinstance(request.body, (str, bytes)) and content_type.startswith("application/x-www-form-urlencoded"):
-            body = request.body.decode() if isinstance(request.body, bytes) else request.body
-            params += [(unquote(k.replace("+", " ")), unquote(v.replace("+", " ")))
-                       for k, _, v in (p.partition("=") for p in body.split("&") if p)]
-        base = signature_base_string(request.method or "GET", url, params)
-        oauth["oauth_signature"] = oauth1_signature(base, self.consumer_secret, self.access_token_secret)
-        request.headers["Authorization"] = "OAuth " + ",".join(
-            f'{percent_encode(k)}="{percent_encode(v)}"' for k, v in oauth.items())
-        return request
 
 
 class _Bearer(AuthBase):
@@ -214,12 +130,20 @@ class Probe(NamedTuple):
 
 # ---- the hook --------------------------------------------------------------------------------------------
 
-class MagentoHook(HttpHook):
-    """REST calls to one Magento 2 store.
+class _PartialPage(TryAgain):
+    """A page that cannot be the store's truth (see ``_page_problem``): read it again."""
+
+    def __init__(self, problem: str, remaining: int) -> None:
+        super().__init__(problem)
+        self.remaining = remaining
+
+
+class MagentoHook(BaseHook):
+    """REST calls to one Magento 2 store, through a ``RetryingTransport``.
 
     :param magento_conn_id: the Connection with the store URL and credentials (see the module docstring).
     :param store_code: store view code in the URL (``/rest/<store_code>/V1/...``).
-    :param max_retries: retries of one call on 429, 503 and dropped connections, with backoff.
+    :param max_retries: retries of one call on 429, 5xx and dropped connections, with backoff.
     """
 
     conn_name_attr = "magento_conn_id"
@@ -229,29 +153,48 @@ class MagentoHook(HttpHook):
 
     def __init__(self, magento_conn_id: str = default_conn_name, *, store_code: str = "default",
                  max_retries: int = 5, timeout: float = 60.0) -> None:
-        super().__init__(method="GET", http_conn_id=magento_conn_id)
+        super().__init__()
         self.magento_conn_id = magento_conn_id
         self.store_code = store_code
-        self.max_retries = max_retries
-        self.timeout = timeout
-        self.calls = 0
         self.page_retries = PAGE_RETRIES
-        self.sleep: Callable[[float], None] = time.sleep  # replaceable, so tests never wait
+        self.transport = RetryingTransport("magento", max_retries=max_retries, backoff=RETRY_BACKOFF, timeout=timeout,
+                                           session_factory=lambda: self.get_conn())
         self._lock = threading.Lock()
-        self._session_obj: requests.Session | None = None
         self._conn: Any = None
         self._admin_token: str | None = None
         self._oauth1: OAuth1 | None = None
 
-    def get_conn(self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None):
+    def get_conn(self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None
+                 ) -> requests.Session:
         """A session without basic auth and with none of the connection's extras as headers."""
-        return plain_session(super().get_conn(None, extra_options), headers)
+        options = {**self._connection.extra_dejson, **(extra_options or {})}
+        return plain_session(headers, options=options, tcp_keep_alive=True)
 
     @property
-    def _session(self) -> requests.Session:
-        if self._session_obj is None:
-            self._session_obj = self.get_conn()
-        return self._session_obj
+    def calls(self) -> int:
+        """REST answers received (retried ones included)."""
+        return self.transport.responses
+
+    @property
+    def max_retries(self) -> int:
+        return self.transport.max_retries
+
+    @max_retries.setter
+    def max_retries(self, value: int) -> None:
+        self.transport.max_retries = value
+
+    @property
+    def timeout(self) -> float:
+        return self.transport.timeout
+
+    @property
+    def sleep(self) -> Callable[[float], None]:
+        """Every wait of this hook (call retries and page re-reads); tests replace it."""
+        return self.transport.sleep
+
+    @sleep.setter
+    def sleep(self, value: Callable[[float], None]) -> None:
+        self.transport.sleep = value
 
     @property
     def _connection(self) -> Any:
@@ -268,14 +211,15 @@ class MagentoHook(HttpHook):
 
     @property
     def store_url(self) -> str:
-        """The store's base URL, as in the Connection (no trailing slash)."""
-        self._session  # sets base_url
-        return self.base_url.rstrip("/")
+        """The store's base URL, as in the Connection (no trailing slash; ``http`` when it names no scheme)."""
+        conn = self._connection
+        host = conn.host or ""
+        url = host if "://" in host else f"{conn.schema or 'http'}://{host}"
+        return (f"{url}:{conn.port}" if conn.port else url).rstrip("/")
 
     def _rest_url(self, path: str, *, scoped: bool = True) -> str:
-        self._session  # sets base_url
         scope = f"/{self.store_code}" if scoped and self.store_code else ""
-        return f"{self.base_url.rstrip('/')}/rest{scope}/V1/{path.lstrip('/')}"
+        return f"{self.store_url}/rest{scope}/V1/{path.lstrip('/')}"
 
     def _credentials(self, renew: bool = False) -> AuthBase:
         conn = self._connection
@@ -312,8 +256,8 @@ class MagentoHook(HttpHook):
         return {name: str(value) for name, value in values.items()}
 
     def _fetch_admin_token(self, username: str | None, password: str | None) -> str:
-        response = self._session.post(self._rest_url("integration/admin/token", scoped=False),
-                                      json={"username": username, "password": password}, timeout=self.timeout)
+        response = self.transport.send_once("POST", self._rest_url("integration/admin/token", scoped=False),
+                                            json={"username": username, "password": password})
         if response.status_code == 200:
             return str(response.json())
         body = _json(response)
@@ -327,38 +271,27 @@ class MagentoHook(HttpHook):
         raise MagentoAuthError(f"Magento admin token refused (HTTP {response.status_code}): {message}",
                                status=response.status_code, body=body)
 
+    def _renew_admin_token(self, response: requests.Response) -> bool:
+        """A 401 in admin mode: the 4-hour admin token expired; fetch a new one (once per call)."""
+        if response.status_code != 401 or self._auth_mode() != "admin":
+            return False
+        self._credentials(renew=True)
+        return True
+
     def get(self, path: str, params: Sequence[tuple[str, Any]] | dict[str, Any] | None = None) -> Any:
-        """GET a REST path with auth, one token renewal on 401, and backoff on 429/503/dropped connections."""
+        """GET a REST path with auth, one token renewal on 401, and backoff on 429/5xx/dropped connections."""
         query = encode_query(params)
         url = self._rest_url(path) + (f"?{query}" if query else "")
-        renewed = False
-        attempt = 0
-        while True:
-            try:
-                response = self._session.get(url, auth=self._credentials(renew=renewed), timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout):
-                if attempt >= self.max_retries:
-                    raise
-                self.sleep(_backoff(attempt))
-                attempt += 1
-                continue
-            with self._lock:
-                self.calls += 1
-            if response.status_code == 200:
-                return response.json()
-            body = _json(response)
-            message = format_magento_message(body)
-            if response.status_code == 401:
-                if self._auth_mode() == "admin" and not renewed:
-                    renewed = True  # admin tokens expire after 4 hours
-                    continue
-                raise MagentoAuthError(self._unauthorized_hint(path, body, message), status=401, body=body)
-            if response.status_code in (429, 503) and attempt < self.max_retries:
-                self.sleep(_backoff(attempt, response.headers.get("Retry-After")))
-                attempt += 1
-                continue
-            raise MagentoError(f"Magento {path} failed (HTTP {response.status_code}): {message}",
-                               status=response.status_code, body=body)
+        response = self.transport.request("GET", url, auth=self._credentials, renew_auth=self._renew_admin_token,
+                                          what=f"magento {path}")
+        if response.status_code == 200:
+            return response.json()
+        body = _json(response)
+        message = format_magento_message(body)
+        if response.status_code == 401:
+            raise MagentoAuthError(self._unauthorized_hint(path, body, message), status=401, body=body)
+        raise MagentoError(f"Magento {path} failed (HTTP {response.status_code}): {message}",
+                           status=response.status_code, body=body)
 
     def _unauthorized_hint(self, path: str, body: Any, message: str) -> str:
         text = f"Magento refused {path} (HTTP 401): {message}"
@@ -413,24 +346,16 @@ class MagentoHook(HttpHook):
         previous_id: Any = None  # the keyset bound of the previous page
         expected = report.expected if report is not None else None  # rows the store should have past last_id
         drops: list[tuple[Any, Any]] = []  # ranges (previous_id, last_id] read before total_count fell unexplained
-        attempt = 0
         while True:
-            body, page_size = self._search_page(resource, base, keyset_group, id_field, last_id, page_size)
+            try:
+                body, page_size = self._checked_page(resource, base, keyset_group, id_field, last_id, page_size,
+                                                     expected, report)
+            except _PartialPage as partial:
+                reported = len(seen) + max(partial.remaining, expected or 0)
+                raise SourceIncompleteError(self._incomplete_message(resource, partial.reason, len(seen), reported,
+                                                                     self.page_retries)) from None
             items = body.get("items") or []
             remaining = int(body.get("total_count") or 0)
-            problem = _page_problem(items, remaining, page_size, expected, last_id, id_field)
-            if report is not None:
-                report.pages += 1
-            if problem is not None:
-                if attempt < self.page_retries:
-                    self.sleep(_backoff(attempt, base=0.2))
-                    attempt += 1
-                    if report is not None:
-                        report.retries += 1
-                    continue
-                reported = len(seen) + max(remaining, expected or 0)
-                raise SourceIncompleteError(self._incomplete_message(resource, problem, len(seen), reported, attempt))
-            attempt = 0
             if report is not None and report.first_total is None:
                 report.first_total = remaining
             if expected is not None and remaining < expected and last_id is not None:
@@ -455,6 +380,31 @@ class MagentoHook(HttpHook):
             report.incomplete_reason = self._verify_ranges(resource, filter_groups, id_field, page_size, drops,
                                                            seen, report)
             report.done = True
+
+    def _checked_page(self, resource: str, base: list[tuple[str, Any]], keyset_group: int, id_field: str,
+                      last_id: Any, page_size: int, expected: int | None,
+                      report: PagingReport | None) -> tuple[dict[str, Any], int]:
+        """A keyset page that can be the store's truth, and its page size. A page that cannot (``_page_problem``)
+        is read again ``page_retries`` times, with a short backoff; then ``_PartialPage``."""
+        size = page_size
+
+        def read() -> tuple[dict[str, Any], int]:
+            nonlocal size
+            body, size = self._search_page(resource, base, keyset_group, id_field, last_id, size)
+            if report is not None:
+                report.pages += 1
+            remaining = int(body.get("total_count") or 0)
+            problem = _page_problem(body.get("items") or [], remaining, size, expected, last_id, id_field)
+            if problem is not None:
+                raise _PartialPage(problem, remaining)
+            return body, size
+
+        def count_retry(*_: Any) -> None:
+            if report is not None:
+                report.retries += 1
+
+        return self.transport.keep_trying(read, retries=self.page_retries, backoff=PAGE_BACKOFF,
+                                          what=f"magento {resource}", on_retry=count_retry)
 
     def _search_page(self, resource: str, base: list[tuple[str, Any]], keyset_group: int, id_field: str,
                      last_id: Any, page_size: int) -> tuple[dict[str, Any], int]:
@@ -566,10 +516,3 @@ def _json(response: requests.Response) -> Any:
         return response.json()
     except ValueError:
         return {"message": response.text[:200]}
-
-
-def _backoff(attempt: int, retry_after: str | None = None, base: float = 0.5) -> float:
-    if retry_after and retry_after.isdigit():
-        return min(30.0, float(retry_after))
-    ceiling = min(30.0, base * 2 ** attempt)
-    return random.uniform(ceiling / 2, ceiling)
