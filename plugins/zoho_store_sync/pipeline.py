@@ -130,20 +130,14 @@ def check_schema(tenant_id: str) -> None:
 
 
 def extract_source(tenant: TenantConfig, cursor: dict[str, Any] | None) -> SourceExtract:
-    """The tenant's store, full pass or incremental from ``cursor``."""
-    if tenant.source == "magento":
-        from zoho_store_sync.hooks.magento import MagentoHook
-        from zoho_store_sync.sources import magento
+    """The tenant's store (its plug-in in ``sources.registry``; an unknown one fails there), full pass or
+    incremental from ``cursor``. What a store keeps between runs (DecoNetwork: its order table) goes in its own
+    folder next to the tenant's staging files."""
+    from zoho_store_sync.sources import registry
 
-        hook = MagentoHook(tenant.store_conn_id, store_code=tenant.magento.store_code)
-        return magento.extract(hook, tenant.magento, cursor, full_every_hours=tenant.full_sync_every_hours)
-    from zoho_store_sync.hooks.deconetwork import DecoNetworkHook
-    from zoho_store_sync.sources import deconetwork
-
-    hook = DecoNetworkHook(tenant.store_conn_id) if tenant.deconetwork.use_order_api else None
-    # The order table is kept between runs (the order API cannot search by customer): next to the staging files.
-    return deconetwork.extract(hook, tenant.deconetwork, cursor, full_every_hours=tenant.full_sync_every_hours,
-                               state_url=f"{staging.staging_root()}/{tenant.tenant_id}/deconetwork")
+    source = registry.get(tenant.source)
+    return source.extract(tenant, cursor, state_url=f"{staging.staging_root()}/{tenant.tenant_id}/{source.name}",
+                          full_every_hours=tenant.full_sync_every_hours)
 
 
 def extract(tenant_id: str, run_id: str, *, full: bool = False) -> dict[str, Any]:
@@ -215,6 +209,7 @@ def _duplicate_winner_may_change(store: StateStore, customers: pd.DataFrame) -> 
     known = store.load(customer_keys=keys.tolist())
     old = known.set_index("customer_key")["email"].astype("string")
     new = pd.Series(emails.to_numpy(), index=keys.to_numpy())
+    new = new[~new.index.duplicated()]
     differs = (old != new.reindex(old.index)).fillna(True).astype(bool)
     moved = old.index[old.notna().to_numpy() & differs.to_numpy()].tolist()
     holders = store.keys_with_emails(set(emails.dropna().tolist()) | set(old.loc[moved].dropna().tolist()))

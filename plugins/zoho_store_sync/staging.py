@@ -19,7 +19,14 @@ import pandas as pd
 from zoho_store_sync.errors import StagingFileMissing
 
 log = logging.getLogger(__name__)
-KEPT_DIRS = ("deconetwork",)  # per-tenant data kept between runs (the DecoNetwork order table), never swept
+
+
+def kept_dirs() -> set[str]:
+    """Per-tenant folders kept between runs, never swept: each source's own (``<tenant>/<source>``, e.g. the
+    DecoNetwork order table)."""
+    from zoho_store_sync.sources import registry
+
+    return set(registry.names())
 
 
 def retention_hours() -> float:
@@ -96,8 +103,9 @@ def clean_up_run(tenant_id: str, run_id: str, *, now: float | None = None) -> No
     if not tenant_dir.exists():
         return
     cutoff = (now or time.time()) - hours * 3600
+    kept = kept_dirs()
     for child in tenant_dir.iterdir():
-        if child.is_dir() and child.name not in KEPT_DIRS:
+        if child.is_dir() and child.name not in kept:
             modified = _newest_modification(child)
             if modified is not None and modified <= cutoff:
                 remove_dir(str(child))

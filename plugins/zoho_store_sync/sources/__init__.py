@@ -1,11 +1,18 @@
-"""Store sources: each turns a store's API into the canonical customer frame (see customers.py)."""
+"""Store sources: each turns a store's API into the canonical customer frame (see customers.py).
+
+One package per store (``magento/``, ``deconetwork/``: its hook, its extraction, its declaration), found through
+``registry.py``, which also documents the contract every store keeps. This module and the registry are imported
+when the DAG files are parsed (``TenantConfig.source`` is checked against the registry): they import nothing
+heavy; pandas is only named here, for type checkers.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass

@@ -40,14 +40,17 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import pandas as pd
 
 from zoho_store_sync.config import MagentoOptions
 from zoho_store_sync.customers import conform, empty_customers
-from zoho_store_sync.hooks.magento import MagentoHook, PagingReport, Probe, SourceIncompleteError
+from zoho_store_sync.sources.magento.hook import MagentoHook, PagingReport, Probe, SourceIncompleteError
 from zoho_store_sync.sources import SourceExtract
+
+if TYPE_CHECKING:
+    from zoho_store_sync.config import TenantConfig
 
 log = logging.getLogger(__name__)
 
@@ -321,6 +324,14 @@ def extract(hook: MagentoHook, options: MagentoOptions, cursor: dict[str, Any] |
     if needs_full_pass(cursor, now, full_every_hours):
         return _full_pass(hook, options, now, last_full_at=(cursor or {}).get("last_full_at"))
     return _incremental_pass(hook, options, cursor or {})
+
+
+def extract_tenant(tenant: TenantConfig, cursor: dict[str, Any] | None, *, state_url: str,
+                   full_every_hours: float) -> SourceExtract:
+    """The registry's entry point (``zoho_store_sync.sources.registry``): the tenant's store through its Connection
+    and ``magento`` options. Magento keeps nothing between runs but the cursor: ``state_url`` is not used."""
+    hook = MagentoHook(tenant.store_conn_id, store_code=tenant.magento.store_code)
+    return extract(hook, tenant.magento, cursor, full_every_hours=full_every_hours)
 
 
 def _full_pass(hook: MagentoHook, options: MagentoOptions, now: datetime,

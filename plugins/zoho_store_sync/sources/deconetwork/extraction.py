@@ -76,7 +76,7 @@ import io
 import logging
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import pandas as pd
 import pyarrow as pa
@@ -85,8 +85,11 @@ from pyarrow import csv as pa_csv
 from zoho_store_sync.config import DecoNetworkOptions
 from zoho_store_sync.customers import conform, empty_customers, normalise_email
 from zoho_store_sync.errors import DecoNetworkExportError  # noqa: F401 - re-exported
-from zoho_store_sync.hooks.deconetwork import GREATER_OR_EQUAL, DecoNetworkHook
+from zoho_store_sync.sources.deconetwork.hook import GREATER_OR_EQUAL, DecoNetworkHook
 from zoho_store_sync.sources import SourceExtract
+
+if TYPE_CHECKING:
+    from zoho_store_sync.config import TenantConfig
 
 log = logging.getLogger(__name__)
 
@@ -609,6 +612,16 @@ def extract(hook: DecoNetworkHook | None, options: DecoNetworkOptions, cursor: d
     )
 
 
+def extract_tenant(tenant: TenantConfig, cursor: dict[str, Any] | None, *, state_url: str,
+                   full_every_hours: float) -> SourceExtract:
+    """The registry's entry point (``zoho_store_sync.sources.registry``): the tenant's site through its Connection
+    (only when it reads the order API) and its ``deconetwork`` options. ``state_url`` keeps the copy of the order
+    table between runs (the order API cannot search by customer)."""
+    options = tenant.deconetwork
+    hook = DecoNetworkHook(tenant.store_conn_id) if options.use_order_api else None
+    return extract(hook, options, cursor, full_every_hours=full_every_hours, state_url=state_url)
+
+
 def _changed_keys(export: pd.DataFrame | None, orders: pd.DataFrame | None, previous: pd.DataFrame | None,
                   fetched: pd.DataFrame, *, export_changed: bool) -> set[str]:
     """Customers whose data may have changed: of every order read (its customer now and before), and every
@@ -626,5 +639,5 @@ def _changed_keys(export: pd.DataFrame | None, orders: pd.DataFrame | None, prev
     return changed
 
 
-__all__ = ["extract", "EXPORT_COLUMNS", "read_export", "parse_export", "export_rows", "order_rows",
+__all__ = ["extract", "extract_tenant", "EXPORT_COLUMNS", "read_export", "parse_export", "export_rows", "order_rows",
            "merge_customers", "DecoNetworkExportError", "CANCELLED_STATUS_NAMES", "NO_DATA_ROWS"]
