@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 
 from zoho_store_sync.errors import MappingError, TenantNotConfigured
 from zoho_store_sync.settings import DEFAULT_SCHEDULE, DEFAULT_ZOHO_POOL, STATE_DB_CONN_ID, mappings_dir
+from zoho_store_sync.sources import registry as source_registry  # light: names, not the stores' code
 
 ZohoModule = Literal["Contacts", "Leads"]
 SyncOption = Literal["none", "all_stores", "my_stores"]
@@ -79,7 +80,7 @@ class TenantConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     tenant_id: str = Field(pattern=TENANT_ID_PATTERN)
-    source: Literal["magento", "deconetwork"]
+    source: str  # a store of sources/registry.py: "magento", "deconetwork" (checked below)
     store_conn_id: str = Field(min_length=1)
     zoho_conn_id: str = Field(min_length=1)
     state_conn_id: str = STATE_DB_CONN_ID
@@ -107,6 +108,13 @@ class TenantConfig(BaseModel):
     source_deletions: Literal["ignore", "flag", "delete"] = "ignore"
     full_sync_every_hours: float = Field(24.0, gt=0)  # incremental runs in between
     tags: list[str] = Field(default_factory=list)
+
+    @field_validator("source")
+    @classmethod
+    def _source_is_a_registered_store(cls, value: str) -> str:
+        if value not in source_registry.names():
+            raise ValueError(source_registry.unknown_source_message(value))
+        return value
 
     @field_validator("schedule")
     @classmethod
@@ -147,7 +155,7 @@ class TenantConfig(BaseModel):
 
     @property
     def mapping_file(self) -> str:
-        return self.mapping or f"{self.source}.yaml"
+        return self.mapping or source_registry.get(self.source).default_mapping
 
     @property
     def modules(self) -> tuple[ZohoModule, ...]:
