@@ -15,11 +15,17 @@ Per customer, against the tenant's state row:
 * state ``deleted_in_zoho`` → ``skipped_deleted`` until the tenant is reset;
 * write-ahead states a crash left (``state.UNCONFIRMED``, ``state.CONVERTING``) → sent again (``retry``) in the
   module they were sent to, or the conversion finished (``convert``): never a second record for one person.
+  A customer whose email moved meanwhile (or since its Lead was synced, for a conversion) is sent under the
+  email Zoho knows, and moved to the new one by id the next run;
+* one email, one record: a customer without a state row takes over the record another customer of the store
+  synced under its email (``_take_over_records``), and a customer whose email moved away from a record that the
+  email's new holder took over is sent as new (``_taken_over``).
 
 Source deletions (the tenant's ``source_deletions``): a customer missing from a provably complete full pass
 (Magento deletes outright) or flagged ``deleted`` (DecoNetwork) is, with ``flag``, updated by id with the
 field mapped from ``deleted`` set to true, or with ``delete``, deleted in Zoho. ``ignore`` does neither. A
-record whose email another customer of the store still has is only let go (``release``), never deleted.
+record whose email another customer of the store still has, or whose id another customer's state row still
+holds, is only let go (``release``), never deleted.
 """
 
 from __future__ import annotations
