@@ -18,14 +18,12 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from zoho_store_sync import staging
+from zoho_store_sync import safety, staging
 from zoho_store_sync.config import TenantConfig, get_tenant, load_tenants
 from zoho_store_sync.customers import prepare, use_system_allocator
 from zoho_store_sync.diff import plan_changes
-from zoho_store_sync.diff import DELETE_ACTIONS
 from zoho_store_sync.errors import (  # noqa: F401 - re-exported
     MassDeletionRefused,
-    SourceIncompleteError,
     SyncThresholdExceeded,
     TenantBusy,
 )
@@ -49,8 +47,6 @@ SOURCE_CURSOR = "source"
 DELETED_CURSOR = "zoho.deleted"
 # Deleted-records entries are read back from a little before the last check: clocks and commit delays.
 DELETED_CHECK_OVERLAP = timedelta(minutes=5)
-# Below this many deletions the share limit does not apply (a small store losing 2 of 10 customers).
-DELETION_SHARE_FLOOR = 10
 
 
 # The tenant lock is a lease: every task of the run that holds it pushes it forward while it works
@@ -152,12 +148,12 @@ def extract(tenant_id: str, run_id: str, *, full: bool = False) -> dict[str, Any
         log.info("retryable failures pending: full pass")
         cursor = None
     result = extract_source(tenant, cursor)
-    if not result.full and _duplicate_winner_may_change(store, result.customers):
+    if not result.full and safety.duplicate_winner_may_change(store, result.customers):
         # The other holders of an old or new email are not in an incremental read: read everyone, so the
         # email's winner is chosen again among all of them in this run.
         log.info("an email shared with another customer changed hands: full pass")
         result = extract_source(tenant, None)
-    _check_complete(tenant, store, result)
+    safety.check_complete(tenant, store, result)
     # Sync option and affiliate stores; deletion detection keeps the unscoped keys (out of scope ≠ deleted).
     customers, scoped = scope_customers(result.customers, tenant, load_tenants().tenants)
     log.info("scope %s: %s", tenant.sync_option, scoped)
@@ -167,54 +163,11 @@ def extract(tenant_id: str, run_id: str, *, full: bool = False) -> dict[str, Any
     if result.all_customer_keys is not None:
         keys_url = staging.write_frame(f"{run}/all_keys.parquet",
                                        pd.DataFrame({"customer_key": pd.Series(result.all_customer_keys, dtype="string")}))
-    log.info("extracted %d customers (%s pass) in %.1f s", len(customers), _pass_kind(result),
+    log.info("extracted %d customers (%s pass) in %.1f s", len(customers), safety.pass_kind(result),
              time.monotonic() - started)
     return {"customers": url, "all_keys": keys_url, "extracted": len(result.customers), "in_scope": len(customers),
             "scope": scoped, "full": result.full, "cursor": result.cursor, "store_calls": result.calls,
             "incomplete_reason": getattr(result, "incomplete_reason", None)}
-
-
-def _pass_kind(result: SourceExtract) -> str:
-    if not result.full:
-        return "incremental"
-    return "full" if result.all_customer_keys is not None else "full read, not provably complete: no deletions"
-
-
-def _check_complete(tenant: TenantConfig, store: StateStore, result: SourceExtract) -> None:
-    """An answer that may not be the whole store is never taken for it: deletion detection needs proof."""
-    reason = getattr(result, "incomplete_reason", None)
-    if result.full and reason:
-        log.warning("tenant %s: the store's answer is not provably complete (%s): nothing will be deleted or "
-                    "flagged in this run", tenant.tenant_id, reason)
-    read_nobody = result.all_customer_keys is not None and not len(result.all_customer_keys)
-    if result.full and (read_nobody or getattr(result, "customer_list_empty", False)):
-        known = store.count_live_in_zoho()
-        if known:
-            raise SourceIncompleteError(
-                f"tenant {tenant.tenant_id!r}: the store answered with no customer at all, while {known} customers "
-                "of this tenant are in Zoho. A store does not lose every customer at once: this looks like a "
-                "partial answer (an empty export file, a store in maintenance). Nothing was planned or deleted; "
-                "check the store (for DecoNetwork, the customer export file) and run again.")
-
-
-def _duplicate_winner_may_change(store: StateStore, customers: pd.DataFrame) -> bool:
-    """Whether an incremental read touched an email that another customer holds or held (a new customer with
-    a synced customer's email, or a customer whose email changed): the winner of that email may change."""
-    if customers.empty:
-        return False
-    from zoho_store_sync.customers import normalise_email
-
-    keys = customers["customer_key"].astype("string")
-    emails = normalise_email(customers["email"].astype("string"))
-    known = store.load(customer_keys=keys.tolist())
-    old = known.set_index("customer_key")["email"].astype("string")
-    new = pd.Series(emails.to_numpy(), index=keys.to_numpy())
-    new = new[~new.index.duplicated()]
-    differs = (old != new.reindex(old.index)).fillna(True).astype(bool)
-    moved = old.index[old.notna().to_numpy() & differs.to_numpy()].tolist()
-    holders = store.keys_with_emails(set(emails.dropna().tolist()) | set(old.loc[moved].dropna().tolist()))
-    others = holders.loc[~holders["customer_key"].isin(keys.tolist())]
-    return bool(moved) or not others.empty
 
 
 def _mark_deleted_in_zoho(hook: ZohoCrmHook, store: StateStore, state: pd.DataFrame, modules: tuple[str, ...],
@@ -303,10 +256,10 @@ def plan(tenant_id: str, run_id: str, extracted: dict[str, Any], dry_run: bool =
                                                                  whole_state=whole_state)
     result = plan_changes(prepared.valid, state, mapping, modules, source_deletions=tenant.source_deletions,
                           all_customer_keys=all_keys, email_hashes=prepared.email_hashes)
-    changes = _keep_what_other_tenants_sync(store, result.changes)
+    changes = safety.keep_what_other_tenants_sync(store, result.changes)
     read = len(customers)
     invalid_share = len(prepared.invalid) / read if read else 0.0
-    changes, refused = _guard_deletions(tenant, store, changes, invalid_share, allow_deletions)
+    changes, refused = safety.guard_deletions(tenant, store, changes, invalid_share, allow_deletions)
     if not dry_run:
         store.record_invalid(run_id, prepared.invalid, None if whole_state and all_keys is not None
                              else customers["customer_key"].astype("string").tolist())
@@ -321,57 +274,6 @@ def plan(tenant_id: str, run_id: str, extracted: dict[str, Any], dry_run: bool =
     stats = hook.stats.as_dict()
     return {"changes": url, "to_send": len(changes), **counts, "deleted_cursor": deleted_cursor,
             "deletions_refused": refused, "zoho": {k: stats[k] for k in ("api_calls", "write_calls", "credits")}}
-
-
-def _keep_what_other_tenants_sync(store: StateStore, changes: pd.DataFrame) -> pd.DataFrame:
-    """Shared org: a record another tenant still syncs is neither deleted nor flagged; this tenant only lets
-    go of it (``release``: its state row says deleted in the source, no call)."""
-    deleting = changes["action"].isin(DELETE_ACTIONS)
-    if not deleting.any():
-        return changes
-    shared = store.zoho_ids_synced_by_other_tenants(changes.loc[deleting, "zoho_id"].astype(str))
-    if not shared:
-        return changes
-    changes = changes.copy()
-    keep = deleting & changes["zoho_id"].astype(str).isin(shared)
-    changes.loc[keep, "action"] = "release"
-    changes.loc[keep, "payload"] = None
-    log.info("%d records to delete or flag are still synced by another tenant of the org: kept in Zoho", keep.sum())
-    return changes
-
-
-def _guard_deletions(tenant: TenantConfig, store: StateStore, changes: pd.DataFrame, invalid_share: float,
-                     allow_deletions: int) -> tuple[pd.DataFrame, dict[str, Any] | None]:
-    """Mass-deletion protection: a run that would delete or flag more than the tenant's limit, or whose
-    share of invalid rows passes ``failure_threshold`` (a broken read looks like that), deletes nothing."""
-    deleting = changes["action"].isin(DELETE_ACTIONS)
-    count = int(deleting.sum())
-    if not count:
-        return changes, None
-    live = store.count_live_in_zoho()
-    share = count / live if live else 1.0
-    over_count = count > tenant.max_deletions
-    over_share = count > DELETION_SHARE_FLOOR and share > tenant.max_deletion_share
-    bad_read = invalid_share > tenant.failure_threshold
-    if count <= allow_deletions:
-        if over_count or over_share or bad_read:
-            log.warning("deleting or flagging %d of %d records: above the tenant's limit, allowed for this run "
-                        "(allow_deletions = %d)", count, live, allow_deletions)
-        return changes, None
-    if not (over_count or over_share or bad_read):
-        return changes, None
-    why = (f"{invalid_share:.1%} of the customers read are invalid (failure_threshold "
-           f"{tenant.failure_threshold:.0%}), which a broken read also looks like" if bad_read else
-           f"the limit is {tenant.max_deletions} records and {tenant.max_deletion_share:.0%} of the {live} "
-           "records it keeps in Zoho (max_deletions, max_deletion_share)")
-    refused = {"count": count, "live": live, "share": round(share, 4), "reason": why,
-               "message": f"tenant {tenant.tenant_id!r}: this run would delete or flag {count} Zoho records "
-                          f"({share:.1%} of {live}); {why}. Nothing was deleted or flagged; the other changes "
-                          "were sent. If the store really lost these customers, trigger the sync DAG with "
-                          f"allow_deletions = {count} (this run only) or raise the tenant's limit; otherwise fix "
-                          "the store or its export and run again."}
-    log.error("%s", refused["message"])
-    return changes.loc[~deleting].reset_index(drop=True), refused
 
 
 def load(tenant_id: str, run_id: str, planned: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
