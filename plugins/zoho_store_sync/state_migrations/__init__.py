@@ -8,7 +8,7 @@ so databases of every earlier release end at the same schema.
 
 Adding a revision (a table, a column, an index):
 
-1. change the tables in ``zoho_store_sync/state.py`` (``state.metadata``);
+1. change the tables in ``zoho_store_sync/state/tables.py`` (``state.metadata``);
 2. copy the newest file of ``versions/`` to ``versions/NNNN_what_it_does.py`` (the next number), set
    ``revision = "NNNN"`` and ``down_revision`` to the previous number, and write ``upgrade()``: idempotent
    (``ops.create_table``, ``ops.create_index``, ``ops.drop_index``, or SQL with IF [NOT] EXISTS), and on
