@@ -10,8 +10,15 @@ import pytest
 
 from tests.conftest import POSTGRES_ADMIN_URL, REPO, connection_env, postgres_conn_fields, sqlite_conn_fields
 
-BASE = {"source": "magento", "store_conn_id": "magento_test", "zoho_conn_id": "zoho_test", "retries": 0,
-        "zoho_max_retries": 1, "failure_threshold": 0.2, "full_sync_every_hours": 0.0001}
+BASE = {
+    "source": "magento",
+    "store_conn_id": "magento_test",
+    "zoho_conn_id": "zoho_test",
+    "retries": 0,
+    "zoho_max_retries": 1,
+    "failure_threshold": 0.2,
+    "full_sync_every_hours": 0.0001,
+}
 MAPPING_WITH_DELETED_FLAG = {"Contacts": {"Customer_Deleted": "deleted"}, "Leads": {"Customer_Deleted": "deleted"}}
 
 
@@ -56,13 +63,30 @@ class World:
 
         self.monkeypatch, self.zoho, self.state_url, self.stores = monkeypatch, zoho, state_url, stores
         self.engine = make_engine(state_url)
-        monkeypatch.setenv(*connection_env(
-            "zoho_test", conn_type="http", login=zoho.client_id, password=zoho.client_secret,
-            extra={"refresh_token": zoho.refresh_token, "accounts_url": zoho.url, "api_domain": zoho.url,
-                   "allow_custom_hosts": True}))
+        monkeypatch.setenv(
+            *connection_env(
+                "zoho_test",
+                conn_type="http",
+                login=zoho.client_id,
+                password=zoho.client_secret,
+                extra={
+                    "refresh_token": zoho.refresh_token,
+                    "accounts_url": zoho.url,
+                    "api_domain": zoho.url,
+                    "allow_custom_hosts": True,
+                },
+            )
+        )
         for name, magento in stores.items():
-            monkeypatch.setenv(*connection_env(f"magento_{name}", conn_type="http", host=magento.url,
-                                               password=magento.integration_token, extra={"auth": "integration_token"}))
+            monkeypatch.setenv(
+                *connection_env(
+                    f"magento_{name}",
+                    conn_type="http",
+                    host=magento.url,
+                    password=magento.integration_token,
+                    extra={"auth": "integration_token"},
+                )
+            )
         fields = sqlite_conn_fields(state_url) if state_url.startswith("sqlite") else postgres_conn_fields(state_url)
         monkeypatch.setenv(*connection_env("zoho_sync_state_db", **fields))
         self.tenants: dict[str, dict] = {}
@@ -132,14 +156,16 @@ def _synced_keys(world: World, tenant_id: str, module: str) -> list[str]:
 
 # ---- mass-deletion protection -------------------------------------------------------------------------
 
+
 def test_a_run_that_would_delete_more_than_the_limit_deletes_nothing_turns_red_and_says_how_to_proceed(world):
     magento = world.stores["main"]
     world.configure("guarded", "main", source_deletions="delete")
     world.run("guarded")
     before = world.all_live_emails()
     unique = _keys_with_unique_emails(magento)
-    gone = ([k for k in _synced_keys(world, "guarded", "Contacts") if k in unique][:20]
-            + [k for k in _synced_keys(world, "guarded", "Leads") if k in unique][:10])
+    gone = [k for k in _synced_keys(world, "guarded", "Contacts") if k in unique][:20] + [
+        k for k in _synced_keys(world, "guarded", "Leads") if k in unique
+    ][:10]
     for key in gone:
         magento.delete_customer(int(key))
     summary = world.run("guarded", expect="failed")
@@ -163,6 +189,7 @@ def test_a_few_deletions_under_the_limit_go_through(world):
 
 # ---- the product's own deletions are not "deleted in Zoho" ------------------------------------------------
 
+
 def test_a_customer_the_product_deleted_comes_back_when_it_reappears_in_the_store_without_a_reset(world):
     magento = world.stores["main"]
     world.configure("comeback", "main", source_deletions="delete")
@@ -184,8 +211,10 @@ def test_a_customer_the_product_deleted_comes_back_when_it_reappears_in_the_stor
 
 # ---- shared Zoho orgs -------------------------------------------------------------------------------
 
-def test_a_tenant_never_deletes_a_record_another_tenant_of_the_org_still_syncs(airflow_db, monkeypatch, zoho_sandbox,
-                                                                                 magento_store, fresh_state_url):
+
+def test_a_tenant_never_deletes_a_record_another_tenant_of_the_org_still_syncs(
+    airflow_db, monkeypatch, zoho_sandbox, magento_store, fresh_state_url
+):
     store_a, store_c = magento_store(60, 31), magento_store(60, 32)
     world = World(monkeypatch, zoho_sandbox, fresh_state_url, {"a": store_a, "c": store_c})
     world.configure("tenant_a", "a", source_deletions="delete")
@@ -194,8 +223,9 @@ def test_a_tenant_never_deletes_a_record_another_tenant_of_the_org_still_syncs(a
     # a person registered in both stores (a Lead in each): one Zoho record, synced by both tenants
     lead_key = next(k for k in _synced_keys(world, "tenant_a", "Leads") if k in _keys_with_unique_emails(store_a))
     shared = next(c for c in store_a.customers() if str(c["id"]) == lead_key)
-    twin = store_c.add_customer(world.state("tenant_a").loc[lead_key, "email"], firstname=shared["firstname"],
-                                lastname=shared["lastname"])
+    twin = store_c.add_customer(
+        world.state("tenant_a").loc[lead_key, "email"], firstname=shared["firstname"], lastname=shared["lastname"]
+    )
     shared["email"] = twin["email"]
     world.run("tenant_c")
     shared_id = world.state("tenant_a").loc[str(shared["id"]), "zoho_id"]
@@ -211,6 +241,7 @@ def test_a_tenant_never_deletes_a_record_another_tenant_of_the_org_still_syncs(a
 
 
 # ---- invalid rows are first-class -------------------------------------------------------------------
+
 
 def test_invalid_rows_are_recorded_with_their_reason_and_their_share_turns_the_run_red(world):
     magento = world.stores["main"]
@@ -231,6 +262,7 @@ def test_invalid_rows_are_recorded_with_their_reason_and_their_share_turns_the_r
 
 
 # ---- duplicates by email under incremental runs --------------------------------------------------------
+
 
 def test_when_the_winner_of_a_shared_email_changes_its_email_the_other_holder_is_synced_in_the_same_run(world):
     magento = world.stores["main"]
@@ -253,6 +285,7 @@ def test_when_the_winner_of_a_shared_email_changes_its_email_the_other_holder_is
 
 # ---- staging -------------------------------------------------------------------------------------
 
+
 def test_a_failed_runs_staging_files_are_removed_when_the_run_ends(world):
     import os
     from pathlib import Path
@@ -263,3 +296,27 @@ def test_a_failed_runs_staging_files_are_removed_when_the_run_ends(world):
     tenant_dir = Path(os.environ["ZOHO_SYNC_STAGING_URL"].removeprefix("file://")) / "leaky"
     leftovers = [p for p in tenant_dir.rglob("*") if p.is_file()] if tenant_dir.exists() else []
     assert leftovers == []
+
+
+# ---- one run per tenant ----------------------------------------------------------------------------
+
+def test_a_sync_of_a_tenant_held_by_another_run_does_nothing_and_a_crashed_holder_frees_it_when_its_lease_ends(
+        world):
+    from datetime import timedelta
+
+    from zoho_store_sync import pipeline
+
+    world.configure("busy", "main")
+    # another run of the tenant (a dry run, a reset, a sync still going) holds it, then dies without releasing
+    pipeline.acquire_tenant_lock("busy", "other-run", "sync", ttl=timedelta(minutes=5))
+    world.zoho.reset_calls()
+    assert world.run("busy") == {}  # skipped: no summary, nothing sent
+    assert not [c for c in world.zoho.calls() if c["operation"] in ("upsert", "update", "delete", "convert")]
+    assert world.store("busy").lock_holder()["run_id"] == "other-run"
+    from zoho_store_sync.state import now_utc, tenant_locks
+
+    with world.engine.begin() as conn:  # the dead holder's lease runs out
+        conn.execute(tenant_locks.update().where(tenant_locks.c.tenant_id == "busy")
+                     .values(expires_at=now_utc() - timedelta(seconds=1)))
+    assert world.run("busy")["inserted"] > 0
+    assert world.store("busy").lock_holder() is None  # released by the run's teardown
