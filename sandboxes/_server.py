@@ -1,4 +1,4 @@
-"""What every sandbox shares: an HTTP server on 127.0.0.1 in a daemon thread, and the CLI's ready file."""
+"""What every sandbox shares: a loopback HTTP server in a daemon thread, request in, answer out, the CLI ready file."""
 
 from __future__ import annotations
 
@@ -8,42 +8,72 @@ import signal
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
+
+from sandboxes._router import Request, Response
 
 
-class SandboxHandler(BaseHTTPRequestHandler):
-    """Keep-alive, quiet, fast request plumbing; subclasses implement ``_dispatch(method)``."""
+class RequestHandler(BaseHTTPRequestHandler):
+    """Reads a Request, has the sandbox's ``handle`` answer it, writes the Response; subclasses pick the methods."""
 
     protocol_version = "HTTP/1.1"  # keep-alive, as clients pool connections
     # Headers and body in one buffered write with TCP_NODELAY: otherwise Nagle plus delayed ACK adds ~40 ms a call.
     wbufsize = 1 << 16
     disable_nagle_algorithm = True
     sys_version = ""
+    headers_first = False  # the answer's own headers before Content-Type and Content-Length (Zoho's order)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output quiet
         pass
 
-    def do_GET(self) -> None:
-        self._dispatch("GET")
+    def serve(self) -> None:
+        send(self, self.sandbox.handle(read_request(self)))  # type: ignore[attr-defined]
 
-    def do_POST(self) -> None:
-        self._dispatch("POST")
 
-    def _dispatch(self, method: str) -> None:
-        raise NotImplementedError
+def read_request(handler: BaseHTTPRequestHandler) -> Request:
+    parts = urlsplit(handler.path)
+    if "chunked" in (handler.headers.get("Transfer-Encoding") or "").lower():
+        body = _read_chunked(handler.rfile)
+    else:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length > 0 else b""
+    return Request(handler.command, parts.path, parts.query, handler.headers, body)
 
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
 
-    def _send(self, status: int, payload: bytes, content_type: str, extra: dict | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        for name, value in (extra or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
+def _read_chunked(stream: Any) -> bytes:
+    chunks = []
+    while True:
+        size = int(stream.readline().split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            stream.readline()
+            return b"".join(chunks)
+        chunks.append(stream.read(size))
+        stream.readline()
+
+
+def send(handler: RequestHandler, resp: Response) -> None:
+    """Write ``resp``; 204 and 304 carry no body and no Content-Type."""
+    if resp.drop:  # the client sees the connection close with no answer
+        handler.close_connection = True
+        return
+    body = resp.body
+    payload = body if isinstance(body, bytes) else b"" if body is None else json.dumps(body).encode("utf-8")
+    handler.send_response(resp.status)
+    if handler.headers_first:
+        for name, value in resp.headers.items():
+            handler.send_header(name, value)
+    if resp.status in (204, 304):
+        handler.send_header("Content-Length", "0")
+        payload = b""
+    else:
+        handler.send_header("Content-Type", resp.content_type)
+        handler.send_header("Content-Length", str(len(payload)))
+    if not handler.headers_first:
+        for name, value in resp.headers.items():
+            handler.send_header(name, value)
+    handler.end_headers()
+    if payload and handler.command != "HEAD":
+        handler.wfile.write(payload)
 
 
 class _Server(ThreadingHTTPServer):

@@ -1,0 +1,5 @@
+"""``python -m sandboxes.deconetwork``: serve a generated site until stopped."""
+
+from .server import main
+
+main()
