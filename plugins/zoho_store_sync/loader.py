@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple
 
 import pandas as pd
@@ -132,6 +133,42 @@ def write_ahead_inserts(store: StateStore, batch: list[PlanRow]) -> None:
         store.write_ahead(rows)
 
 
+class _WriteAheadWindows:
+    """Writes ahead of the calls in windows of batches, on its own thread: a batch's call waits only until its
+    window is written, so the state learns of every insert before it is sent while the writes overlap with
+    the calls already in flight (one write before all the calls would hold them all back)."""
+
+    BATCHES_PER_WINDOW = 20
+
+    def __init__(self, batches: list[list[PlanRow]], write: Callable[[list[PlanRow]], None],
+                 stop: Callable[[], bool]) -> None:
+        self.windows = [batches[i:i + self.BATCHES_PER_WINDOW] for i in range(0, len(batches), self.BATCHES_PER_WINDOW)]
+        self.written = [threading.Event() for _ in self.windows]
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._write_all, args=(write, stop), name="zoho-write-ahead",
+                                       daemon=True)
+        self.thread.start()
+
+    def _write_all(self, write: Callable[[list[PlanRow]], None], stop: Callable[[], bool]) -> None:
+        try:
+            for window, done in zip(self.windows, self.written):
+                if stop():
+                    break
+                write([row for batch in window for row in batch])
+                done.set()
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiting call, which then sends nothing
+            self.failure = exc
+        finally:
+            for done in self.written:
+                done.set()
+
+    def wait_for(self, batch_index: int) -> None:
+        """Return once the window of batch ``batch_index`` is written; raise if writing ahead failed."""
+        self.written[batch_index // self.BATCHES_PER_WINDOW].wait()
+        if self.failure is not None:
+            raise self.failure
+
+
 class _Runner:
     """Runs Zoho calls concurrently (at most ``concurrency`` in flight) and records the answered outcomes."""
 
@@ -150,13 +187,19 @@ class _Runner:
         work: Iterable[list[PlanRow]],
         call: Callable[[list[PlanRow]], list[RecordOutcome]],
         on_done: Callable[[list[PlanRow], list[RecordOutcome]], None],
+        *,
+        write_ahead: Callable[[list[PlanRow]], None] | None = None,
     ) -> None:
         """Every batch is queued at once: a worker that gets its answer takes the next batch itself, so a
-        call never waits for this thread (busy counting and writing outcomes) to hand it out."""
+        call never waits for this thread (busy counting and writing outcomes) to hand it out. With
+        ``write_ahead``, no batch is sent before its rows were written ahead (``_WriteAheadWindows``)."""
         todo = list(work)
         total, done, started = len(todo), 0, time.monotonic()
+        ahead = _WriteAheadWindows(todo, write_ahead, lambda: self.systemic is not None) if write_ahead else None
 
-        def guarded(batch: list[PlanRow]) -> list[RecordOutcome] | None:
+        def guarded(index: int, batch: list[PlanRow]) -> list[RecordOutcome] | None:
+            if ahead is not None:
+                ahead.wait_for(index)
             if self.systemic is not None:
                 return None  # not sent: a systemic failure stopped the calls
             try:
@@ -167,7 +210,9 @@ class _Runner:
                 raise
 
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="zoho") as pool:
-            pending: dict[Future, list[PlanRow]] = {pool.submit(guarded, batch): batch for batch in todo}
+            pending: dict[Future, list[PlanRow]] = {
+                pool.submit(guarded, index, batch): batch for index, batch in enumerate(todo)
+            }
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
@@ -295,8 +340,8 @@ def apply_plan(
             result.inserted += sum(1 for o in outcomes if o.ok and o.action == "insert")
             result.updated += sum(1 for o in outcomes if o.ok and o.action != "insert")
 
-        write_ahead_inserts(store, bulk)
-        runner.run("bulk write", batches(bulk, size=25_000), bulk_write, after_bulk)
+        runner.run("bulk write", batches(bulk, size=25_000), bulk_write, after_bulk,
+                   write_ahead=partial(write_ahead_inserts, store))
     if upserts and runner.systemic is None:
 
         def upsert(batch: list[PlanRow]) -> list[RecordOutcome]:
@@ -308,10 +353,7 @@ def apply_plan(
             result.inserted += sum(1 for o in outcomes if o.ok and o.action == "insert")
             result.updated += sum(1 for o in outcomes if o.ok and o.action != "insert")
 
-        # One write ahead of all the phase's calls: a small write before each call would sit on every
-        # call's path (bench reset_100k); a crash resends the unconfirmed rest as it would have anyway.
-        write_ahead_inserts(store, upserts)
-        runner.run("upsert", batches(upserts), upsert, after_upsert)
+        runner.run("upsert", batches(upserts), upsert, after_upsert, write_ahead=partial(write_ahead_inserts, store))
 
     released = [row for row in rows if row.action == "release"]
     if released:
