@@ -1,6 +1,8 @@
 """Connect a tenant's Zoho org (grant code → refresh token, stored encrypted) and verify it works.
 
-Airflow tasks cannot write Connections, so the refresh token is stored in the state database
+``connect`` runs from the CLI (``python -m zoho_store_sync.cli connect <tenant>``, the grant code prompted for and
+never stored; the ``zoho_connect`` DAG only verifies). Airflow tasks cannot write Connections, so the refresh token
+is stored in the state database
 (``zoho_sync_refresh_tokens``), encrypted with a key derived from the Connection's client secret; the
 tenant's hook reads it there whenever the Connection has no ``refresh_token`` extra. Nobody copies the
 refresh token by hand, and it never appears in a log line.
@@ -62,15 +64,32 @@ def connect(tenant_id: str, grant_code: str, redirect_uri: str | None = None) ->
         body = hook.exchange_grant_code(grant_code, redirect_uri or None)
     except ZohoOAuthError as exc:
         if exc.code == "invalid_code":
-            raise ZohoOAuthError("invalid_code", "the grant code expired (it lives only a few minutes) or was "
-                                 "already used: generate a new one and run zoho_connect again at once") from None
+            raise ZohoOAuthError(
+                "invalid_code",
+                "the grant code expired (it lives only a few minutes) or was "
+                "already used: generate a new one and run `python -m zoho_store_sync.cli "
+                f"connect {tenant_id}` again at once",
+            ) from None
         raise
-    RefreshTokenStore(store.engine).save(tenant.zoho_conn_id, hook.settings["client_secret"], body["refresh_token"],
-                                         scope=str(body.get("scope", "")), api_domain=str(body.get("api_domain", "")))
-    log.info("tenant %s connected: refresh token stored for connection %s (scopes: %s)", tenant_id,
-             tenant.zoho_conn_id, body.get("scope", ""))
-    return {"tenant": tenant_id, "zoho_conn_id": tenant.zoho_conn_id, "scope": body.get("scope", ""),
-            "api_domain": body.get("api_domain", "")}
+    RefreshTokenStore(store.engine).save(
+        tenant.zoho_conn_id,
+        hook.settings["client_secret"],
+        body["refresh_token"],
+        scope=str(body.get("scope", "")),
+        api_domain=str(body.get("api_domain", "")),
+    )
+    log.info(
+        "tenant %s connected: refresh token stored for connection %s (scopes: %s)",
+        tenant_id,
+        tenant.zoho_conn_id,
+        body.get("scope", ""),
+    )
+    return {
+        "tenant": tenant_id,
+        "zoho_conn_id": tenant.zoho_conn_id,
+        "scope": body.get("scope", ""),
+        "api_domain": body.get("api_domain", ""),
+    }
 
 
 def _scope_checks(tenant: TenantConfig, granted: set[str]) -> list[Check]:
@@ -79,8 +98,13 @@ def _scope_checks(tenant: TenantConfig, granted: set[str]) -> list[Check]:
         for group in REQUIRED_SCOPES[module]:
             ok = bool(granted & set(group))
             what = "field metadata" if module == "_always" else module
-            checks.append(Check(f"scope for {what}", ok, "granted" if ok else
-                                f"missing: grant one of {', '.join(group)} when generating the grant code"))
+            checks.append(
+                Check(
+                    f"scope for {what}",
+                    ok,
+                    "granted" if ok else f"missing: grant one of {', '.join(group)} when generating the grant code",
+                )
+            )
     return checks
 
 
@@ -100,8 +124,9 @@ def verify(tenant_id: str) -> list[Check]:
         checks.append(Check("access token", False, str(exc)))
         return _finish(tenant_id, checks)
     checks.append(Check("access token", True, "obtained from the refresh token"))
-    checks.append(Check("data centre", True, f"the token's API domain {token.api_domain} belongs to the "
-                                             "connection's data centre"))
+    checks.append(
+        Check("data centre", True, f"the token's API domain {token.api_domain} belongs to the connection's data centre")
+    )
     granted = {s.strip() for s in token.scope.replace(" ", ",").split(",") if s.strip()}
     if granted:
         checks.extend(_scope_checks(tenant, granted))
@@ -116,8 +141,13 @@ def verify(tenant_id: str) -> list[Check]:
             checks.append(Check(f"{module} fields", False, f"could not read the field list: {exc}"))
             continue
         problems = check_against_org(mapping, module, fields)
-        checks.append(Check(f"{module} mapping", not problems, "every mapped field exists and is writable"
-                            if not problems else "; ".join(problems)))
+        checks.append(
+            Check(
+                f"{module} mapping",
+                not problems,
+                "every mapped field exists and is writable" if not problems else "; ".join(problems),
+            )
+        )
     return _finish(tenant_id, checks)
 
 

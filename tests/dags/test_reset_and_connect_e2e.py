@@ -10,8 +10,14 @@ import pytest
 
 from tests.conftest import REPO, connection_env
 
-SHOP = {"tenant_id": "shop", "source": "magento", "store_conn_id": "magento_test", "zoho_conn_id": "zoho_test",
-        "retries": 0, "zoho_max_retries": 1}
+SHOP = {
+    "tenant_id": "shop",
+    "source": "magento",
+    "store_conn_id": "magento_test",
+    "zoho_conn_id": "zoho_test",
+    "retries": 0,
+    "zoho_max_retries": 1,
+}
 OTHER = {**SHOP, "tenant_id": "other"}
 
 
@@ -43,18 +49,32 @@ def ops(airflow_db, configure_tenant, zoho_sandbox, small_magento, sqlite_state_
             return dag_run
 
         def reset(self, expect: str = "success", **conf) -> dict:
-            self.run("zoho_reset", {"tenant": "shop", "record_types": ["Contacts", "Leads"], "confirm": "shop",
-                                    "wait_for_sync_minutes": 0, **conf}, expect)
+            self.run(
+                "zoho_reset",
+                {
+                    "tenant": "shop",
+                    "record_types": ["Contacts", "Leads"],
+                    "confirm": "shop",
+                    "wait_for_sync_minutes": 0,
+                    **conf,
+                },
+                expect,
+            )
             runs = [s for s in self.shop.run_summaries() if s.get("reset") is not None]
             return runs[-1] if runs and expect == "success" else {}
 
         def emails(self) -> dict[str, list[str]]:
-            return {m: sorted(r["Email"] for r in zoho_sandbox.records(m) if not r.get("Converted__s"))
-                    for m in ("Contacts", "Leads")}
+            return {
+                m: sorted(r["Email"] for r in zoho_sandbox.records(m) if not r.get("Converted__s"))
+                for m in ("Contacts", "Leads")
+            }
 
         def writes(self) -> list[dict]:
-            return [c for c in zoho_sandbox.calls() if c["operation"] in
-                    ("insert", "update", "upsert", "delete", "convert", "upload", "bulk_write")]
+            return [
+                c
+                for c in zoho_sandbox.calls()
+                if c["operation"] in ("insert", "update", "upsert", "delete", "convert", "upload", "bulk_write")
+            ]
 
     return Ops()
 
@@ -123,7 +143,8 @@ def test_dry_run_reset_writes_nothing_and_forgets_nothing(ops):
     assert summary["would"]["insert"] == len(before)
     after = ops.shop.load().sort_values("customer_key").reset_index(drop=True)
     assert after[["customer_key", "zoho_id", "payload_hash", "status"]].equals(
-        before[["customer_key", "zoho_id", "payload_hash", "status"]])
+        before[["customer_key", "zoho_id", "payload_hash", "status"]]
+    )
 
 
 def test_reset_waits_for_a_running_sync_and_a_sync_skips_during_a_reset(ops):
@@ -151,7 +172,8 @@ def test_reset_never_touches_another_tenant(ops):
     ops.reset()
     after = ops.other.load().sort_values("customer_key").reset_index(drop=True)
     assert after[["customer_key", "zoho_id", "payload_hash", "status"]].equals(
-        before[["customer_key", "zoho_id", "payload_hash", "status"]])
+        before[["customer_key", "zoho_id", "payload_hash", "status"]]
+    )
 
 
 def test_bulk_path_gives_the_same_zoho_state_as_the_upsert_path(ops, monkeypatch):
@@ -180,21 +202,32 @@ def test_the_write_path_switches_to_bulk_where_it_costs_fewer_credits():
 
 # --- connect and verify ---------------------------------------------------------------------------
 
+
 @pytest.fixture
 def unconnected(monkeypatch, ops):
     """The tenant's Connection without a refresh token: zoho_connect must provide it."""
     zoho = ops.zoho
-    monkeypatch.setenv(*connection_env(
-        "zoho_test", conn_type="http", login=zoho.client_id, password=zoho.client_secret,
-        extra={"accounts_url": zoho.url, "api_domain": zoho.url, "allow_custom_hosts": True}))
+    monkeypatch.setenv(
+        *connection_env(
+            "zoho_test",
+            conn_type="http",
+            login=zoho.client_id,
+            password=zoho.client_secret,
+            extra={"accounts_url": zoho.url, "api_domain": zoho.url, "allow_custom_hosts": True},
+        )
+    )
     return ops
 
 
 def test_a_valid_grant_code_ends_with_a_working_tenant_and_no_secret_in_the_logs(unconnected, caplog):
-    code = unconnected.zoho.issue_grant_code(unconnected.zoho.client_id, ("ZohoCRM.modules.ALL",
-                                             "ZohoCRM.settings.fields.READ", "ZohoCRM.org.READ"))
+    code = unconnected.zoho.issue_grant_code(
+        unconnected.zoho.client_id, ("ZohoCRM.modules.ALL", "ZohoCRM.settings.fields.READ", "ZohoCRM.org.READ")
+    )
     caplog.set_level("DEBUG")
-    unconnected.run("zoho_connect", {"tenant": "shop", "mode": "connect", "grant_code": code})
+    from zoho_store_sync import connect
+
+    connect.connect("shop", code)  # what `python -m zoho_store_sync.cli connect shop` does after its hidden prompt
+    unconnected.run("zoho_connect", {"tenant": "shop"})  # verify: nothing to type
     unconnected.run("zoho_sync__shop")
     assert unconnected.emails()["Contacts"]
     logged = caplog.text
@@ -210,28 +243,60 @@ def _verify_failure(ops, conf: dict, caplog) -> str:  # type: ignore[no-untyped-
     return caplog.text
 
 
-def test_an_expired_or_used_grant_code_says_to_generate_a_new_one(unconnected, caplog):
+def test_an_expired_or_used_grant_code_says_to_generate_a_new_one(unconnected):
+    from zoho_store_sync import connect
+
     code = unconnected.zoho.issue_grant_code(unconnected.zoho.client_id, ("ZohoCRM.modules.ALL",), ttl_seconds=0.0)
+    with pytest.raises(Exception) as failure:
+        connect.connect("shop", code)
+    text = str(failure.value)
+    assert "grant code" in text and "generate a new" in text and code not in text
+
+
+def test_a_grant_code_typed_into_the_dag_conf_is_refused_unused_and_never_logged(unconnected, caplog):
+    code = unconnected.zoho.issue_grant_code(unconnected.zoho.client_id, ("ZohoCRM.modules.ALL",))
     text = _verify_failure(unconnected, {"mode": "connect", "grant_code": code}, caplog)
-    assert "grant code expired" in text and "generate a new one" in text
+    assert code not in text
+    exchanges = [c for c in unconnected.zoho.calls() if c.get("grant_type") == "authorization_code"]
+    assert exchanges == []  # the code was not used
 
 
 def test_a_wrong_client_secret_says_to_copy_it_again(ops, monkeypatch, caplog):
     zoho = ops.zoho
-    monkeypatch.setenv(*connection_env(
-        "zoho_test", conn_type="http", login=zoho.client_id, password="not-the-client-secret-0000",
-        extra={"refresh_token": zoho.refresh_token, "accounts_url": zoho.url, "api_domain": zoho.url,
-               "allow_custom_hosts": True}))
+    monkeypatch.setenv(
+        *connection_env(
+            "zoho_test",
+            conn_type="http",
+            login=zoho.client_id,
+            password="not-the-client-secret-0000",
+            extra={
+                "refresh_token": zoho.refresh_token,
+                "accounts_url": zoho.url,
+                "api_domain": zoho.url,
+                "allow_custom_hosts": True,
+            },
+        )
+    )
     text = _verify_failure(ops, {"mode": "verify"}, caplog)
     assert "invalid_client_secret" in text and "copy it again" in text
 
 
 def test_an_unknown_client_for_the_data_centre_says_to_check_the_data_centre(ops, monkeypatch, caplog):
     zoho = ops.zoho
-    monkeypatch.setenv(*connection_env(
-        "zoho_test", conn_type="http", login="1000.UNKNOWNCLIENT", password=zoho.client_secret,
-        extra={"refresh_token": zoho.refresh_token, "accounts_url": zoho.url, "api_domain": zoho.url,
-               "allow_custom_hosts": True}))
+    monkeypatch.setenv(
+        *connection_env(
+            "zoho_test",
+            conn_type="http",
+            login="1000.UNKNOWNCLIENT",
+            password=zoho.client_secret,
+            extra={
+                "refresh_token": zoho.refresh_token,
+                "accounts_url": zoho.url,
+                "api_domain": zoho.url,
+                "allow_custom_hosts": True,
+            },
+        )
+    )
     text = _verify_failure(ops, {"mode": "verify"}, caplog)
     assert "invalid_client" in text and "data_centre" in text
 
@@ -239,24 +304,43 @@ def test_an_unknown_client_for_the_data_centre_says_to_check_the_data_centre(ops
 def test_a_missing_scope_is_named(ops, monkeypatch, caplog):
     zoho = ops.zoho
     narrow = zoho.add_refresh_token(zoho.client_id, ("ZohoCRM.modules.contacts.ALL", "ZohoCRM.settings.fields.READ"))
-    monkeypatch.setenv(*connection_env(
-        "zoho_test", conn_type="http", login=zoho.client_id, password=zoho.client_secret,
-        extra={"refresh_token": narrow, "accounts_url": zoho.url, "api_domain": zoho.url, "allow_custom_hosts": True}))
+    monkeypatch.setenv(
+        *connection_env(
+            "zoho_test",
+            conn_type="http",
+            login=zoho.client_id,
+            password=zoho.client_secret,
+            extra={
+                "refresh_token": narrow,
+                "accounts_url": zoho.url,
+                "api_domain": zoho.url,
+                "allow_custom_hosts": True,
+            },
+        )
+    )
     text = _verify_failure(ops, {"mode": "verify"}, caplog)
     assert "scope for Leads" in text and "ZohoCRM.modules.leads.ALL" in text
 
 
 def test_a_mapped_field_missing_from_the_org_is_named(ops, monkeypatch, caplog):
-    monkeypatch.setenv("AIRFLOW_VAR_ZOHO_SYNC_TENANTS", json.dumps(
-        [{**SHOP, "mapping_overrides": {"Contacts": {"Loyalty_Tier": "store"}}}]))
+    monkeypatch.setenv(
+        "AIRFLOW_VAR_ZOHO_SYNC_TENANTS",
+        json.dumps([{**SHOP, "mapping_overrides": {"Contacts": {"Loyalty_Tier": "store"}}}]),
+    )
     text = _verify_failure(ops, {"mode": "verify"}, caplog)
     assert "Contacts.Loyalty_Tier: no such field in the Zoho org" in text
 
 
 def test_a_wrong_data_centre_host_is_refused_before_any_token_is_sent(ops, monkeypatch, caplog):
     zoho = ops.zoho
-    monkeypatch.setenv(*connection_env(
-        "zoho_test", conn_type="http", login=zoho.client_id, password=zoho.client_secret,
-        extra={"refresh_token": zoho.refresh_token, "data_centre": "mars"}))
+    monkeypatch.setenv(
+        *connection_env(
+            "zoho_test",
+            conn_type="http",
+            login=zoho.client_id,
+            password=zoho.client_secret,
+            extra={"refresh_token": zoho.refresh_token, "data_centre": "mars"},
+        )
+    )
     text = _verify_failure(ops, {"mode": "verify"}, caplog)
     assert "data_centre" in text and "must be one of" in text

@@ -56,9 +56,7 @@ LONG_RUNNING = {
 # The x-airflow-common environment, exactly as the deployment brief specifies it.
 EXPECTED_COMMON_ENV = {
     "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-    "AIRFLOW__CORE__AUTH_MANAGER": (
-        "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-    ),
+    "AIRFLOW__CORE__AUTH_MANAGER": ("airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"),
     "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "airflow:admin",
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://airflow:airflow@postgres/airflow",
     "AIRFLOW__CELERY__RESULT_BACKEND": "db+postgresql://airflow:airflow@postgres/airflow",
@@ -271,9 +269,7 @@ def test_every_airflow_service_is_built_from_the_project_dockerfile_as_one_image
 
 
 def test_no_service_installs_packages_at_container_start(raw, services):
-    assert "_PIP_ADDITIONAL_REQUIREMENTS" not in {
-        key for service in services.values() for key in env_of(service)
-    }
+    assert "_PIP_ADDITIONAL_REQUIREMENTS" not in {key for service in services.values() for key in env_of(service)}
     assert "_PIP_ADDITIONAL_REQUIREMENTS:" not in raw
 
 
@@ -298,6 +294,19 @@ def test_every_airflow_service_runs_as_airflow_uid_with_group_0_except_init_as_r
 def test_env_file_dot_env_is_optional(services):
     for name in AIRFLOW_SERVICES:
         assert services[name]["env_file"] == [{"path": ".env", "required": False}], name
+
+
+def test_the_compose_version_the_env_file_form_needs_is_stated_in_the_header_and_the_readme(raw, services):
+    # `env_file: [{path, required}]` arrived in Docker Compose 2.24.0; older releases reject the file.
+    assert any(
+        isinstance(entry, dict) and "required" in entry
+        for name in AIRFLOW_SERVICES
+        for entry in services[name]["env_file"]
+    )
+    header = raw.split("\n---", 1)[0]
+    assert re.search(r"Docker Compose >= 2\.24\.0", header), "state the minimum Compose version in the header"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert re.search(r"Docker Compose >= 2\.24", readme), "state the minimum Compose version in the README"
 
 
 def test_airflow_3_components_and_celery_worker_run_the_right_commands(services):
@@ -519,9 +528,7 @@ def test_init_migrates_the_state_database_with_the_documented_command_once_it_ex
 def test_init_creates_the_zoho_api_pool_the_code_uses(compose):
     pool = settings_constant("DEFAULT_ZOHO_POOL")
     commands = [
-        shlex.split(line.split("||")[0])
-        for line in init_script(compose).splitlines()
-        if "airflow pools set" in line
+        shlex.split(line.split("||")[0]) for line in init_script(compose).splitlines() if "airflow pools set" in line
     ]
     assert len(commands) == 1, commands
     args = commands[0]
@@ -647,25 +654,66 @@ def test_no_secret_literal_is_in_the_compose_file(raw, services):
 # --- Dockerfile --------------------------------------------------------------------------------------------
 
 
-def test_dockerfile_base_image_is_the_pinned_airflow_on_python_3_11():
+def test_dockerfile_base_image_is_the_pinned_slim_airflow_on_python_3_11():
+    # slim: Airflow core only, so every installed package is one of the lock's and `pip check` can pass
     froms = [args for keyword, args in dockerfile_instructions() if keyword == "FROM"]
-    assert froms == [f"apache/airflow:{AIRFLOW_VERSION}-python{PYTHON_VERSION}"]
+    assert froms == [f"apache/airflow:slim-{AIRFLOW_VERSION}-python{PYTHON_VERSION}"]
+
+
+def _pip_runs() -> list[list[list[str]]]:
+    """Each RUN that calls pip, as its `&&`-separated commands, each split into words."""
+    runs = []
+    for keyword, args in dockerfile_instructions():
+        if keyword == "RUN" and "pip" in args:
+            runs.append([shlex.split(command) for command in args.split("&&")])
+    return runs
 
 
 def test_dockerfile_installs_requirements_with_the_lock_and_pins_airflow():
     instructions = dockerfile_instructions()
     copies = [args.split() for keyword, args in instructions if keyword == "COPY"]
     assert ["requirements.txt", "constraints.txt", "/tmp/"] in copies
-    runs = [shlex.split(args) for keyword, args in instructions if keyword == "RUN" and "pip" in args]
-    assert len(runs) == 1, runs
-    args = runs[0]
+    runs = _pip_runs()
+    assert len(runs) == 2, runs  # the lock, then the distribution on top of it
+    (args,) = runs[0]
     assert args[:3] == ["pip", "install", "--no-cache-dir"]
     assert f"apache-airflow=={AIRFLOW_VERSION}" in args
     assert args[args.index("-r") + 1] == "/tmp/requirements.txt"
     assert args[args.index("-c") + 1] == "/tmp/constraints.txt"
-    assert not any(arg.startswith("apache-airflow-providers-celery") for arg in args), (
-        "the base image already ships the Celery provider"
-    )
+    requirements = (ROOT / "requirements.txt").read_text(encoding="utf-8")
+    # the slim base image ships no provider: the lock brings what docker-compose.yaml runs
+    for package in (
+        "apache-airflow-providers-celery",
+        "apache-airflow-providers-postgres",
+        "asyncpg",
+        "redis",
+        "celery",
+    ):
+        assert re.search(rf"^{re.escape(package)}(\[[^]]*\])?==", requirements, re.M), package
+
+
+def test_dockerfile_installs_the_distribution_and_fails_its_build_on_pip_check():
+    instructions = dockerfile_instructions()
+    copies = [args.split() for keyword, args in instructions if keyword == "COPY"]
+    assert ["--chown=airflow:0", "pyproject.toml", "README.md", "/opt/airflow/"] in copies
+    assert ["--chown=airflow:0", "plugins/", "/opt/airflow/plugins/"] in copies
+    install, check = _pip_runs()[1]
+    assert install[:4] == ["pip", "install", "--no-cache-dir", "--no-deps"]
+    # editable from the image's plugins/ folder: the entry point registers the provider, and the plugins/
+    # docker-compose.yaml mounts over it is the code that runs
+    assert install[install.index("-e") + 1] == "/opt/airflow"
+    assert check == ["pip", "check"], "a broken dependency set must fail the build"
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'package-dir = {"" = "plugins"}' in pyproject
+    assert "[project.entry-points.apache_airflow_provider]" in pyproject
+    # the copied files exist (a missing one fails `docker build` late)
+    for name in ("pyproject.toml", "README.md", "plugins/zoho_store_sync/provider_info.py"):
+        assert (ROOT / name).is_file(), name
+
+
+def test_the_image_runs_the_installed_package_where_compose_mounts_plugins(services):
+    for name in AIRFLOW_SERVICES:
+        assert volume_mounts(services[name]).get("/opt/airflow/plugins") == "./plugins", name
 
 
 def test_image_tag_requirements_and_lock_agree_on_the_airflow_version(common):
@@ -686,7 +734,15 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context():
     for pattern in (".venv", ".airflow", ".demo", "logs", "bench/results*", ".git"):
         assert pattern in patterns, pattern
     assert patterns & {"__pycache__", "**/__pycache__"}
-    for needed in ("requirements.txt", "constraints.txt", "Dockerfile"):
+    for needed in (
+        "requirements.txt",
+        "constraints.txt",
+        "Dockerfile",
+        "pyproject.toml",
+        "README.md",
+        "plugins",
+        "plugins/",
+    ):
         assert needed not in patterns and "*" not in patterns, needed
 
 

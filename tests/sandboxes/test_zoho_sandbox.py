@@ -19,7 +19,7 @@ import requests
 from sandboxes.zoho_crm import ZohoSandbox
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-OAS_DIR = PROJECT_ROOT.parent / "shared" / "zoho-oas" / "v8.0"
+OAS_DIR = PROJECT_ROOT / "tests" / "zoho_oas" / "v8.0"
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -46,8 +46,13 @@ class Api:
 
 
 def refresh(sandbox: ZohoSandbox, **overrides: str) -> requests.Response:
-    form = {"grant_type": "refresh_token", "client_id": sandbox.client_id, "client_secret": sandbox.client_secret,
-            "refresh_token": sandbox.refresh_token, **overrides}
+    form = {
+        "grant_type": "refresh_token",
+        "client_id": sandbox.client_id,
+        "client_secret": sandbox.client_secret,
+        "refresh_token": sandbox.refresh_token,
+        **overrides,
+    }
     return requests.post(f"{sandbox.url}/oauth/v2/token", data=form, timeout=10)
 
 
@@ -93,18 +98,24 @@ def test_refresh_returns_bearer_access_token_and_api_domain_but_no_refresh_token
 
 
 def test_refresh_parameters_may_be_sent_in_the_query_string(sandbox: ZohoSandbox) -> None:
-    params = {"grant_type": "refresh_token", "client_id": sandbox.client_id,
-              "client_secret": sandbox.client_secret, "refresh_token": sandbox.refresh_token}
+    params = {
+        "grant_type": "refresh_token",
+        "client_id": sandbox.client_id,
+        "client_secret": sandbox.client_secret,
+        "refresh_token": sandbox.refresh_token,
+    }
     assert "access_token" in requests.post(f"{sandbox.url}/oauth/v2/token", params=params, timeout=10).json()
 
 
-@pytest.mark.parametrize(("override", "error"), [
-    ({"client_id": "1000.UNKNOWN"}, "invalid_client"),
-    ({"client_secret": "wrong"}, "invalid_client_secret"),
-    ({"refresh_token": "1000.not-a-token"}, "invalid_code"),
-])
-def test_oauth_errors_come_back_as_http_200_with_an_error_key(sandbox: ZohoSandbox, override: dict,
-                                                              error: str) -> None:
+@pytest.mark.parametrize(
+    ("override", "error"),
+    [
+        ({"client_id": "1000.UNKNOWN"}, "invalid_client"),
+        ({"client_secret": "wrong"}, "invalid_client_secret"),
+        ({"refresh_token": "1000.not-a-token"}, "invalid_code"),
+    ],
+)
+def test_oauth_errors_come_back_as_http_200_with_an_error_key(sandbox: ZohoSandbox, override: dict, error: str) -> None:
     response = refresh(sandbox, **override)
     assert response.status_code == 200
     assert response.json() == {"error": error}
@@ -115,9 +126,11 @@ def test_eleventh_refresh_within_ten_minutes_is_throttled_with_http_400_access_d
         assert "access_token" in refresh(sandbox).json()
     throttled = refresh(sandbox)
     assert throttled.status_code == 400
-    assert throttled.json() == {"error_description": "You have made too many requests continuously. "
-                                                     "Please try again after some time.",
-                                "error": "Access Denied", "status": "failure"}
+    assert throttled.json() == {
+        "error_description": "You have made too many requests continuously. Please try again after some time.",
+        "error": "Access Denied",
+        "status": "failure",
+    }
     other = sandbox.add_refresh_token(sandbox.client_id, ("ZohoCRM.modules.ALL",))
     assert "access_token" in refresh(sandbox, refresh_token=other).json()  # the limit is per refresh token
     assert sandbox.token_calls() == 11
@@ -128,8 +141,12 @@ def test_eleventh_refresh_within_ten_minutes_is_throttled_with_http_400_access_d
 
 def test_grant_code_exchange_returns_a_refresh_token_and_the_code_is_single_use(sandbox: ZohoSandbox) -> None:
     code = sandbox.issue_grant_code(sandbox.client_id, ("ZohoCRM.modules.ALL",))
-    form = {"grant_type": "authorization_code", "client_id": sandbox.client_id,
-            "client_secret": sandbox.client_secret, "code": code}
+    form = {
+        "grant_type": "authorization_code",
+        "client_id": sandbox.client_id,
+        "client_secret": sandbox.client_secret,
+        "code": code,
+    }
     first = requests.post(f"{sandbox.url}/oauth/v2/token", data=form, timeout=10).json()
     assert {"access_token", "refresh_token", "scope", "api_domain", "token_type", "expires_in"} <= set(first)
     assert "access_token" in refresh(sandbox, refresh_token=first["refresh_token"]).json()
@@ -139,16 +156,25 @@ def test_grant_code_exchange_returns_a_refresh_token_and_the_code_is_single_use(
 
 def test_expired_grant_code_answers_invalid_code(sandbox: ZohoSandbox) -> None:
     code = sandbox.issue_grant_code(sandbox.client_id, ("ZohoCRM.modules.ALL",), ttl_seconds=0)
-    form = {"grant_type": "authorization_code", "client_id": sandbox.client_id,
-            "client_secret": sandbox.client_secret, "code": code}
+    form = {
+        "grant_type": "authorization_code",
+        "client_id": sandbox.client_id,
+        "client_secret": sandbox.client_secret,
+        "code": code,
+    }
     assert requests.post(f"{sandbox.url}/oauth/v2/token", data=form, timeout=10).json() == {"error": "invalid_code"}
 
 
 def test_grant_code_redirect_uri_must_match_the_registered_one(sandbox: ZohoSandbox) -> None:
     sandbox.add_client("1000.WEBAPP", "web-secret", redirect_uri="https://app.example/callback")
     code = sandbox.issue_grant_code("1000.WEBAPP", ("ZohoCRM.modules.ALL",))
-    form = {"grant_type": "authorization_code", "client_id": "1000.WEBAPP", "client_secret": "web-secret",
-            "code": code, "redirect_uri": "https://evil.example/callback"}
+    form = {
+        "grant_type": "authorization_code",
+        "client_id": "1000.WEBAPP",
+        "client_secret": "web-secret",
+        "code": code,
+        "redirect_uri": "https://evil.example/callback",
+    }
     url = f"{sandbox.url}/oauth/v2/token"
     assert requests.post(url, data=form, timeout=10).json() == {"error": "invalid_redirect_uri"}
     form["redirect_uri"] = "https://app.example/callback"
@@ -164,8 +190,12 @@ def test_revoking_a_refresh_token_kills_its_access_tokens(sandbox: ZohoSandbox, 
 
 
 def test_token_calls_are_logged_with_operation_token_and_secrets_redacted(sandbox: ZohoSandbox) -> None:
-    params = {"grant_type": "refresh_token", "client_id": sandbox.client_id,
-              "client_secret": sandbox.client_secret, "refresh_token": sandbox.refresh_token}
+    params = {
+        "grant_type": "refresh_token",
+        "client_id": sandbox.client_id,
+        "client_secret": sandbox.client_secret,
+        "refresh_token": sandbox.refresh_token,
+    }
     requests.post(f"{sandbox.url}/oauth/v2/token", params=params, timeout=10)
     call = sandbox.calls()[-1]
     assert call["operation"] == "token" and call["status"] == 200 and call["credits"] == 0
@@ -178,18 +208,25 @@ def test_token_calls_are_logged_with_operation_token_and_secrets_redacted(sandbo
 def test_missing_authorization_header_answers_401_authentication_failure(sandbox: ZohoSandbox) -> None:
     response = requests.get(f"{sandbox.url}/crm/v8/Contacts", params={"fields": "Email"}, timeout=10)
     assert response.status_code == 401
-    assert response.json() == {"code": "AUTHENTICATION_FAILURE", "details": {}, "message": "Authentication failed",
-                               "status": "error"}
+    assert response.json() == {
+        "code": "AUTHENTICATION_FAILURE",
+        "details": {},
+        "message": "Authentication failed",
+        "status": "error",
+    }
 
 
 @pytest.mark.parametrize("header", ["Zoho-oauthtoken 1000.unknown", "Bearer {token}"])
 def test_unknown_token_or_bearer_prefix_answers_401_invalid_token(sandbox: ZohoSandbox, header: str) -> None:
     headers = {"Authorization": header.format(token=access_token(sandbox))}
-    response = requests.get(f"{sandbox.url}/crm/v8/Contacts", params={"fields": "Email"}, headers=headers,
-                            timeout=10)
+    response = requests.get(f"{sandbox.url}/crm/v8/Contacts", params={"fields": "Email"}, headers=headers, timeout=10)
     assert response.status_code == 401
-    assert response.json() == {"code": "INVALID_TOKEN", "details": {}, "message": "invalid oauth token",
-                               "status": "error"}
+    assert response.json() == {
+        "code": "INVALID_TOKEN",
+        "details": {},
+        "message": "invalid oauth token",
+        "status": "error",
+    }
 
 
 def test_expired_access_token_answers_invalid_token() -> None:
@@ -199,20 +236,30 @@ def test_expired_access_token_answers_invalid_token() -> None:
 
 
 def test_token_without_the_needed_scope_answers_401_oauth_scope_mismatch(sandbox: ZohoSandbox) -> None:
-    reader = Api(sandbox, access_token(sandbox, sandbox.add_refresh_token(
-        sandbox.client_id, ("ZohoCRM.modules.contacts.READ",))))
+    reader = Api(
+        sandbox, access_token(sandbox, sandbox.add_refresh_token(sandbox.client_id, ("ZohoCRM.modules.contacts.READ",)))
+    )
     assert reader.get("Contacts", fields="Email").status_code == 204
-    for response in (reader.upsert("Contacts", [contact(1)]), reader.get("Leads", fields="Email"),
-                     reader.call("GET", "/crm/v8/settings/fields", params={"module": "Contacts"}),
-                     reader.call("GET", "/crm/v8/org")):
+    for response in (
+        reader.upsert("Contacts", [contact(1)]),
+        reader.get("Leads", fields="Email"),
+        reader.call("GET", "/crm/v8/settings/fields", params={"module": "Contacts"}),
+        reader.call("GET", "/crm/v8/org"),
+    ):
         assert response.status_code == 401
-        assert response.json() == {"code": "OAUTH_SCOPE_MISMATCH", "message": "Unauthorized", "status": "error",
-                                   "details": {}}
+        assert response.json() == {
+            "code": "OAUTH_SCOPE_MISMATCH",
+            "message": "Unauthorized",
+            "status": "error",
+            "details": {},
+        }
 
 
 def test_per_module_write_scope_allows_upsert_into_that_module_only(sandbox: ZohoSandbox) -> None:
-    writer = Api(sandbox, access_token(sandbox, sandbox.add_refresh_token(
-        sandbox.client_id, ("ZohoCRM.modules.contacts.WRITE",))))
+    writer = Api(
+        sandbox,
+        access_token(sandbox, sandbox.add_refresh_token(sandbox.client_id, ("ZohoCRM.modules.contacts.WRITE",))),
+    )
     assert writer.upsert("Contacts", [contact(1)]).status_code == 200
     assert writer.upsert("Leads", [contact(2)]).json()["code"] == "OAUTH_SCOPE_MISMATCH"
 
@@ -229,8 +276,12 @@ def test_upsert_of_a_new_email_inserts_with_action_insert(sandbox: ZohoSandbox, 
     response = api.upsert("Contacts", [contact(1, Order_Count=2, Total_Order_Value=99.5)])
     item = response.json()["data"][0]
     assert response.status_code == 200
-    assert (item["code"], item["action"], item["message"], item["status"]) == ("SUCCESS", "insert", "record added",
-                                                                              "success")
+    assert (item["code"], item["action"], item["message"], item["status"]) == (
+        "SUCCESS",
+        "insert",
+        "record added",
+        "success",
+    )
     assert item["duplicate_field"] is None
     assert len(item["details"]["id"]) == 19 and item["details"]["id"].isdigit()
     [stored] = sandbox.records("Contacts")
@@ -240,8 +291,7 @@ def test_upsert_of_a_new_email_inserts_with_action_insert(sandbox: ZohoSandbox, 
 
 def test_upsert_matches_existing_contact_by_email_ignoring_case(sandbox: ZohoSandbox, api: Api) -> None:
     first = api.upsert("Contacts", [contact(1, First_Name="Ann")]).json()["data"][0]["details"]["id"]
-    response = api.upsert("Contacts", [{"Last_Name": "Person1", "Email": "  PERSON1@Example.COM ",
-                                        "Order_Count": 7}])
+    response = api.upsert("Contacts", [{"Last_Name": "Person1", "Email": "  PERSON1@Example.COM ", "Order_Count": 7}])
     item = response.json()["data"][0]
     assert (item["action"], item["duplicate_field"], item["message"]) == ("update", "Email", "record updated")
     assert item["details"]["id"] == first
@@ -254,9 +304,12 @@ def test_upsert_with_mixed_results_answers_207_with_positional_items(api: Api) -
     data = response.json()["data"]
     assert response.status_code == 207
     assert [d["status"] for d in data] == ["success", "error", "success"]
-    assert data[1] == {"code": "MANDATORY_NOT_FOUND", "details": {"api_name": "Last_Name",
-                                                                  "json_path": "$.data[1].Last_Name"},
-                       "message": "required field not found", "status": "error"}
+    assert data[1] == {
+        "code": "MANDATORY_NOT_FOUND",
+        "details": {"api_name": "Last_Name", "json_path": "$.data[1].Last_Name"},
+        "message": "required field not found",
+        "status": "error",
+    }
 
 
 def test_upsert_where_every_record_fails_answers_400_with_a_data_body(sandbox: ZohoSandbox, api: Api) -> None:
@@ -296,8 +349,9 @@ def test_unique_extra_field_rejects_duplicates_on_insert_and_drives_upsert_match
         duplicate = api.insert("Contacts", [contact(2, Source_Customer_ID="DECO-1")]).json()["data"][0]
         assert duplicate["code"] == "DUPLICATE_DATA" and duplicate["details"]["api_name"] == "Source_Customer_ID"
         # Email left out of duplicate_check_fields: the system Email check is skipped, unique fields still apply
-        item = api.upsert("Contacts", [contact(9, Source_Customer_ID="deco-1")],
-                          duplicate_check_fields=["Source_Customer_ID"]).json()["data"][0]
+        item = api.upsert(
+            "Contacts", [contact(9, Source_Customer_ID="deco-1")], duplicate_check_fields=["Source_Customer_ID"]
+        ).json()["data"][0]
         assert (item["action"], item["duplicate_field"]) == ("update", "Source_Customer_ID")
         assert sandbox.records("Contacts")[0]["Email"] == "person9@example.com"
 
@@ -317,22 +371,31 @@ def test_upsert_into_leads_does_not_match_contacts(sandbox: ZohoSandbox, api: Ap
 
 def test_value_longer_than_the_field_reports_maximum_length(api: Api) -> None:
     item = api.upsert("Contacts", [contact(1, First_Name="x" * 41)]).json()["data"][0]
-    assert item == {"code": "INVALID_DATA", "details": {"maximum_length": 40, "api_name": "First_Name",
-                                                        "json_path": "$.data[0].First_Name"},
-                    "message": "invalid data", "status": "error"}
+    assert item == {
+        "code": "INVALID_DATA",
+        "details": {"maximum_length": 40, "api_name": "First_Name", "json_path": "$.data[0].First_Name"},
+        "message": "invalid data",
+        "status": "error",
+    }
 
 
-@pytest.mark.parametrize(("field_name", "value", "expected"), [
-    ("Order_Count", "3", "integer"),
-    ("Newsletter_Subscriber", "yes", "boolean"),
-    ("Total_Order_Value", "9.50", "double"),
-    ("Account_Balance", True, "double"),
-])
+@pytest.mark.parametrize(
+    ("field_name", "value", "expected"),
+    [
+        ("Order_Count", "3", "integer"),
+        ("Newsletter_Subscriber", "yes", "boolean"),
+        ("Total_Order_Value", "9.50", "double"),
+        ("Account_Balance", True, "double"),
+    ],
+)
 def test_wrong_type_reports_expected_data_type(api: Api, field_name: str, value: Any, expected: str) -> None:
     item = api.upsert("Contacts", [contact(1, **{field_name: value})]).json()["data"][0]
     assert item["code"] == "INVALID_DATA"
-    assert item["details"] == {"expected_data_type": expected, "api_name": field_name,
-                               "json_path": f"$.data[0].{field_name}"}
+    assert item["details"] == {
+        "expected_data_type": expected,
+        "api_name": field_name,
+        "json_path": f"$.data[0].{field_name}",
+    }
 
 
 def test_unknown_field_is_invalid_data_with_the_field_api_name_message(api: Api) -> None:
@@ -359,8 +422,11 @@ def test_leads_use_street_city_zip_code_and_contacts_use_mailing_fields(api: Api
 
 def test_update_needs_an_id_per_record_and_rejects_unknown_ids(sandbox: ZohoSandbox, api: Api) -> None:
     rid = api.insert("Contacts", [contact(1)]).json()["data"][0]["details"]["id"]
-    response = api.call("PUT", "/crm/v8/Contacts", json={"data": [
-        {"id": rid, "Phone": "555"}, {"Phone": "1"}, {"id": "5700000000000999999", "Phone": "2"}]})
+    response = api.call(
+        "PUT",
+        "/crm/v8/Contacts",
+        json={"data": [{"id": rid, "Phone": "555"}, {"Phone": "1"}, {"id": "5700000000000999999", "Phone": "2"}]},
+    )
     data = response.json()["data"]
     assert response.status_code == 207
     assert data[0]["message"] == "record updated"
@@ -369,8 +435,7 @@ def test_update_needs_an_id_per_record_and_rejects_unknown_ids(sandbox: ZohoSand
     assert sandbox.records("Contacts")[0]["Phone"] == "555"
 
 
-def test_update_by_path_id_can_clear_a_field_but_not_the_mandatory_last_name(sandbox: ZohoSandbox,
-                                                                            api: Api) -> None:
+def test_update_by_path_id_can_clear_a_field_but_not_the_mandatory_last_name(sandbox: ZohoSandbox, api: Api) -> None:
     rid = api.insert("Contacts", [contact(1, Phone="555")]).json()["data"][0]["details"]["id"]
     assert api.call("PUT", f"/crm/v8/Contacts/{rid}", json={"data": [{"Phone": None}]}).status_code == 200
     assert "Phone" not in sandbox.records("Contacts")[0]
@@ -380,8 +445,12 @@ def test_update_by_path_id_can_clear_a_field_but_not_the_mandatory_last_name(san
 
 def test_if_unmodified_since_older_than_the_record_answers_412_already_modified(api: Api) -> None:
     api.insert("Contacts", [contact(1)])
-    response = api.call("POST", "/crm/v8/Contacts/upsert", json={"data": [contact(1, Phone="1")]},
-                        headers={"If-Unmodified-Since": "2020-01-01T00:00:00+00:00"})
+    response = api.call(
+        "POST",
+        "/crm/v8/Contacts/upsert",
+        json={"data": [contact(1, Phone="1")]},
+        headers={"If-Unmodified-Since": "2020-01-01T00:00:00+00:00"},
+    )
     assert response.status_code == 412
     assert response.json()["data"][0]["code"] == "ALREADY_MODIFIED"
 
@@ -392,8 +461,12 @@ def test_if_unmodified_since_older_than_the_record_answers_412_already_modified(
 def test_get_records_requires_the_fields_parameter(api: Api) -> None:
     response = api.get("Contacts")
     assert response.status_code == 400
-    assert response.json() == {"code": "REQUIRED_PARAM_MISSING", "details": {"param_name": "fields"},
-                               "message": "required param is missing", "status": "error"}
+    assert response.json() == {
+        "code": "REQUIRED_PARAM_MISSING",
+        "details": {"param_name": "fields"},
+        "message": "required param is missing",
+        "status": "error",
+    }
 
 
 def test_get_records_accepts_at_most_50_fields(api: Api) -> None:
@@ -425,8 +498,10 @@ def test_page_token_continues_a_listing_and_is_bound_to_its_query(api: Api) -> N
     token = first["info"]["next_page_token"]
     second = api.get("Contacts", fields="Email", per_page=2, page_token=token).json()
     assert len({r["id"] for r in first["data"] + second["data"]}) == 3
-    assert api.get("Contacts", fields="Last_Name", per_page=2, page_token=token).json()["code"] == \
-        "TOKEN_BOUND_DATA_MISMATCH"
+    assert (
+        api.get("Contacts", fields="Last_Name", per_page=2, page_token=token).json()["code"]
+        == "TOKEN_BOUND_DATA_MISMATCH"
+    )
 
 
 def test_get_records_rejects_per_page_over_200_and_pages_past_2000_records(api: Api) -> None:
@@ -468,8 +543,13 @@ def test_delete_reports_success_and_record_not_deleted_per_id(sandbox: ZohoSandb
     assert response.status_code == 207
     assert response.json()["data"] == [
         {"code": "SUCCESS", "details": {"id": rid}, "message": "record deleted", "status": "success"},
-        {"code": "INVALID_DATA", "details": {"id": "5700000000000999999"}, "message": "record not deleted",
-         "status": "error"}]
+        {
+            "code": "INVALID_DATA",
+            "details": {"id": "5700000000000999999"},
+            "message": "record not deleted",
+            "status": "error",
+        },
+    ]
     assert sandbox.records("Contacts") == []
 
 
@@ -488,8 +568,16 @@ def test_deleted_list_shows_api_and_ui_deletions_filtered_by_type(sandbox: ZohoS
     assert {d["id"]: d["type"] for d in every["data"]} == {ids[0]: "recycle", ids[1]: "permanent"}
     assert every["info"] == {"per_page": 200, "count": 2, "page": 1, "more_records": False}
     permanent = api.call("GET", "/crm/v8/Contacts/deleted", params={"type": "permanent"}).json()["data"]
-    assert permanent == [{"deleted_by": None, "id": ids[1], "display_name": None, "type": "permanent",
-                          "created_by": None, "deleted_time": permanent[0]["deleted_time"]}]
+    assert permanent == [
+        {
+            "deleted_by": None,
+            "id": ids[1],
+            "display_name": None,
+            "type": "permanent",
+            "created_by": None,
+            "deleted_time": permanent[0]["deleted_time"],
+        }
+    ]
     recycle = api.call("GET", "/crm/v8/Contacts/deleted", params={"type": "recycle"}).json()["data"]
     assert recycle[0]["display_name"] == "Person1" and recycle[0]["deleted_by"]["name"] == "Sandbox Admin"
 
@@ -547,8 +635,9 @@ def test_convert_links_the_contact_given_in_the_body(sandbox: ZohoSandbox, api: 
 
 def test_convert_matches_an_existing_contact_by_the_lead_email(sandbox: ZohoSandbox, api: Api) -> None:
     contact_id = api.upsert("Contacts", [contact(1)]).json()["data"][0]["details"]["id"]
-    lead_id = api.upsert("Leads", [{"Last_Name": "Lead", "Email": "PERSON1@example.com"}]).json()["data"][0][
-        "details"]["id"]
+    lead_id = api.upsert("Leads", [{"Last_Name": "Lead", "Email": "PERSON1@example.com"}]).json()["data"][0]["details"][
+        "id"
+    ]
     item = api.call("POST", f"/crm/v8/Leads/{lead_id}/actions/convert").json()["data"][0]
     assert item["details"]["Contacts"]["id"] == contact_id
     assert item["details"]["Accounts"] is None
@@ -572,21 +661,37 @@ def test_upsert_does_not_match_a_converted_lead(sandbox: ZohoSandbox, api: Api) 
 
 
 def test_fields_metadata_lists_standard_and_custom_fields_with_types_and_lengths(api: Api) -> None:
-    fields = {f["api_name"]: f for f in api.call("GET", "/crm/v8/settings/fields",
-                                                  params={"module": "Contacts"}).json()["fields"]}
+    fields = {
+        f["api_name"]: f
+        for f in api.call("GET", "/crm/v8/settings/fields", params={"module": "Contacts"}).json()["fields"]
+    }
     assert (fields["Last_Name"]["length"], fields["Last_Name"]["system_mandatory"]) == (80, True)
     assert fields["First_Name"]["length"] == 40
     assert (fields["Email"]["data_type"], fields["Email"]["length"]) == ("email", 100)
     assert fields["Mailing_Street"]["length"] == 250 and fields["Phone"]["length"] == 30
-    assert [v["actual_value"] for v in fields["Salutation"]["pick_list_values"]][1:] == \
-        ["Mr.", "Mrs.", "Ms.", "Dr.", "Prof."]
+    assert [v["actual_value"] for v in fields["Salutation"]["pick_list_values"]][1:] == [
+        "Mr.",
+        "Mrs.",
+        "Ms.",
+        "Dr.",
+        "Prof.",
+    ]
     assert fields["Full_Name"]["read_only"] is True
     custom = {name: f["data_type"] for name, f in fields.items() if f["custom_field"]}
-    assert custom == {"Order_Count": "integer", "Total_Order_Value": "currency", "Account_Balance": "currency",
-                      "Newsletter_Subscriber": "boolean", "Store_Name": "text", "Store_URL": "website",
-                      "Customer_Deleted": "boolean", "Source_Customer_ID": "text"}
-    leads = {f["api_name"]: f for f in api.call("GET", "/crm/v8/settings/fields",
-                                                 params={"module": "Leads"}).json()["fields"]}
+    assert custom == {
+        "Order_Count": "integer",
+        "Total_Order_Value": "currency",
+        "Account_Balance": "currency",
+        "Newsletter_Subscriber": "boolean",
+        "Store_Name": "text",
+        "Store_URL": "website",
+        "Customer_Deleted": "boolean",
+        "Source_Customer_ID": "text",
+    }
+    leads = {
+        f["api_name"]: f
+        for f in api.call("GET", "/crm/v8/settings/fields", params={"module": "Leads"}).json()["fields"]
+    }
     assert (leads["Company"]["length"], leads["Company"]["system_mandatory"]) == (200, False)
     assert "Zip_Code" in leads and "Mailing_Zip" not in leads and leads["Converted__s"]["read_only"]
 
@@ -594,20 +699,27 @@ def test_fields_metadata_lists_standard_and_custom_fields_with_types_and_lengths
 def test_fields_metadata_needs_a_known_module(api: Api) -> None:
     assert api.call("GET", "/crm/v8/settings/fields").json()["code"] == "REQUIRED_PARAM_MISSING"
     assert api.call("GET", "/crm/v8/settings/fields", params={"module": "Nope"}).json() == {
-        "code": "INVALID_MODULE", "details": {}, "message": "the module name given seems to be invalid",
-        "status": "error"}
+        "code": "INVALID_MODULE",
+        "details": {},
+        "message": "the module name given seems to be invalid",
+        "status": "error",
+    }
 
 
 def test_extra_fields_are_served_and_accepted() -> None:
     extra = {"Leads": [{"api_name": "Loyalty_Tier", "data_type": "text", "length": 10}]}
     with ZohoSandbox(extra_fields=extra) as sandbox:
         api = Api(sandbox, access_token(sandbox))
-        names = [f["api_name"] for f in api.call("GET", "/crm/v8/settings/fields",
-                                                  params={"module": "Leads"}).json()["fields"]]
+        names = [
+            f["api_name"]
+            for f in api.call("GET", "/crm/v8/settings/fields", params={"module": "Leads"}).json()["fields"]
+        ]
         assert "Loyalty_Tier" in names
         assert api.upsert("Leads", [contact(1, Loyalty_Tier="gold")]).status_code == 200
-        assert api.upsert("Leads", [contact(1, Loyalty_Tier="x" * 11)]).json()["data"][0]["details"][
-            "maximum_length"] == 10
+        assert (
+            api.upsert("Leads", [contact(1, Loyalty_Tier="x" * 11)]).json()["data"][0]["details"]["maximum_length"]
+            == 10
+        )
 
 
 def test_org_returns_id_and_zgid(api: Api) -> None:
@@ -618,8 +730,10 @@ def test_org_returns_id_and_zgid(api: Api) -> None:
 def test_ids_are_deterministic_for_a_seed() -> None:
     def first_id(seed: int) -> str:
         with ZohoSandbox(seed=seed) as sandbox:
-            return Api(sandbox, access_token(sandbox)).upsert("Contacts", [contact(1)]).json()["data"][0][
-                "details"]["id"]
+            return (
+                Api(sandbox, access_token(sandbox)).upsert("Contacts", [contact(1)]).json()["data"][0]["details"]["id"]
+            )
+
     assert first_id(3) == first_id(3) != first_id(4)
 
 
@@ -682,8 +796,9 @@ def test_sequential_calls_never_raise_peak_concurrency_above_one() -> None:
 # -------------------------------------------------------------------------------------------- faults
 
 
-def test_injected_429_and_500_hit_only_the_named_operation_the_given_number_of_times(sandbox: ZohoSandbox,
-                                                                                     api: Api) -> None:
+def test_injected_429_and_500_hit_only_the_named_operation_the_given_number_of_times(
+    sandbox: ZohoSandbox, api: Api
+) -> None:
     sandbox.inject_fault("429", times=2, operation="upsert")
     sandbox.inject_fault("500", operation="get")
     assert api.upsert("Contacts", [contact(1)]).status_code == 429
@@ -741,8 +856,12 @@ def test_a_denied_permission_answers_403_no_permission_naming_it(sandbox: ZohoSa
     sandbox.deny_permissions("Leads", ["Crm_Implied_View_Leads"])
     denied = api.upsert("Leads", [contact(1)])
     assert denied.status_code == 403
-    assert denied.json() == {"code": "NO_PERMISSION", "details": {"permissions": ["Crm_Implied_View_Leads"]},
-                             "message": "permission denied", "status": "error"}
+    assert denied.json() == {
+        "code": "NO_PERMISSION",
+        "details": {"permissions": ["Crm_Implied_View_Leads"]},
+        "message": "permission denied",
+        "status": "error",
+    }
     assert api.upsert("Contacts", [contact(1)]).status_code == 200
     sandbox.deny_permissions("Leads", [])
     assert api.upsert("Leads", [contact(1)]).status_code == 200
@@ -771,6 +890,7 @@ def test_random_fault_rate_is_reproducible_with_the_seed() -> None:
             api = Api(sandbox, access_token(sandbox))
             sandbox.set_fault_rate("500", 0.5)
             return [api.get("Contacts", fields="Email").status_code for _ in range(12)]
+
     first = pattern(11)
     assert first == pattern(11) and {204, 500} == set(first)
 
@@ -794,8 +914,7 @@ def test_http_inspection_endpoints_expose_state_calls_and_faults(sandbox: ZohoSa
     assert (calls[1]["module"], calls[1]["records"]) == ("Leads", 1)
     requests.post(f"{sandbox.url}/__sandbox__/reset_calls", timeout=10)
     assert sandbox.calls() == []
-    requests.post(f"{sandbox.url}/__sandbox__/faults", json={"kind": "500", "times": 1, "operation": "get"},
-                  timeout=10)
+    requests.post(f"{sandbox.url}/__sandbox__/faults", json={"kind": "500", "times": 1, "operation": "get"}, timeout=10)
     assert api.get("Leads", fields="Email").status_code == 500
 
 
@@ -804,8 +923,12 @@ def test_http_inspection_endpoints_expose_state_calls_and_faults(sandbox: ZohoSa
 
 def upload(sandbox: ZohoSandbox, api: Api, payload: bytes, **headers: str) -> requests.Response:
     org = api.call("GET", "/crm/v8/org").json()["org"][0]["zgid"]
-    return api.call("POST", "/crm/v8/upload", files={"file": ("contacts.zip", payload, "application/zip")},
-                    headers={"feature": "bulk-write", "X-CRM-ORG": org, **headers})
+    return api.call(
+        "POST",
+        "/crm/v8/upload",
+        files={"file": ("contacts.zip", payload, "application/zip")},
+        headers={"feature": "bulk-write", "X-CRM-ORG": org, **headers},
+    )
 
 
 def wait_for_job(api: Api, job_id: str) -> list[dict]:
@@ -822,22 +945,39 @@ def wait_for_job(api: Api, job_id: str) -> list[dict]:
 
 def test_bulk_write_upsert_round_trip_from_upload_to_result_csv(sandbox: ZohoSandbox, api: Api) -> None:
     existing = api.upsert("Contacts", [contact(1)]).json()["data"][0]["details"]["id"]
-    rows = [["Email", "Last_Name", "Order_Count", "Newsletter_Subscriber"],
-            ["PERSON1@example.com", "Person1", "5", "true"],
-            ["new@example.com", "New", "1", "false"],
-            ["broken@example.com", "", "x", "true"]]
+    rows = [
+        ["Email", "Last_Name", "Order_Count", "Newsletter_Subscriber"],
+        ["PERSON1@example.com", "Person1", "5", "true"],
+        ["new@example.com", "New", "1", "false"],
+        ["broken@example.com", "", "x", "true"],
+    ]
     uploaded = upload(sandbox, api, bulk_zip(rows)).json()
     assert (uploaded["code"], uploaded["message"]) == ("FILE_UPLOAD_SUCCESS", "file uploaded.")
-    job = {"operation": "upsert", "resource": [{"type": "data", "module": {"api_name": "Contacts"},
-                                                "file_id": uploaded["details"]["file_id"], "find_by": "Email"}]}
+    job = {
+        "operation": "upsert",
+        "resource": [
+            {
+                "type": "data",
+                "module": {"api_name": "Contacts"},
+                "file_id": uploaded["details"]["file_id"],
+                "find_by": "Email",
+            }
+        ],
+    }
     created = api.call("POST", "/crm/bulk/v8/write", json=job)
     assert created.status_code == 201 and created.json()["code"] == "SUCCESS"
     assert sandbox.calls()[-1]["credits"] == 500
     states = wait_for_job(api, created.json()["details"]["id"])
     assert [s["status"] for s in states] == ["ADDED", "IN PROGRESS", "COMPLETED"]
     done = states[-1]
-    assert done["resource"][0]["file"] == {"status": "COMPLETED", "name": "contacts.csv", "added_count": 1,
-                                                "skipped_count": 1, "updated_count": 1, "total_count": 3}
+    assert done["resource"][0]["file"] == {
+        "status": "COMPLETED",
+        "name": "contacts.csv",
+        "added_count": 1,
+        "skipped_count": 1,
+        "updated_count": 1,
+        "total_count": 3,
+    }
     zipped = requests.get(done["result"]["download_url"], headers=api.headers, timeout=10)
     with zipfile.ZipFile(io.BytesIO(zipped.content)) as archive:
         result = list(csv.DictReader(io.StringIO(archive.read(archive.namelist()[0]).decode())))
@@ -853,35 +993,55 @@ def test_bulk_write_upsert_round_trip_from_upload_to_result_csv(sandbox: ZohoSan
 def test_bulk_write_uses_field_mappings_by_index(sandbox: ZohoSandbox, api: Api) -> None:
     rows = [["surname", "mail"], ["Smith", "smith@example.com"]]
     file_id = upload(sandbox, api, bulk_zip(rows)).json()["details"]["file_id"]
-    job = {"operation": "insert", "resource": [{"type": "data", "module": {"api_name": "Leads"}, "file_id": file_id,
-                                                "field_mappings": [{"api_name": "Last_Name", "index": 0},
-                                                                   {"api_name": "Email", "index": 1},
-                                                                   {"api_name": "Lead_Source",
-                                                                    "default_value": {"value": "Online Store"}}]}]}
+    job = {
+        "operation": "insert",
+        "resource": [
+            {
+                "type": "data",
+                "module": {"api_name": "Leads"},
+                "file_id": file_id,
+                "field_mappings": [
+                    {"api_name": "Last_Name", "index": 0},
+                    {"api_name": "Email", "index": 1},
+                    {"api_name": "Lead_Source", "default_value": {"value": "Online Store"}},
+                ],
+            }
+        ],
+    }
     wait_for_job(api, api.call("POST", "/crm/bulk/v8/write", json=job).json()["details"]["id"])
     [lead] = sandbox.records("Leads")
     assert (lead["Last_Name"], lead["Email"], lead["Lead_Source"]) == ("Smith", "smith@example.com", "Online Store")
 
 
-def test_bulk_lookup_columns_name_the_related_record_by_the_mappings_find_by(sandbox: ZohoSandbox,
-                                                                             api: Api) -> None:
+def test_bulk_lookup_columns_name_the_related_record_by_the_mappings_find_by(sandbox: ZohoSandbox, api: Api) -> None:
     rows = [["Last_Name", "Account_Name"], ["Smith", "5700000000000999999"]]
     file_id = upload(sandbox, api, bulk_zip(rows)).json()["details"]["file_id"]
-    job = {"operation": "insert", "resource": [{"type": "data", "module": {"api_name": "Contacts"}, "file_id": file_id,
-                                                "field_mappings": [{"api_name": "Last_Name", "index": 0},
-                                                                   {"api_name": "Account_Name", "index": 1,
-                                                                    "find_by": "id"}]}]}
+    job = {
+        "operation": "insert",
+        "resource": [
+            {
+                "type": "data",
+                "module": {"api_name": "Contacts"},
+                "file_id": file_id,
+                "field_mappings": [
+                    {"api_name": "Last_Name", "index": 0},
+                    {"api_name": "Account_Name", "index": 1, "find_by": "id"},
+                ],
+            }
+        ],
+    }
     wait_for_job(api, api.call("POST", "/crm/bulk/v8/write", json=job).json()["details"]["id"])
     [stored] = sandbox.records("Contacts")
     assert stored["Account_Name"] == {"id": "5700000000000999999"}
 
 
-def test_bulk_result_is_an_octet_stream_and_the_download_url_may_be_relative(sandbox: ZohoSandbox,
-                                                                            api: Api) -> None:
+def test_bulk_result_is_an_octet_stream_and_the_download_url_may_be_relative(sandbox: ZohoSandbox, api: Api) -> None:
     sandbox.bulk_relative_download_url = True
     file_id = upload(sandbox, api, bulk_zip([["Last_Name"], ["A"]])).json()["details"]["file_id"]
-    job = {"operation": "insert",
-           "resource": [{"type": "data", "module": {"api_name": "Contacts"}, "file_id": file_id}]}
+    job = {
+        "operation": "insert",
+        "resource": [{"type": "data", "module": {"api_name": "Contacts"}, "file_id": file_id}],
+    }
     done = wait_for_job(api, api.call("POST", "/crm/bulk/v8/write", json=job).json()["details"]["id"])[-1]
     url = done["result"]["download_url"]
     assert url.startswith("/crm/bulk/v8/write/")
@@ -891,8 +1051,10 @@ def test_bulk_result_is_an_octet_stream_and_the_download_url_may_be_relative(san
 
 
 def test_picklist_values_carry_colour_code_as_the_fields_oas_requires(api: Api) -> None:
-    fields = {f["api_name"]: f for f in api.call("GET", "/crm/v8/settings/fields",
-                                                 params={"module": "Leads"}).json()["fields"]}
+    fields = {
+        f["api_name"]: f
+        for f in api.call("GET", "/crm/v8/settings/fields", params={"module": "Leads"}).json()["fields"]
+    }
     assert all("colour_code" in v for v in fields["Lead_Status"]["pick_list_values"])
 
 
@@ -905,18 +1067,20 @@ def test_bulk_upload_needs_its_headers_and_a_zip(sandbox: ZohoSandbox, api: Api)
 
 def test_bulk_job_validation_errors(sandbox: ZohoSandbox, api: Api) -> None:
     file_id = upload(sandbox, api, bulk_zip([["Last_Name", "Email"], ["A", "a@example.com"]])).json()["details"][
-        "file_id"]
+        "file_id"
+    ]
 
     def create(operation: str, **resource: Any) -> dict:
-        body = {"operation": operation, "resource": [{"type": "data", "module": {"api_name": "Contacts"},
-                                                      "file_id": file_id, **resource}]}
+        body = {
+            "operation": operation,
+            "resource": [{"type": "data", "module": {"api_name": "Contacts"}, "file_id": file_id, **resource}],
+        }
         return api.call("POST", "/crm/bulk/v8/write", json=body).json()
 
     assert create("upsert")["code"] == "MANDATORY_NOT_FOUND"
     assert create("insert", file_id="123")["code"] == "INVALID_FILE_ID"
     assert create("insert", module={"api_name": "Deals"})["code"] == "MODULE_NOT_AVAILABLE"
-    assert create("insert", field_mappings=[{"api_name": "Email", "index": 1}])["code"] == \
-        "MANDATORY_FIELDS_NOT_MAPPED"
+    assert create("insert", field_mappings=[{"api_name": "Email", "index": 1}])["code"] == "MANDATORY_FIELDS_NOT_MAPPED"
     assert api.call("GET", "/crm/bulk/v8/write/999").json()["code"] == "RESOURCE_NOT_FOUND"
 
 
@@ -925,16 +1089,23 @@ def test_bulk_job_validation_errors(sandbox: ZohoSandbox, api: Api) -> None:
 
 def test_cli_ready_file_mode_serves_until_killed(tmp_path: Path) -> None:
     ready = tmp_path / "ready.json"
-    process = subprocess.Popen([sys.executable, "-m", "sandboxes.zoho_crm", "--port", "0", "--ready-file",
-                                str(ready)], cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandboxes.zoho_crm", "--port", "0", "--ready-file", str(ready)],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 20
         while not ready.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         info = json.loads(ready.read_text())
         sandbox = ZohoSandbox()  # defaults match the CLI's client and refresh token
-        form = {"grant_type": "refresh_token", "client_id": sandbox.client_id,
-                "client_secret": sandbox.client_secret, "refresh_token": sandbox.refresh_token}
+        form = {
+            "grant_type": "refresh_token",
+            "client_id": sandbox.client_id,
+            "client_secret": sandbox.client_secret,
+            "refresh_token": sandbox.refresh_token,
+        }
         token = requests.post(f"{info['url']}/oauth/v2/token", data=form, timeout=10).json()
         assert token["api_domain"] == info["url"]
         state = requests.get(f"{info['url']}/__sandbox__/state", timeout=10).json()
@@ -985,8 +1156,10 @@ def test_responses_validate_against_the_official_openapi_schemas(sandbox: ZohoSa
     again = api.call("POST", f"/crm/v8/Leads/{lead_id}/actions/convert").json()
     _oas_validator("convert_lead.json", "ID_Already_Converted_API_Exception").validate(again)
     file_id = upload(sandbox, api, bulk_zip([["Last_Name"], ["A"]])).json()["details"]["file_id"]
-    job = {"operation": "insert",
-           "resource": [{"type": "data", "module": {"api_name": "Contacts"}, "file_id": file_id}]}
+    job = {
+        "operation": "insert",
+        "resource": [{"type": "data", "module": {"api_name": "Contacts"}, "file_id": file_id}],
+    }
     created = api.call("POST", "/crm/bulk/v8/write", json=job).json()
     _oas_validator("bulk_write.json", "Success_Response").validate(created)
     _oas_validator("bulk_write.json", "Bulk_Write_Response").validate(wait_for_job(api, created["details"]["id"])[-1])
