@@ -1,4 +1,5 @@
-# The two commands: `make demo` runs the main job on the embedded default; `make test` runs the tests.
+# The two commands: `make demo` runs the main job on the embedded default; `make test` runs the tests
+# (`make lint`: the style and type checks).
 # Each creates the virtual environment from the lock file (constraints.txt) when it is missing or stale.
 
 PYTHON ?= python3.11
@@ -6,11 +7,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench venv lock clean
+.PHONY: demo test lint bench venv lock clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip check
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -18,8 +20,15 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
+# Coverage of plugins/zoho_store_sync with branches (.coveragerc); the lines and branches no test runs are listed.
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest --cov --cov-branch --cov-report=term-missing:skip-covered
+
+# The house style: ruff (ruff.toml) for lint and format, mypy (mypy.ini) for types. CI runs it.
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -41,13 +41,26 @@ def run_figures(names: list[str], quick: bool) -> list[dict[str, Any]]:
             figures = importlib.import_module(FIGURES[name]).run(quick=quick)
             rows = [figure.as_dict() for figure in figures]
         except Exception as exc:  # noqa: BLE001 - one broken figure must not hide the others
-            rows = [common.Figure(name, None, "", "", None, None, "", False,
-                                  {"error": f"{type(exc).__name__}: {exc}",
-                                   "traceback": traceback.format_exc()[-4000:]}).as_dict()]
+            rows = [
+                common.Figure(
+                    name,
+                    None,
+                    "",
+                    "",
+                    None,
+                    None,
+                    "",
+                    False,
+                    {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]},
+                ).as_dict()
+            ]
         for row in rows:
             row["details"]["bench_seconds"] = round(time.perf_counter() - started, 1)
-            print(f"   {row['name']}: {_fmt(row['value'])} {row['unit']} (baseline {_fmt(row['baseline_value'])}, "
-                  f"ratio {_fmt(row['ratio'])}) met={row['met']}", flush=True)
+            print(
+                f"   {row['name']}: {_fmt(row['value'])} {row['unit']} (baseline {_fmt(row['baseline_value'])}, "
+                f"ratio {_fmt(row['ratio'])}) met={row['met']}",
+                flush=True,
+            )
         results.extend(rows)
     return results
 
@@ -62,8 +75,17 @@ def _fmt(value: Any) -> str:
 
 def table(results: list[dict[str, Any]]) -> str:
     header = ("figure", "value", "baseline", "ratio", "target", "met")
-    rows = [(r["name"], f"{_fmt(r['value'])} {r['unit']}", _fmt(r["baseline_value"]), _fmt(r["ratio"]), r["target"],
-             "yes" if r["met"] else "NO") for r in results]
+    rows = [
+        (
+            r["name"],
+            f"{_fmt(r['value'])} {r['unit']}",
+            _fmt(r["baseline_value"]),
+            _fmt(r["ratio"]),
+            r["target"],
+            "yes" if r["met"] else "NO",
+        )
+        for r in results
+    ]
     widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([line(header), line("-" * w for w in widths), *(line(r) for r in rows)])
@@ -94,8 +116,12 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         d = by_name["incremental_1m"]["details"]
         labels = ["incremental", "full pass"]
         ax.bar(labels, [d["incremental"]["extract_s"], d["full"]["extract_s"]], label="extract")
-        ax.bar(labels, [d["incremental"]["plan_s"], d["full"]["plan_s"]],
-               bottom=[d["incremental"]["extract_s"], d["full"]["extract_s"]], label="plan")
+        ax.bar(
+            labels,
+            [d["incremental"]["plan_s"], d["full"]["plan_s"]],
+            bottom=[d["incremental"]["extract_s"], d["full"]["extract_s"]],
+            label="plan",
+        )
         ax.set_ylabel("seconds (median)")
         ax.legend()
         ax.set_title(f"scheduled run, {d['customers']:,} customers, 1% changed")
@@ -115,30 +141,59 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         ax.set_title(f"Zoho calls, {d['customers']:,} customers, N={d['changed_customers']}")
     if "reset_100k" in by_name:
         r = by_name["reset_100k"]
-        _bars(axes[1][0], ["floor", "floor + sandbox\ncall overhead", "measured"],
-              [r["baseline_value"], r["details"]["floor_with_sandbox_overhead_s"], r["value"]],
-              colors=["grey", "silver", "C0"], target=1.25 * r["baseline_value"], target_label="target: 1.25 x the floor",
-              ylabel="seconds", title=f"reset of {r['details']['records_sent']:,} records, 100 ms/call, 10 in flight")
+        _bars(
+            axes[1][0],
+            ["floor", "floor + sandbox\ncall overhead", "measured"],
+            [r["baseline_value"], r["details"]["floor_with_sandbox_overhead_s"], r["value"]],
+            colors=["grey", "silver", "C0"],
+            target=1.25 * r["baseline_value"],
+            target_label="target: 1.25 x the floor",
+            ylabel="seconds",
+            title=f"reset of {r['details']['records_sent']:,} records, 100 ms/call, 10 in flight",
+        )
     if "state_write_1m" in by_name:
         r = by_name["state_write_1m"]
         labels, values = [], []
         for db, m in r["details"]["medians_s"].items():
             labels += [f"{db}\nnew rows", f"{db}\nall rewritten"]
             values += [m["insert_s"], m["upsert_existing_s"]]
-        _bars(axes[1][1], labels, values, target=10, target_label="target (PostgreSQL)", ylabel="seconds",
-              title=f"state write, {r['details']['outcomes']:,} outcomes")
+        _bars(
+            axes[1][1],
+            labels,
+            values,
+            target=10,
+            target_label="target (PostgreSQL)",
+            ylabel="seconds",
+            title=f"state write, {r['details']['outcomes']:,} outcomes",
+        )
     if "parse_500_tenants" in by_name:
         r = by_name["parse_500_tenants"]
-        _bars(axes[1][2], ["TaskFlow @task,\npipeline imported", "product"], [r["baseline_value"], r["value"]],
-              colors=["grey", "C0"], target=1.0, target_label="target", ylabel="seconds to parse the DAG file (median)",
-              title=f"DAG file parse, {r['details']['tenants']} tenants")
+        _bars(
+            axes[1][2],
+            ["TaskFlow @task,\npipeline imported", "product"],
+            [r["baseline_value"], r["value"]],
+            colors=["grey", "C0"],
+            target=1.0,
+            target_label="target",
+            ylabel="seconds to parse the DAG file (median)",
+            title=f"DAG file parse, {r['details']['tenants']} tenants",
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def _bars(ax: Any, labels: list[str], values: list[float], *, target: float, target_label: str, ylabel: str,
-          title: str, colors: list[str] | None = None) -> None:
+def _bars(
+    ax: Any,
+    labels: list[str],
+    values: list[float],
+    *,
+    target: float,
+    target_label: str,
+    ylabel: str,
+    title: str,
+    colors: list[str] | None = None,
+) -> None:
     """One panel: a bar per measurement and the target as a dotted line."""
     ax.bar(labels, values, color=colors)
     ax.axhline(target, color="red", linestyle=":", label=target_label)
@@ -149,8 +204,12 @@ def _bars(ax: Any, labels: list[str], values: list[float], *, target: float, tar
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", default=os.environ.get("ZOHO_SYNC_BENCH_QUICK") == "1",
-                        help="tiny sizes (the smoke test)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        default=os.environ.get("ZOHO_SYNC_BENCH_QUICK") == "1",
+        help="tiny sizes (the smoke test)",
+    )
     parser.add_argument("--only", nargs="+", choices=sorted(FIGURES), help="run only these figures")
     parser.add_argument("--out", type=Path, default=REPO / "bench", help="where results.json/.png go")
     args = parser.parse_args(argv)
@@ -164,9 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     plot(results, args.out / "results.png")
     print()
     print(table(results))
-    print(f"\n{'quick run' if args.quick else 'full run'} in {time.perf_counter() - started:.0f} s on "
-          f"{os.cpu_count()} cores, Python {platform.python_version()}; wrote {args.out / 'results.json'} and "
-          f"{args.out / 'results.png'}")
+    print(
+        f"\n{'quick run' if args.quick else 'full run'} in {time.perf_counter() - started:.0f} s on "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}; wrote {args.out / 'results.json'} and "
+        f"{args.out / 'results.png'}"
+    )
     return 0
 
 

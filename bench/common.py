@@ -12,15 +12,17 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from bench import REPO
 
 RESULT_PREFIX = "BENCH_RESULT "
-POSTGRES_ADMIN_URL = os.environ.get("ZOHO_SYNC_TEST_POSTGRES_URL",
-                                    "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "ZOHO_SYNC_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
 
 
 @dataclass
@@ -65,9 +67,8 @@ def _status_mib(key: str) -> float | None:
 
 def reset_peak_rss() -> float:
     """Start a new peak-RSS window (Linux: writing 5 to clear_refs resets VmHWM); returns the current RSS, MiB."""
-    with contextlib.suppress(OSError):
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
-            handle.write("5")
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+        handle.write("5")
     current = _status_mib("VmRSS")
     return current if current is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -84,16 +85,22 @@ def emit(result: Any) -> None:
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
-def run_worker(module: str, args: dict[str, Any], *, env: dict[str, str] | None = None,
-               timeout: float = 1800) -> Any:
+def run_worker(module: str, args: dict[str, Any], *, env: dict[str, str] | None = None, timeout: float = 1800) -> Any:
     """Run ``python -m <module> '<json args>'`` and return what it ``emit``-ted."""
-    completed = subprocess.run([sys.executable, "-m", module, json.dumps(args)], cwd=REPO, env=env or base_env(),
-                               capture_output=True, text=True, timeout=timeout)
+    completed = subprocess.run(
+        [sys.executable, "-m", module, json.dumps(args)],
+        cwd=REPO,
+        env=env or base_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     for line in reversed(completed.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX):])
-    raise RuntimeError(f"{module} failed (exit {completed.returncode}):\n{completed.stdout[-3000:]}\n"
-                       f"{completed.stderr[-5000:]}")
+            return json.loads(line[len(RESULT_PREFIX) :])
+    raise RuntimeError(
+        f"{module} failed (exit {completed.returncode}):\n{completed.stdout[-3000:]}\n{completed.stderr[-5000:]}"
+    )
 
 
 def worker_args() -> dict[str, Any]:
@@ -106,17 +113,19 @@ def base_env(home: Path | None = None, **extra: str) -> dict[str, str]:
     home = home or Path(tempfile.mkdtemp(prefix="zoho-sync-bench-"))
     env = dict(os.environ)
     env.pop("AIRFLOW_VAR_ZOHO_SYNC_TENANTS", None)
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-        "ZOHO_SYNC_STAGING_URL": f"file://{home}/staging",
-        "ZOHO_SYNC_INCLUDE_DIR": str(REPO / "include"),
-        "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)]),
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+            "ZOHO_SYNC_STAGING_URL": f"file://{home}/staging",
+            "ZOHO_SYNC_INCLUDE_DIR": str(REPO / "include"),
+            "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)]),
+        }
+    )
     env.update(extra)
     return env
 
@@ -127,9 +136,18 @@ def connection_env(conn_id: str, **fields: Any) -> tuple[str, str]:
 
 def zoho_connection(conn_id: str, ready: dict[str, Any]) -> tuple[str, str]:
     """A Connection for a Zoho sandbox, from its ready file (client id/secret, refresh token, url)."""
-    return connection_env(conn_id, conn_type="http", login=ready["client_id"], password=ready["client_secret"],
-                          extra={"refresh_token": ready["refresh_token"], "accounts_url": ready["url"],
-                                 "api_domain": ready["url"], "allow_custom_hosts": True})
+    return connection_env(
+        conn_id,
+        conn_type="http",
+        login=ready["client_id"],
+        password=ready["client_secret"],
+        extra={
+            "refresh_token": ready["refresh_token"],
+            "accounts_url": ready["url"],
+            "api_domain": ready["url"],
+            "allow_custom_hosts": True,
+        },
+    )
 
 
 def magento_connection(conn_id: str, url: str, token: str = "sandbox-integration-token-0123456789") -> tuple[str, str]:
@@ -143,8 +161,15 @@ def state_connection(url: str) -> tuple[str, str]:
     import sqlalchemy as sa
 
     parsed = sa.engine.make_url(url)
-    return connection_env("zoho_sync_state_db", conn_type="postgres", host=parsed.host, port=parsed.port,
-                          login=parsed.username, password=parsed.password, schema=parsed.database)
+    return connection_env(
+        "zoho_sync_state_db",
+        conn_type="postgres",
+        host=parsed.host,
+        port=parsed.port,
+        login=parsed.username,
+        password=parsed.password,
+        schema=parsed.database,
+    )
 
 
 # --- sandboxes in their own processes -------------------------------------------------------------------
@@ -152,9 +177,13 @@ def state_connection(url: str) -> tuple[str, str]:
 def sandbox_process(module: str, *args: str, timeout: float = 900) -> Iterator[dict[str, Any]]:
     """Start ``python -m sandboxes.<module> --port 0 --ready-file F ...``; yields its ready file's JSON."""
     ready_file = Path(tempfile.mkdtemp(prefix="bench-sandbox-")) / "ready.json"
-    process = subprocess.Popen([sys.executable, "-m", f"sandboxes.{module}", "--port", "0", "--ready-file",
-                                str(ready_file), *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", f"sandboxes.{module}", "--port", "0", "--ready-file", str(ready_file), *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + timeout
         while not ready_file.exists():

@@ -35,8 +35,10 @@ def records_of(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 def _wins(candidate: dict[str, Any], holder: dict[str, Any]) -> bool:
     """Most orders, then latest update, then smallest id (the product's duplicate rule)."""
-    a, b = (candidate["order_count"], candidate["source_updated_at"] or ""), (holder["order_count"],
-                                                                              holder["source_updated_at"] or "")
+    a, b = (
+        (candidate["order_count"], candidate["source_updated_at"] or ""),
+        (holder["order_count"], holder["source_updated_at"] or ""),
+    )
     if a != b:
         return a > b
     return int(candidate["customer_key"]) < int(holder["customer_key"])
@@ -50,8 +52,12 @@ def _last_name(record: dict[str, Any]) -> str:
     return record["email"].split("@")[0]
 
 
-def baseline_plan(records: list[dict[str, Any]], state: dict[str, tuple[str, str]],
-                  fields: dict[str, list[tuple[str, str, int]]], pattern: re.Pattern[str]) -> dict[str, Any]:
+def baseline_plan(
+    records: list[dict[str, Any]],
+    state: dict[str, tuple[str, str]],
+    fields: dict[str, list[tuple[str, str, int]]],
+    pattern: re.Pattern[str],
+) -> dict[str, Any]:
     """dict → canonical JSON → SHA-1 → dict lookup, per record. ``state``: customer key → (digest, module)."""
     best: dict[str, dict[str, Any]] = {}
     invalid = 0
@@ -69,8 +75,9 @@ def baseline_plan(records: list[dict[str, Any]], state: dict[str, tuple[str, str
     for record in best.values():
         key = record["customer_key"]
         before = state.get(key)
-        module = "Contacts" if record["order_count"] > 0 else "Leads" if record["registered"] or record["newsletter"] \
-            else ""
+        module = (
+            "Contacts" if record["order_count"] > 0 else "Leads" if record["registered"] or record["newsletter"] else ""
+        )
         if before is not None and before[1] == "Contacts":
             module = "Contacts"  # never flipped back to a Lead
         if module not in fields:
@@ -95,8 +102,10 @@ def baseline_plan(records: list[dict[str, Any]], state: dict[str, tuple[str, str
 
 
 def baseline_fields(mapping: Any) -> dict[str, list[tuple[str, str, int]]]:
-    return {module: [(z, s, mapping.max_length(module, z)) for z, s in fields.items()]
-            for module, fields in mapping.fields.items()}
+    return {
+        module: [(z, s, mapping.max_length(module, z)) for z, s in fields.items()]
+        for module, fields in mapping.fields.items()
+    }
 
 
 # --- the product ------------------------------------------------------------------------------------------
@@ -112,8 +121,14 @@ def state_frame(changes: pd.DataFrame) -> pd.DataFrame:
     """The state table after a successful run, with the dtypes StateStore.load() returns."""
     from zoho_store_sync.state import STATE_COLUMNS
 
-    state = changes.assign(status="synced", zoho_id=[str(5_700_000_000_000_000_000 + i) for i in range(len(changes))],
-                           error_code=None, error_message=None, retryable=None, attempts=0)[STATE_COLUMNS]
+    state = changes.assign(
+        status="synced",
+        zoho_id=[str(5_700_000_000_000_000_000 + i) for i in range(len(changes))],
+        error_code=None,
+        error_message=None,
+        retryable=None,
+        attempts=0,
+    )[STATE_COLUMNS]
     return like_loaded(state)
 
 
@@ -138,8 +153,8 @@ def like_loaded(state: pd.DataFrame) -> pd.DataFrame:
 
 def measure(n: int, repeats: int) -> dict[str, Any]:
     """One size, in this (fresh) process: both sides timed alternately on the same data."""
-    from zoho_store_sync.customers import use_system_allocator
     from zoho_store_sync.config import TenantConfig
+    from zoho_store_sync.customers import use_system_allocator
     from zoho_store_sync.mapping import load_mapping
     from zoho_store_sync.state import STATE_COLUMNS
 
@@ -163,8 +178,10 @@ def measure(n: int, repeats: int) -> dict[str, Any]:
     product_times, baseline_times = [], []
     product_peak = baseline_peak = None
     for round_ in range(repeats):
-        sides = [("product", lambda: product_plan(after, state, mapping, modules)),
-                 ("baseline", lambda: baseline_plan(records, base_state, fields, pattern))]
+        sides = [
+            ("product", lambda: product_plan(after, state, mapping, modules)),
+            ("baseline", lambda: baseline_plan(records, base_state, fields, pattern)),
+        ]
         for side, run in sides if round_ % 2 == 0 else sides[::-1]:
             gc.collect()
             rss = common.reset_peak_rss()
@@ -181,11 +198,19 @@ def measure(n: int, repeats: int) -> dict[str, Any]:
             del result
     sent = set(product_result.changes["customer_key"].tolist())
     baseline_sent = {key for key, *_ in baseline_result["send"]}
-    return {"n": n, "product_s": product_times, "baseline_s": baseline_times,
-            "product_peak_mib": product_peak, "baseline_peak_mib": baseline_peak, "inputs_rss_mib": start_rss,
-            "edited": len(edited), "product_counts": {k: v for k, v in product_result.counts.items() if v},
-            "baseline_counts": baseline_result["counts"], "same_records_sent": sent == baseline_sent,
-            "sent": len(sent)}
+    return {
+        "n": n,
+        "product_s": product_times,
+        "baseline_s": baseline_times,
+        "product_peak_mib": product_peak,
+        "baseline_peak_mib": baseline_peak,
+        "inputs_rss_mib": start_rss,
+        "edited": len(edited),
+        "product_counts": {k: v for k, v in product_result.counts.items() if v},
+        "baseline_counts": baseline_result["counts"],
+        "same_records_sent": sent == baseline_sent,
+        "sent": len(sent),
+    }
 
 
 def run(quick: bool = False) -> list[common.Figure]:
@@ -200,23 +225,46 @@ def run(quick: bool = False) -> list[common.Figure]:
         point["speedup"] = point["baseline_median_s"] / point["product_median_s"]
         point["product_us_per_customer"] = point["product_median_s"] / point["n"] * 1e6
     top = points[-1]
-    met = (top["speedup"] >= TARGET_SPEEDUP and top["product_median_s"] < TARGET_SECONDS
-           and top["product_peak_mib"] < TARGET_MIB and all(p["same_records_sent"] for p in points))
-    return [common.Figure(
-        name="diff_full_1m", value=round(top["product_median_s"], 3), unit="s",
-        baseline="plain Python per record: dict -> canonical JSON -> SHA-1 -> dict lookup",
-        baseline_value=round(top["baseline_median_s"], 3), ratio=round(top["speedup"], 1),
-        target=f">= {TARGET_SPEEDUP:g}x faster, < {TARGET_SECONDS:g} s, peak memory < 1.5 GiB",
-        met=met,
-        details={"customers": top["n"], "changed_share": CHANGED_SHARE,
-                 "peak_memory_mib": round(top["product_peak_mib"], 1),
-                 "memory_measure": "peak RSS increase during one prepare+plan (VmHWM after clear_refs), inputs "
-                                   "already in memory",
-                 "scaling": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in p.items()
-                              if k not in ("product_s", "baseline_s")} for p in points],
-                 "runs": {p["n"]: {"product_s": [round(t, 3) for t in p["product_s"]],
-                                   "baseline_s": [round(t, 3) for t in p["baseline_s"]]} for p in points}},
-    )]
+    met = (
+        top["speedup"] >= TARGET_SPEEDUP
+        and top["product_median_s"] < TARGET_SECONDS
+        and top["product_peak_mib"] < TARGET_MIB
+        and all(p["same_records_sent"] for p in points)
+    )
+    return [
+        common.Figure(
+            name="diff_full_1m",
+            value=round(top["product_median_s"], 3),
+            unit="s",
+            baseline="plain Python per record: dict -> canonical JSON -> SHA-1 -> dict lookup",
+            baseline_value=round(top["baseline_median_s"], 3),
+            ratio=round(top["speedup"], 1),
+            target=f">= {TARGET_SPEEDUP:g}x faster, < {TARGET_SECONDS:g} s, peak memory < 1.5 GiB",
+            met=met,
+            details={
+                "customers": top["n"],
+                "changed_share": CHANGED_SHARE,
+                "peak_memory_mib": round(top["product_peak_mib"], 1),
+                "memory_measure": "peak RSS increase during one prepare+plan (VmHWM after clear_refs), inputs "
+                "already in memory",
+                "scaling": [
+                    {
+                        k: (round(v, 4) if isinstance(v, float) else v)
+                        for k, v in p.items()
+                        if k not in ("product_s", "baseline_s")
+                    }
+                    for p in points
+                ],
+                "runs": {
+                    p["n"]: {
+                        "product_s": [round(t, 3) for t in p["product_s"]],
+                        "baseline_s": [round(t, 3) for t in p["baseline_s"]],
+                    }
+                    for p in points
+                },
+            },
+        )
+    ]
 
 
 if __name__ == "__main__":

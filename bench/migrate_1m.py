@@ -6,8 +6,9 @@ import contextlib
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from bench import common
 
@@ -44,8 +45,10 @@ class Writer(threading.Thread):
         while not self.stop.is_set():
             step += 1
             keys = [(step * 7919 + i * 104_729) % self.n + 1 for i in range(len(template))]  # spread, existing
-            rows = [{**row, "customer_key": str(key), "payload_hash": step * 31 + i}
-                    for i, (row, key) in enumerate(zip(template, keys))]
+            rows = [
+                {**row, "customer_key": str(key), "payload_hash": step * 31 + i}
+                for i, (row, key) in enumerate(zip(template, keys))
+            ]
             started = time.perf_counter()
             try:
                 self.store.save_outcomes(rows)
@@ -56,8 +59,11 @@ class Writer(threading.Thread):
     def summary(self, start: float, end: float) -> dict[str, Any]:
         """Writes that started between ``start`` and ``end``: how many, the longest, the median."""
         during = sorted(seconds for began, seconds in self.latencies if start <= began <= end)
-        return {"writes": len(during), "longest_s": round(during[-1], 4) if during else None,
-                "median_ms": round(during[len(during) // 2] * 1000, 2) if during else None}
+        return {
+            "writes": len(during),
+            "longest_s": round(during[-1], 4) if during else None,
+            "median_ms": round(during[len(during) // 2] * 1000, 2) if during else None,
+        }
 
     def finish(self) -> None:
         self.stop.set()
@@ -93,8 +99,13 @@ def _under_writes(url: str, n: int, change: Callable[[], Any]) -> dict[str, Any]
     ended = time.perf_counter()
     time.sleep(QUIET_S)
     writer.finish()
-    return {"seconds": ended - started, "result": result, "during": writer.summary(started, ended),
-            "quiet": writer.summary(0, started), "writer_errors": writer.errors[:5]}
+    return {
+        "seconds": ended - started,
+        "result": result,
+        "during": writer.summary(started, ended),
+        "quiet": writer.summary(0, started),
+        "writer_errors": writer.errors[:5],
+    }
 
 
 def _rows(url: str) -> int:
@@ -125,9 +136,14 @@ def measure(n: int, postgres: bool) -> dict[str, Any]:
         _first_release_table(url, n)
         run = _under_writes(url, n, lambda: state_migrations.migrate(url))
         migration = run.pop("result")
-        out["migration"] = {**run, "steps": [[rev, round(s, 3)] for rev, s in migration.steps],
-                            "stamped": migration.stamped, "after": migration.after, "rows_after": _rows(url),
-                            "at_head": state_migrations.check(url).state == "current"}
+        out["migration"] = {
+            **run,
+            "steps": [[rev, round(s, 3)] for rev, s in migration.steps],
+            "stamped": migration.stamped,
+            "after": migration.after,
+            "rows_after": _rows(url),
+            "at_head": state_migrations.check(url).state == "current",
+        }
     if postgres:
         with database() as url:
             _first_release_table(url, n)
@@ -151,35 +167,65 @@ def measure(n: int, postgres: bool) -> dict[str, Any]:
 
 def run(quick: bool = False) -> list[common.Figure]:
     postgres = common.postgres_available()
-    out = common.run_worker("bench.migrate_1m", {"n": QUICK_SIZE if quick else SIZE, "postgres": postgres},
-                            timeout=3600)
+    out = common.run_worker(
+        "bench.migrate_1m", {"n": QUICK_SIZE if quick else SIZE, "postgres": postgres}, timeout=3600
+    )
     migration = out["migration"]
     stall = migration["during"]["longest_s"] or 0.0
     kept = migration["rows_after"] == out["n"] and migration["at_head"] and not migration["writer_errors"]
     details: dict[str, Any] = {
-        "rows": out["n"], "database": out["database"], "migration_s": round(migration["seconds"], 3),
-        "steps_s": migration["steps"], "recognised_and_stamped": migration["stamped"],
+        "rows": out["n"],
+        "database": out["database"],
+        "migration_s": round(migration["seconds"], 3),
+        "steps_s": migration["steps"],
+        "recognised_and_stamped": migration["stamped"],
         "writes_during_migration": migration["during"]["writes"],
         "write_median_ms": {"quiet": migration["quiet"]["median_ms"], "during": migration["during"]["median_ms"]},
-        "rows_kept_and_at_head": kept, "runs": out,
+        "rows_kept_and_at_head": kept,
+        "runs": out,
         "value_is": f"longest wait of a {WRITE_ROWS}-row state upsert (a sync writing outcomes) that started while "
-                    f"`db migrate` upgraded a {out['n']:,}-row first-release table to head",
+        f"`db migrate` upgraded a {out['n']:,}-row first-release table to head",
     }
     if "by_hand_sql" not in out:
-        details["note"] = "PostgreSQL not reachable at " + common.POSTGRES_ADMIN_URL + ": SQLite only (its migration " \
-                          "holds the database's write lock throughout, by design)"
-        return [common.Figure("migrate_1m", round(stall, 4), "s", "n/a (no PostgreSQL)", None, None,
-                              f"writes blocked < {TARGET_STALL_S:g} s on PostgreSQL", False, details)]
+        details["note"] = (
+            "PostgreSQL not reachable at " + common.POSTGRES_ADMIN_URL + ": SQLite only (its migration "
+            "holds the database's write lock throughout, by design)"
+        )
+        return [
+            common.Figure(
+                "migrate_1m",
+                round(stall, 4),
+                "s",
+                "n/a (no PostgreSQL)",
+                None,
+                None,
+                f"writes blocked < {TARGET_STALL_S:g} s on PostgreSQL",
+                False,
+                details,
+            )
+        ]
     by_hand = out["by_hand_sql"]
     baseline = by_hand["during"]["longest_s"] or 0.0
-    details.update({"by_hand_sql_s": round(by_hand["seconds"], 3),
-                    "baseline_is": "the same writer while the README's former by-hand SQL ran (VACUUM FULL locks "
-                                   "the table for its whole rewrite)"})
-    return [common.Figure(
-        name="migrate_1m", value=round(stall, 4), unit="s", baseline="by-hand SQL (CONCURRENTLY index, VACUUM FULL)",
-        baseline_value=round(baseline, 4), ratio=round(baseline / stall, 1) if stall else None,
-        target=f"writes blocked < {TARGET_STALL_S:g} s, every row kept", met=stall < TARGET_STALL_S and kept,
-        details=details)]
+    details.update(
+        {
+            "by_hand_sql_s": round(by_hand["seconds"], 3),
+            "baseline_is": "the same writer while the README's former by-hand SQL ran (VACUUM FULL locks "
+            "the table for its whole rewrite)",
+        }
+    )
+    return [
+        common.Figure(
+            name="migrate_1m",
+            value=round(stall, 4),
+            unit="s",
+            baseline="by-hand SQL (CONCURRENTLY index, VACUUM FULL)",
+            baseline_value=round(baseline, 4),
+            ratio=round(baseline / stall, 1) if stall else None,
+            target=f"writes blocked < {TARGET_STALL_S:g} s, every row kept",
+            met=stall < TARGET_STALL_S and kept,
+            details=details,
+        )
+    ]
 
 
 if __name__ == "__main__":

@@ -17,12 +17,24 @@ def build(tenant: TenantConfig):  # type: ignore[no-untyped-def]
     """The same six tasks, settings and dependencies as dags/zoho_sync.py, one ``@task`` each."""
     tenant_id = tenant.tenant_id
 
-    @dag(dag_id=tenant.dag_id, schedule=tenant.schedule, start_date=datetime(2024, 1, 1), catchup=False,
-         max_active_runs=1, dagrun_timeout=timedelta(hours=6), tags=["zoho_sync", tenant.source, f"tenant:{tenant_id}"],
-         default_args={"owner": "data-engineering", "retries": tenant.retries, "retry_delay": timedelta(minutes=2),
-                       "retry_exponential_backoff": True, "execution_timeout": timedelta(hours=2)},
-         doc_md=f"### Zoho CRM sync: `{tenant_id}` ({tenant.source})",
-         params={"dry_run": Param(False, type="boolean", title="Dry run", description="Plan only.")})
+    @dag(
+        dag_id=tenant.dag_id,
+        schedule=tenant.schedule,
+        start_date=datetime(2024, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        dagrun_timeout=timedelta(hours=6),
+        tags=["zoho_sync", tenant.source, f"tenant:{tenant_id}"],
+        default_args={
+            "owner": "data-engineering",
+            "retries": tenant.retries,
+            "retry_delay": timedelta(minutes=2),
+            "retry_exponential_backoff": True,
+            "execution_timeout": timedelta(hours=2),
+        },
+        doc_md=f"### Zoho CRM sync: `{tenant_id}` ({tenant.source})",
+        params={"dry_run": Param(False, type="boolean", title="Dry run", description="Plan only.")},
+    )
     def zoho_sync():
         @task(execution_timeout=timedelta(minutes=10))
         def acquire_tenant_lock(run_id=None) -> None:  # type: ignore[no-untyped-def]

@@ -33,6 +33,7 @@ Large loads use Zoho's Bulk Write API when it costs fewer API credits; the summa
 log line, `zoho_sync_runs` row of kind `reset`) says which path each record type took and its cost.
 """
 
+
 @dag(
     dag_id="zoho_reset",
     schedule=None,
@@ -41,23 +42,40 @@ log line, `zoho_sync_runs` row of kind `reset`) says which path each record type
     max_active_runs=1,
     tags=["zoho_sync", "manual"],
     doc_md=DOC_MD,
-    default_args={"owner": "data-engineering", "retries": 2, "retry_delay": timedelta(minutes=2),
-                  "execution_timeout": timedelta(hours=3)},
+    default_args={
+        "owner": "data-engineering",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=2),
+        "execution_timeout": timedelta(hours=3),
+    },
     params={
         "tenant": tenant_param("The tenant to reset."),
-        "record_types": Param(["Contacts", "Leads"], type="array", title="Record types to resend",
-                              items={"type": "string", "enum": ["Contacts", "Leads"]}, uniqueItems=True),
-        "dry_run": Param(False, type="boolean", title="Dry run",
-                         description="Report what the reset would send; change nothing."),
-        "confirm": Param("", type="string", title="Confirm",
-                         description="Type the tenant id to confirm. Without it nothing happens."),
-        "wait_for_sync_minutes": Param(30, type="integer", minimum=0, maximum=720, title="Wait for a running sync",
-                                       description="How long to wait for the tenant's running sync to finish."),
+        "record_types": Param(
+            ["Contacts", "Leads"],
+            type="array",
+            title="Record types to resend",
+            items={"type": "string", "enum": ["Contacts", "Leads"]},
+            uniqueItems=True,
+        ),
+        "dry_run": Param(
+            False, type="boolean", title="Dry run", description="Report what the reset would send; change nothing."
+        ),
+        "confirm": Param(
+            "", type="string", title="Confirm", description="Type the tenant id to confirm. Without it nothing happens."
+        ),
+        "wait_for_sync_minutes": Param(
+            30,
+            type="integer",
+            minimum=0,
+            maximum=720,
+            title="Wait for a running sync",
+            description="How long to wait for the tenant's running sync to finish.",
+        ),
     },
 )
 def zoho_reset():
     @task(retries=0)
-    def check_request(params=None) -> list[str]:  # type: ignore[no-untyped-def]
+    def check_request(params=None) -> list[str]:
         from zoho_store_sync import reset
 
         try:
@@ -66,35 +84,41 @@ def zoho_reset():
             raise AirflowFailException(str(problem)) from None
 
     @task(retries=0)
-    def acquire_tenant_lock(modules: list[str], run_id=None, params=None) -> None:  # type: ignore[no-untyped-def]
+    def acquire_tenant_lock(modules: list[str], run_id=None, params=None) -> None:
         from zoho_store_sync import reset
 
         reset.wait_for_lock(params["tenant"], run_id, minutes=params["wait_for_sync_minutes"])
 
     @task
-    def forget_state(modules: list[str], run_id=None, params=None) -> dict:  # type: ignore[no-untyped-def]
+    def forget_state(modules: list[str], run_id=None, params=None) -> dict:
         from zoho_store_sync import pipeline, reset
 
         with pipeline.hold_tenant_lock(params["tenant"], run_id, "reset"):
             return reset.begin(params["tenant"], run_id, tuple(modules), bool(params["dry_run"]))
 
     @task(retry_policy=SYNC_RETRY_POLICY)
-    def extract_customers(started: dict, run_id=None, params=None) -> dict:  # type: ignore[no-untyped-def]
+    def extract_customers(started: dict, run_id=None, params=None) -> dict:
         from zoho_store_sync import pipeline
 
         with pipeline.hold_tenant_lock(params["tenant"], run_id, "reset"):
             return pipeline.extract(params["tenant"], run_id, full=True)
 
     @task(retry_policy=SYNC_RETRY_POLICY)
-    def plan_resend(extracted: dict, started: dict, run_id=None, params=None) -> dict:  # type: ignore[no-untyped-def]
+    def plan_resend(extracted: dict, started: dict, run_id=None, params=None) -> dict:
         from zoho_store_sync import pipeline
 
         with pipeline.hold_tenant_lock(params["tenant"], run_id, "reset"):
-            return pipeline.plan(params["tenant"], run_id, extracted, dry_run=started["dry_run"],
-                                 modules=tuple(started["modules"]), forget=started["dry_run"])
+            return pipeline.plan(
+                params["tenant"],
+                run_id,
+                extracted,
+                dry_run=started["dry_run"],
+                modules=tuple(started["modules"]),
+                forget=started["dry_run"],
+            )
 
     @task
-    def split_into_chunks(planned: dict, run_id=None, params=None) -> list[dict]:  # type: ignore[no-untyped-def]
+    def split_into_chunks(planned: dict, run_id=None, params=None) -> list[dict]:
         from zoho_store_sync import pipeline, reset
 
         with pipeline.hold_tenant_lock(params["tenant"], run_id, "reset"):
@@ -102,23 +126,30 @@ def zoho_reset():
 
     # One chunk at a time: the grid shows the reset advancing, and each chunk uses the org's full concurrency.
     @task(pool=DEFAULT_ZOHO_POOL, max_active_tis_per_dagrun=1, retry_policy=SYNC_RETRY_POLICY)
-    def send_chunk(chunk: dict, run_id=None, params=None) -> dict:  # type: ignore[no-untyped-def]
+    def send_chunk(chunk: dict, run_id=None, params=None) -> dict:
         from zoho_store_sync import pipeline, reset
 
         with pipeline.hold_tenant_lock(params["tenant"], run_id, "reset"):
             return reset.send_chunk(params["tenant"], run_id, chunk, bool(params["dry_run"]))
 
     @task
-    def report_reset(extracted: dict, planned: dict, chunks: list[dict], sent: list[dict], run_id=None,  # type: ignore[no-untyped-def]
-                     params=None) -> dict:
+    def report_reset(
+        extracted: dict,
+        planned: dict,
+        chunks: list[dict],
+        sent: list[dict],
+        run_id=None,
+        params=None,
+    ) -> dict:
         from zoho_store_sync import pipeline, reset
 
         with pipeline.hold_tenant_lock(params["tenant"], run_id, "reset"):
-            return reset.finish(params["tenant"], run_id, extracted, planned, chunks, list(sent),
-                                bool(params["dry_run"]))
+            return reset.finish(
+                params["tenant"], run_id, extracted, planned, chunks, list(sent), bool(params["dry_run"])
+            )
 
     @task(trigger_rule="all_done")
-    def release_tenant_lock(run_id=None, params=None) -> None:  # type: ignore[no-untyped-def]
+    def release_tenant_lock(run_id=None, params=None) -> None:
         from zoho_store_sync import pipeline
 
         pipeline.release_tenant_lock(params["tenant"], run_id, "reset")

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,59 +25,103 @@ CHANGED = 7
 
 def _environment() -> None:
     """Airflow reads its configuration at import: set it before anything imports airflow."""
-    os.environ.update({
-        "AIRFLOW_HOME": str(DEMO / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("DEMO_LOG_LEVEL", "ERROR"),
-        "PYTHONWARNINGS": "ignore",
-        "ZOHO_SYNC_STAGING_URL": f"file://{DEMO}/staging",
-        "ZOHO_SYNC_INCLUDE_DIR": str(REPO / "include"),
-    })
+    os.environ.update(
+        {
+            "AIRFLOW_HOME": str(DEMO / "airflow"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("DEMO_LOG_LEVEL", "ERROR"),
+            "PYTHONWARNINGS": "ignore",
+            "ZOHO_SYNC_STAGING_URL": f"file://{DEMO}/staging",
+            "ZOHO_SYNC_INCLUDE_DIR": str(REPO / "include"),
+        }
+    )
     sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
 
 
 def _configure_deconetwork(zoho_main, zoho_affiliate, deco) -> None:  # type: ignore[no-untyped-def]
     """A DecoNetwork business that lets one affiliate store (Northside, store 2) run its own Zoho integration."""
     for conn_id, zoho in (("ZOHO_DECO_DEMO", zoho_main), ("ZOHO_NORTHSIDE_DEMO", zoho_affiliate)):
-        os.environ[f"AIRFLOW_CONN_{conn_id}"] = json.dumps({
-            "conn_type": "http", "login": zoho.client_id, "password": zoho.client_secret,
-            "extra": {"refresh_token": zoho.refresh_token, "accounts_url": zoho.url, "api_domain": zoho.url,
-                      "allow_custom_hosts": True},
-        })
+        os.environ[f"AIRFLOW_CONN_{conn_id}"] = json.dumps(
+            {
+                "conn_type": "http",
+                "login": zoho.client_id,
+                "password": zoho.client_secret,
+                "extra": {
+                    "refresh_token": zoho.refresh_token,
+                    "accounts_url": zoho.url,
+                    "api_domain": zoho.url,
+                    "allow_custom_hosts": True,
+                },
+            }
+        )
     os.environ["AIRFLOW_CONN_DECO_DEMO"] = json.dumps(
-        {"conn_type": "http", "host": deco.url, "login": deco.username, "password": deco.password})
+        {"conn_type": "http", "host": deco.url, "login": deco.username, "password": deco.password}
+    )
     export = f"file://{deco.write_export(DEMO / 'deconetwork-customers.csv')}"
     tenants = json.loads(os.environ["AIRFLOW_VAR_ZOHO_SYNC_TENANTS"])
     tenants += [
-        {"tenant_id": "demo_deco", "source": "deconetwork", "store_conn_id": "deco_demo", "zoho_conn_id": "zoho_deco_demo",
-         "deconetwork": {"customers_export_url": export, "allow_affiliate_integrations": True}},
-        {"tenant_id": "demo_deco_northside", "source": "deconetwork", "store_conn_id": "deco_demo",
-         "zoho_conn_id": "zoho_northside_demo",
-         "deconetwork": {"customers_export_url": export, "affiliate_of": "demo_deco", "store_ids": ["2"]}},
+        {
+            "tenant_id": "demo_deco",
+            "source": "deconetwork",
+            "store_conn_id": "deco_demo",
+            "zoho_conn_id": "zoho_deco_demo",
+            "deconetwork": {"customers_export_url": export, "allow_affiliate_integrations": True},
+        },
+        {
+            "tenant_id": "demo_deco_northside",
+            "source": "deconetwork",
+            "store_conn_id": "deco_demo",
+            "zoho_conn_id": "zoho_northside_demo",
+            "deconetwork": {"customers_export_url": export, "affiliate_of": "demo_deco", "store_ids": ["2"]},
+        },
     ]
     os.environ["AIRFLOW_VAR_ZOHO_SYNC_TENANTS"] = json.dumps(tenants)
 
 
 def _configure(zoho, magento) -> None:  # type: ignore[no-untyped-def]
-    """Connections and the tenants Variable as environment variables (a real deployment uses the UI or a secrets backend)."""
-    os.environ["AIRFLOW_CONN_ZOHO_DEMO"] = json.dumps({
-        "conn_type": "http", "login": zoho.client_id, "password": zoho.client_secret,
-        "extra": {"refresh_token": zoho.refresh_token, "accounts_url": zoho.url, "api_domain": zoho.url,
-                  "allow_custom_hosts": True},
-    })
+    """Connections and the tenants Variable as environment variables (a real deployment uses the UI or a secrets
+    backend)."""
+    os.environ["AIRFLOW_CONN_ZOHO_DEMO"] = json.dumps(
+        {
+            "conn_type": "http",
+            "login": zoho.client_id,
+            "password": zoho.client_secret,
+            "extra": {
+                "refresh_token": zoho.refresh_token,
+                "accounts_url": zoho.url,
+                "api_domain": zoho.url,
+                "allow_custom_hosts": True,
+            },
+        }
+    )
     # A Magento 2.4.4+ integration: requests signed with OAuth 1.0a (HMAC-SHA256), secrets in the password.
-    os.environ["AIRFLOW_CONN_MAGENTO_DEMO"] = json.dumps({
-        "conn_type": "http", "host": magento.url,
-        "password": json.dumps({"consumer_secret": magento.consumer_secret,
-                                "access_token_secret": magento.access_token_secret}),
-        "extra": {"auth": "oauth1", "consumer_key": magento.consumer_key, "access_token": magento.integration_token},
-    })
+    os.environ["AIRFLOW_CONN_MAGENTO_DEMO"] = json.dumps(
+        {
+            "conn_type": "http",
+            "host": magento.url,
+            "password": json.dumps(
+                {"consumer_secret": magento.consumer_secret, "access_token_secret": magento.access_token_secret}
+            ),
+            "extra": {
+                "auth": "oauth1",
+                "consumer_key": magento.consumer_key,
+                "access_token": magento.integration_token,
+            },
+        }
+    )
     os.environ["AIRFLOW_CONN_ZOHO_SYNC_STATE_DB"] = json.dumps({"conn_type": "sqlite", "host": str(DEMO / "state.db")})
-    os.environ["AIRFLOW_VAR_ZOHO_SYNC_TENANTS"] = json.dumps([{
-        "tenant_id": TENANT_ID, "source": "magento", "store_conn_id": "magento_demo", "zoho_conn_id": "zoho_demo",
-    }])
+    os.environ["AIRFLOW_VAR_ZOHO_SYNC_TENANTS"] = json.dumps(
+        [
+            {
+                "tenant_id": TENANT_ID,
+                "source": "magento",
+                "store_conn_id": "magento_demo",
+                "zoho_conn_id": "zoho_demo",
+            }
+        ]
+    )
 
 
 def _run_dag(dag, label: str, tenant_id: str = TENANT_ID) -> dict:  # type: ignore[no-untyped-def]
@@ -101,9 +145,12 @@ def main() -> int:
     (DEMO / "airflow").mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
     # The state database's documented upgrade step, as a deployment runs it before the first sync.
-    migrated = subprocess.run([sys.executable, "-m", "zoho_store_sync.cli", "db", "migrate", "--url",
-                               f"sqlite:///{DEMO / 'state.db'}"], capture_output=True, text=True,
-                              env={**os.environ, "PYTHONPATH": str(REPO / "plugins")})
+    migrated = subprocess.run(
+        [sys.executable, "-m", "zoho_store_sync.cli", "db", "migrate", "--url", f"sqlite:///{DEMO / 'state.db'}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "plugins")},
+    )
     if migrated.returncode:
         raise SystemExit(f"state database migration failed:\n{migrated.stderr[-3000:]}")
     print(migrated.stdout.strip().splitlines()[-1], file=sys.stderr)
@@ -113,7 +160,10 @@ def main() -> int:
     from sandboxes.zoho_crm import ZohoSandbox
 
     logging.getLogger("airflow").setLevel(logging.ERROR)
-    with ZohoSandbox() as zoho, MagentoSandbox(generate_store(CUSTOMERS, seed=7), allow_integration_bearer=False) as magento:
+    with (
+        ZohoSandbox() as zoho,
+        MagentoSandbox(generate_store(CUSTOMERS, seed=7), allow_integration_bearer=False) as magento,
+    ):
         _configure(zoho, magento)
         from airflow.models import DagBag
 
@@ -128,7 +178,7 @@ def main() -> int:
         from zoho_store_sync.pipeline import state_store
 
         synced = state_store(get_tenant(TENANT_ID)).load().query("status == 'synced'")["customer_key"]
-        changed_ids = sorted(int(k) for k in synced)[10:10 + CHANGED]
+        changed_ids = sorted(int(k) for k in synced)[10 : 10 + CHANGED]
         for number, customer_id in enumerate(changed_ids):
             magento.update_customer(customer_id, lastname=f"Changed{number}")
         third = _run_dag(dag, "run 3")
@@ -137,8 +187,11 @@ def main() -> int:
 
         from sandboxes.deconetwork import DecoNetworkSandbox, generate_deconetwork_store
 
-        with ZohoSandbox(seed=1) as zoho_deco, ZohoSandbox(seed=2) as zoho_northside, \
-                DecoNetworkSandbox(generate_deconetwork_store(600, seed=3)) as deco:
+        with (
+            ZohoSandbox(seed=1) as zoho_deco,
+            ZohoSandbox(seed=2) as zoho_northside,
+            DecoNetworkSandbox(generate_deconetwork_store(600, seed=3)) as deco,
+        ):
             _configure_deconetwork(zoho_deco, zoho_northside, deco)
             bag = DagBag(dag_folder=str(REPO / "dags"))
             if bag.import_errors:
@@ -150,17 +203,18 @@ def main() -> int:
             main_stores = {r.get("Store_Name") for m in ("Contacts", "Leads") for r in zoho_deco.records(m)}
             checks_deco = {
                 "DecoNetwork tenant synced": deco_main["inserted"] > 0 and deco_main["failed"] == 0,
-                "affiliate synced only its own store, to its own Zoho":
-                    northside["inserted"] > 0 and northside_stores == {northside_name},
+                "affiliate synced only its own store, to its own Zoho": northside["inserted"] > 0
+                and northside_stores == {northside_name},
                 "parent left the affiliate's store out": northside_name not in main_stores,
             }
         expected_records = first["contacts"] + first["leads"]
         checks = {
             "run 1 inserted every valid customer": first["inserted"] == expected_records and first["failed"] == 0,
             "run 2 wrote nothing": second["write_calls"] == 0 and second["inserted"] + second["updated"] == 0,
-            f"run 3 updated only the {CHANGED} changed customers":
-                third["updated"] == CHANGED and third["inserted"] == 0 and third["failed"] == 0
-                and third["write_calls"] <= 2,
+            f"run 3 updated only the {CHANGED} changed customers": third["updated"] == CHANGED
+            and third["inserted"] == 0
+            and third["failed"] == 0
+            and third["write_calls"] <= 2,
             "Zoho holds one record per valid email": sum(held.values()) == expected_records,
             **checks_deco,
         }

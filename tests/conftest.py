@@ -18,29 +18,34 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 _HOME = Path(tempfile.mkdtemp(prefix="zoho-sync-airflow-"))
-os.environ.update({
-    "AIRFLOW_HOME": str(_HOME),
-    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-    "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
-    "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-    "ZOHO_SYNC_STAGING_URL": f"file://{_HOME}/staging",
-    "ZOHO_SYNC_INCLUDE_DIR": str(REPO / "include"),
-})
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_HOME),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "ZOHO_SYNC_STAGING_URL": f"file://{_HOME}/staging",
+        "ZOHO_SYNC_INCLUDE_DIR": str(REPO / "include"),
+    }
+)
 os.environ.pop("AIRFLOW_VAR_ZOHO_SYNC_TENANTS", None)
 for path in (REPO / "plugins", REPO):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-POSTGRES_ADMIN_URL = os.environ.get("ZOHO_SYNC_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "ZOHO_SYNC_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
 
 
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """A migrated metadata DB (SQLite in the temp home): needed by dag.test() only."""
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
-                   env=os.environ.copy())
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env=os.environ.copy()
+    )
     return _HOME
 
 
@@ -61,8 +66,10 @@ def postgres_state_url() -> str:
     except Exception as exc:  # noqa: BLE001 - any connection failure means "no server here"
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL is required on CI but unreachable at {POSTGRES_ADMIN_URL}: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL} ({type(exc).__name__}); "
-                    "set ZOHO_SYNC_TEST_POSTGRES_URL to run these tests")
+        pytest.skip(
+            f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL} ({type(exc).__name__}); "
+            "set ZOHO_SYNC_TEST_POSTGRES_URL to run these tests"
+        )
     name = f"zoho_sync_test_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
@@ -129,27 +136,58 @@ def postgres_conn_fields(url: str) -> dict:
     import sqlalchemy as sa
 
     parsed = sa.engine.make_url(url)
-    return {"conn_type": "postgres", "host": parsed.host, "port": parsed.port, "login": parsed.username,
-            "password": parsed.password, "schema": parsed.database}
+    return {
+        "conn_type": "postgres",
+        "host": parsed.host,
+        "port": parsed.port,
+        "login": parsed.username,
+        "password": parsed.password,
+        "schema": parsed.database,
+    }
 
 
 @pytest.fixture
 def configure_tenant(monkeypatch: pytest.MonkeyPatch):
     """Install Connections for the sandboxes and the state DB, and the tenants Variable, as env vars."""
 
-    def _configure(tenants: list[dict], *, zoho=None, magento=None, state_url: str | None = None,
-                   zoho_conn_id: str = "zoho_test", magento_conn_id: str = "magento_test") -> None:
+    def _configure(
+        tenants: list[dict],
+        *,
+        zoho=None,
+        magento=None,
+        state_url: str | None = None,
+        zoho_conn_id: str = "zoho_test",
+        magento_conn_id: str = "magento_test",
+    ) -> None:
         if zoho is not None:
-            monkeypatch.setenv(*connection_env(
-                zoho_conn_id, conn_type="http", login=zoho.client_id, password=zoho.client_secret,
-                extra={"refresh_token": zoho.refresh_token, "accounts_url": zoho.url, "api_domain": zoho.url,
-                       "allow_custom_hosts": True}))
+            monkeypatch.setenv(
+                *connection_env(
+                    zoho_conn_id,
+                    conn_type="http",
+                    login=zoho.client_id,
+                    password=zoho.client_secret,
+                    extra={
+                        "refresh_token": zoho.refresh_token,
+                        "accounts_url": zoho.url,
+                        "api_domain": zoho.url,
+                        "allow_custom_hosts": True,
+                    },
+                )
+            )
         if magento is not None:
-            monkeypatch.setenv(*connection_env(
-                magento_conn_id, conn_type="http", host=magento.url, password=magento.integration_token,
-                extra={"auth": "integration_token"}))
+            monkeypatch.setenv(
+                *connection_env(
+                    magento_conn_id,
+                    conn_type="http",
+                    host=magento.url,
+                    password=magento.integration_token,
+                    extra={"auth": "integration_token"},
+                )
+            )
         if state_url is not None:
-            fields = sqlite_conn_fields(state_url) if state_url.startswith("sqlite") else postgres_conn_fields(state_url)
+            fields = (
+                sqlite_conn_fields(state_url) if state_url.startswith("sqlite") else postgres_conn_fields(state_url)
+            )
             monkeypatch.setenv(*connection_env("zoho_sync_state_db", **fields))
         monkeypatch.setenv("AIRFLOW_VAR_ZOHO_SYNC_TENANTS", json.dumps(tenants))
 

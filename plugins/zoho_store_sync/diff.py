@@ -1,5 +1,8 @@
 """The diff: classify, map and hash every customer in pandas, and keep only what Zoho must receive.
 
+(Over 400 lines: the rules below are one decision over the same coded columns, and the fast join must give what
+the plain merge gives row for row, so they stay together; the payloads and their hashes are ``mapping.py``.)
+
 Per customer, against the tenant's state row:
 
 * no state row (or deleted in the source and back again) → ``new``: upserted, matched on email, so a
@@ -47,9 +50,17 @@ SEND_ACTIONS = ("new", "changed", "retry", "convert", "email_changed")
 DELETE_ACTIONS = ("flag_deleted", "delete")
 RELEASE_ACTION = "release"  # the tenant lets go of a record someone else still needs: state only, no call
 PLAN_COLUMNS = ["customer_key", "email", "module", "action", "payload_hash", "zoho_id", "attempts", "payload"]
-COUNTED_ACTIONS = ("new", "changed", "retry", "convert", "email_changed", "unchanged", "skipped_failed",
-                   "skipped_deleted")
-assert COUNTED_ACTIONS[:len(SEND_ACTIONS)] == SEND_ACTIONS  # _actions' codes: below len(SEND_ACTIONS) = send
+COUNTED_ACTIONS = (
+    "new",
+    "changed",
+    "retry",
+    "convert",
+    "email_changed",
+    "unchanged",
+    "skipped_failed",
+    "skipped_deleted",
+)
+assert COUNTED_ACTIONS[: len(SEND_ACTIONS)] == SEND_ACTIONS  # _actions' codes: below len(SEND_ACTIONS) = send
 ACTION_NAMES = np.array(COUNTED_ACTIONS, dtype=object)
 
 
@@ -60,13 +71,27 @@ class Plan:
 
 
 def _empty_planned() -> pd.DataFrame:
-    return pd.DataFrame({"customer_key": pd.Series(dtype="string"), "email": pd.Series(dtype="string"),
-                         "module": pd.Series(dtype="object"), "payload_hash": pd.Series(dtype="int64"),
-                         "_row": pd.Series(dtype="int64")})
+    return pd.DataFrame(
+        {
+            "customer_key": pd.Series(dtype="string"),
+            "email": pd.Series(dtype="string"),
+            "module": pd.Series(dtype="object"),
+            "payload_hash": pd.Series(dtype="int64"),
+            "_row": pd.Series(dtype="int64"),
+        }
+    )
 
 
-STATE_JOIN_COLUMNS = ["customer_key", "state_module", "state_email", "state_hash", "status", "retryable", "zoho_id",
-                      "attempts"]
+STATE_JOIN_COLUMNS = [
+    "customer_key",
+    "state_module",
+    "state_email",
+    "state_hash",
+    "status",
+    "retryable",
+    "zoho_id",
+    "attempts",
+]
 
 
 def plan_changes(
@@ -94,7 +119,7 @@ def plan_changes(
     frame = customers.loc[~flagged_deleted] if flagged_deleted.any() else customers
     if email_hashes is not None and flagged_deleted.any():
         email_hashes = email_hashes[~flagged_deleted.to_numpy()]
-    module = record_types(frame)  # classify() as numpy text: a million comparisons take milliseconds
+    module = record_types(frame)  # numpy text: a million comparisons take milliseconds
     state_row = _unique_state_rows(frame["customer_key"], state["customer_key"])  # None: keys not unique
     if state_row is not None and len(state) and (state_row < 0).any():
         state, state_row = _take_over_records(frame, state, state_row)
@@ -123,8 +148,10 @@ def plan_changes(
         # (every existing customer would look changed).
         known = known.assign(state_hash=known["state_hash"].astype("Int64"))
         if state_row is not None:
-            status, retryable = _Coded(state["status"], state_row), _at(
-                known["retryable"].astype("boolean").fillna(False).to_numpy(dtype=bool), state_row)
+            status, retryable = (
+                _Coded(state["status"], state_row),
+                _at(known["retryable"].astype("boolean").fillna(False).to_numpy(dtype=bool), state_row),
+            )
             has_id = _at(known["zoho_id"].notna().to_numpy(), state_row)
             email_moved = _email_moved(state["email"], state_row, frame["email"])
             taken = _taken_over(state, state_row, frame["email"], email_moved)
@@ -132,19 +159,28 @@ def plan_changes(
                 status.codes[taken], has_id[taken] = -1, False
         hashes = hashing.result()
     if state_row is not None:  # one state row at most per customer: decide in frame order, then pick
-        action = _actions(status=status, state_module=state_module, module=module, modules=modules,
-                          same=_same_hash(known["state_hash"], state_row, hashes), retryable=retryable,
-                          has_id=has_id, email_moved=email_moved)
+        action = _actions(
+            status=status,
+            state_module=state_module,
+            module=module,
+            modules=modules,
+            same=_same_hash(known["state_hash"], state_row, hashes),
+            retryable=retryable,
+            has_id=has_id,
+            email_moved=email_moved,
+        )
         send = _joined(frame, known, modules, module, hashes, state_row, in_scope & (action < len(SEND_ACTIONS)))
         send.loc[taken[send["_frame_row"].to_numpy()], "zoho_id"] = None
         # A write a crash may have applied unrecorded (an insert left unconfirmed, a conversion) goes out under the
         # email it was sent with, whose record Zoho may have: never a second record under the new email. The next
         # run moves that record to the new email by its id.
         under_old = (email_moved & ((status == UNCONFIRMED) | (action == COUNTED_ACTIONS.index("convert"))))[
-            send["_frame_row"].to_numpy()]
+            send["_frame_row"].to_numpy()
+        ]
         if under_old.any():
-            send.loc[under_old, "email"] = state["email"].astype("object").to_numpy()[
-                state_row[send["_frame_row"].to_numpy()[under_old]]]
+            send.loc[under_old, "email"] = (
+                state["email"].astype("object").to_numpy()[state_row[send["_frame_row"].to_numpy()[under_old]]]
+            )
         send_action = ACTION_NAMES[action[send["_frame_row"].to_numpy()]]
         action = action[in_scope]
     else:  # several state rows per customer key (never from the state table): pandas' merge pairs them up
@@ -152,8 +188,10 @@ def plan_changes(
         merged = planned.merge(known[STATE_JOIN_COLUMNS], on="customer_key", how="left")
         state_email = merged["state_email"].astype("object")
         action = _actions(
-            status=_Coded(merged["status"]), state_module=_Coded(merged["state_module"]),
-            module=merged["module"].to_numpy(dtype=object), modules=modules,
+            status=_Coded(merged["status"]),
+            state_module=_Coded(merged["state_module"]),
+            module=merged["module"].to_numpy(dtype=object),
+            modules=modules,
             same=merged["state_hash"].eq(merged["payload_hash"]).fillna(False).astype(bool).to_numpy(),
             retryable=merged["retryable"].astype("boolean").fillna(False).astype(bool).to_numpy(),
             has_id=merged["zoho_id"].notna().to_numpy(),
@@ -184,18 +222,31 @@ def plan_changes(
 
 def _planned(frame: pd.DataFrame, blocks: list[tuple[str, np.ndarray]], hashes: np.ndarray) -> pd.DataFrame:
     """The planned rows (key, email, module, hash) of ``blocks`` (module, frame rows), in block order."""
-    parts = [pd.DataFrame({
-        "customer_key": frame["customer_key"].iloc[rows].to_numpy(),
-        "email": frame["email"].iloc[rows].to_numpy(),
-        "module": module,
-        "payload_hash": hashes[rows],
-        "_frame_row": rows,
-    }) for module, rows in blocks if len(rows)]
+    parts = [
+        pd.DataFrame(
+            {
+                "customer_key": frame["customer_key"].iloc[rows].to_numpy(),
+                "email": frame["email"].iloc[rows].to_numpy(),
+                "module": module,
+                "payload_hash": hashes[rows],
+                "_frame_row": rows,
+            }
+        )
+        for module, rows in blocks
+        if len(rows)
+    ]
     return pd.concat(parts, ignore_index=True) if parts else _empty_planned().rename(columns={"_row": "_frame_row"})
 
 
-def _joined(frame: pd.DataFrame, known: pd.DataFrame, modules: tuple[str, ...], module: np.ndarray,
-            hashes: np.ndarray, state_row: np.ndarray, sending: np.ndarray) -> pd.DataFrame:
+def _joined(
+    frame: pd.DataFrame,
+    known: pd.DataFrame,
+    modules: tuple[str, ...],
+    module: np.ndarray,
+    hashes: np.ndarray,
+    state_row: np.ndarray,
+    sending: np.ndarray,
+) -> pd.DataFrame:
     """The rows to send merged with their state rows, exactly as merging every planned row would give them.
 
     pandas' merge picks column dtypes from what it sees (a planned row without a state row turns integer
@@ -211,7 +262,7 @@ def _joined(frame: pd.DataFrame, known: pd.DataFrame, modules: tuple[str, ...], 
     own = state_row[left["_frame_row"].to_numpy()]
     state_rows = np.unique(np.concatenate([own[own >= 0], [0] if len(known) else []]).astype("int64"))
     merged = left.merge(known[STATE_JOIN_COLUMNS].iloc[state_rows], on="customer_key", how="left")
-    return merged.iloc[:len(picked)].copy()
+    return merged.iloc[: len(picked)].copy()
 
 
 def _unique_state_rows(keys: pd.Series, state_keys: pd.Series) -> np.ndarray | None:
@@ -230,8 +281,9 @@ def _unique_state_rows(keys: pd.Series, state_keys: pd.Series) -> np.ndarray | N
     return index.get_indexer(wanted).astype("int64")
 
 
-def _take_over_records(frame: pd.DataFrame, state: pd.DataFrame,
-                       state_row: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+def _take_over_records(
+    frame: pd.DataFrame, state: pd.DataFrame, state_row: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray]:
     """The same email twice is one Zoho record. A customer without a state row, whose email's record another
     customer synced (one no longer the email's winner, or gone from the store), takes that record over: it is
     planned against a copy of that row under its own key. So a buyer who wins the email of a synced Lead converts
@@ -310,8 +362,12 @@ def _email_moved(state_emails: pd.Series, rows: np.ndarray, emails: pd.Series) -
     try:
         theirs, ours = _text(state_emails), _text(emails)
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all text: compare as Python objects, as pandas would
-        theirs_at = pd.Series(np.asarray(state_emails, dtype=object).take(np.maximum(rows, 0)) if len(state_emails)
-                              else np.full(len(rows), None), dtype=object).where(rows >= 0, None)
+        theirs_at = pd.Series(
+            np.asarray(state_emails, dtype=object).take(np.maximum(rows, 0))
+            if len(state_emails)
+            else np.full(len(rows), None),
+            dtype=object,
+        ).where(rows >= 0, None)
         return (theirs_at.notna() & (theirs_at != emails.astype("object").reset_index(drop=True))).to_numpy()
     theirs = theirs.take(pa.array(rows, mask=rows < 0)) if len(theirs) else pa.nulls(len(rows), pa.large_string())
     differs = pc.fill_null(pc.not_equal(theirs, ours), True)
@@ -336,8 +392,11 @@ def _taken_over(state: pd.DataFrame, rows: np.ndarray, emails: pd.Series, email_
             continue
         mine = rows[mover]
         mine_id, their_id = state["zoho_id"].iat[mine], state["zoho_id"].iat[theirs]
-        taken[mover] = (state["status"].iat[mine] in (SYNCED, FAILED, CONVERTING) and isinstance(mine_id, str)
-                        and mine_id == their_id)
+        taken[mover] = (
+            state["status"].iat[mine] in (SYNCED, FAILED, CONVERTING)
+            and isinstance(mine_id, str)
+            and mine_id == their_id
+        )
     return taken
 
 
@@ -356,8 +415,17 @@ def _among(values: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
     return found
 
 
-def _actions(*, status: _Coded, state_module: _Coded, module: np.ndarray, modules: tuple[str, ...],
-             same: np.ndarray, retryable: np.ndarray, has_id: np.ndarray, email_moved: np.ndarray) -> np.ndarray:
+def _actions(
+    *,
+    status: _Coded,
+    state_module: _Coded,
+    module: np.ndarray,
+    modules: tuple[str, ...],
+    same: np.ndarray,
+    retryable: np.ndarray,
+    has_id: np.ndarray,
+    email_moved: np.ndarray,
+) -> np.ndarray:
     """The action per customer (rules in the module docstring) from its state row's columns (NaN: none),
     as a position in ``COUNTED_ACTIONS`` (the send actions come first)."""
     code = {name: np.int8(i) for i, name in enumerate(COUNTED_ACTIONS)}
@@ -378,8 +446,14 @@ def _actions(*, status: _Coded, state_module: _Coded, module: np.ndarray, module
     return action
 
 
-def _source_deletions(customers: pd.DataFrame, flagged: pd.Series, state: pd.DataFrame, mapping: Mapping,
-                      mode: str, all_customer_keys: list[str] | None) -> pd.DataFrame:
+def _source_deletions(
+    customers: pd.DataFrame,
+    flagged: pd.Series,
+    state: pd.DataFrame,
+    mapping: Mapping,
+    mode: str,
+    all_customer_keys: list[str] | None,
+) -> pd.DataFrame:
     if mode == "ignore":
         return pd.DataFrame(columns=PLAN_COLUMNS)
     live = state.loc[state["status"].isin(["synced", "failed"]) & state["zoho_id"].notna()]
@@ -410,8 +484,9 @@ def _source_deletions(customers: pd.DataFrame, flagged: pd.Series, state: pd.Dat
     for module, zoho_id in zip(out["module"], out["zoho_id"]):
         flag_fields = [z for z, source in mapping.fields.get(module, {}).items() if source == "deleted"]
         if not flag_fields:
-            raise MappingError(f"source_deletions 'flag' needs a {module} field mapped from 'deleted' "
-                               "(e.g. Customer_Deleted: deleted)")
+            raise MappingError(
+                f"source_deletions 'flag' needs a {module} field mapped from 'deleted' (e.g. Customer_Deleted: deleted)"
+            )
         payloads.append(json.dumps({"id": zoho_id, **{name: True for name in flag_fields}}, sort_keys=True))
     out["action"], out["payload"] = "flag_deleted", payloads
     out.loc[still_wanted, ["action", "payload"]] = ["release", None]

@@ -15,7 +15,8 @@ test_error_kinds.py checks every error class of the package.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 # Defined here, next to nothing heavy, the parse never loads pandas, pyarrow or the HTTP hooks; the modules
 # that raise these errors re-export them under their old names.

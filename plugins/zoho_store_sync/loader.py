@@ -140,13 +140,15 @@ class _WriteAheadWindows:
 
     BATCHES_PER_WINDOW = 20
 
-    def __init__(self, batches: list[list[PlanRow]], write: Callable[[list[PlanRow]], None],
-                 stop: Callable[[], bool]) -> None:
-        self.windows = [batches[i:i + self.BATCHES_PER_WINDOW] for i in range(0, len(batches), self.BATCHES_PER_WINDOW)]
+    def __init__(
+        self, batches: list[list[PlanRow]], write: Callable[[list[PlanRow]], None], stop: Callable[[], bool]
+    ) -> None:
+        self.windows = [
+            batches[i : i + self.BATCHES_PER_WINDOW] for i in range(0, len(batches), self.BATCHES_PER_WINDOW)
+        ]
         self.written = [threading.Event() for _ in self.windows]
         self.failure: BaseException | None = None
-        self.thread = threading.Thread(target=self._write_all, args=(write, stop), name="zoho-write-ahead",
-                                       daemon=True)
+        self.thread = threading.Thread(target=self._write_all, args=(write, stop), name="zoho-write-ahead", daemon=True)
         self.thread.start()
 
     def _write_all(self, write: Callable[[list[PlanRow]], None], stop: Callable[[], bool]) -> None:
@@ -340,8 +342,13 @@ def apply_plan(
             result.inserted += sum(1 for o in outcomes if o.ok and o.action == "insert")
             result.updated += sum(1 for o in outcomes if o.ok and o.action != "insert")
 
-        runner.run("bulk write", batches(bulk, size=25_000), bulk_write, after_bulk,
-                   write_ahead=partial(write_ahead_inserts, store))
+        runner.run(
+            "bulk write",
+            batches(bulk, size=25_000),
+            bulk_write,
+            after_bulk,
+            write_ahead=partial(write_ahead_inserts, store),
+        )
     if upserts and runner.systemic is None:
 
         def upsert(batch: list[PlanRow]) -> list[RecordOutcome]:

@@ -5,25 +5,37 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from zoho_store_sync.config import TenantConfig, mapping_fields
+from zoho_store_sync.config import TenantConfig
 from zoho_store_sync.customers import CUSTOMER_COLUMNS, ZOHO_EMAIL_MAX_LENGTH, arrow_hashes, is_arrow_string
 from zoho_store_sync.errors import MappingError  # noqa: F401 - re-exported
+from zoho_store_sync.mapping_files import mapping_fields
 
 HASH_VERSION = "1"  # bump when the hash recipe changes: every record is then re-sent once
 # Zoho's standard lengths (zoho-crm-api.md §7); the org's field metadata overrides them when read.
 STANDARD_FIELD_LENGTHS = {
-    "First_Name": 40, "Last_Name": 80, "Email": 100, "Phone": 30, "Mobile": 30, "Fax": 30,
-    "Company": 200, "Designation": 100, "Title": 100, "Website": 255, "Store_URL": 255,
-    "Description": 32000, "Source_Customer_ID": 50,
+    "First_Name": 40,
+    "Last_Name": 80,
+    "Email": 100,
+    "Phone": 30,
+    "Mobile": 30,
+    "Fax": 30,
+    "Company": 200,
+    "Designation": 100,
+    "Title": 100,
+    "Website": 255,
+    "Store_URL": 255,
+    "Description": 32000,
+    "Source_Customer_ID": 50,
 }
 DEFAULT_TEXT_LENGTH = 255  # single line
 
@@ -43,7 +55,7 @@ class Mapping:
 def load_mapping(tenant: TenantConfig) -> Mapping:
     """The tenant's mapping file with its overrides applied, checked against the canonical fields.
 
-    The checks are config.mapping_fields': the same ones the tenants Variable's parse runs, so a mapping that
+    The checks are mapping_files.mapping_fields': the same ones the tenants Variable's parse runs, so a mapping that
     passed the parse only fails here if its file changed since; raises MappingError naming the tenant."""
     return Mapping(fields=mapping_fields(tenant))
 
@@ -52,8 +64,9 @@ def build_payloads(customers: pd.DataFrame, mapping: Mapping, module: str) -> pd
     """One typed column per mapped Zoho field; text cut to the Zoho field's length."""
     columns: dict[str, pd.Series] = {}
     for zoho_field, source_field in mapping.fields[module].items():
-        columns[zoho_field] = payload_values(customers[source_field], CUSTOMER_COLUMNS[source_field],
-                                             mapping.max_length(module, zoho_field))
+        columns[zoho_field] = payload_values(
+            customers[source_field], CUSTOMER_COLUMNS[source_field], mapping.max_length(module, zoho_field)
+        )
     return pd.DataFrame(columns, index=customers.index)
 
 
@@ -70,8 +83,11 @@ def payload_values(values: pd.Series, kind: str, max_length: int) -> pd.Series:
 
 
 def _arrow_text(values: pd.Series, max_length: int) -> pd.Series:
-    return pd.Series(pd.arrays.ArrowStringArray(_clean_text(values.array._pa_array, max_length)),
-                     index=values.index, name=values.name)
+    return pd.Series(
+        pd.arrays.ArrowStringArray(_clean_text(values.array._pa_array, max_length)),
+        index=values.index,
+        name=values.name,
+    )
 
 
 def _clean_text(text: pa.ChunkedArray, max_length: int) -> pa.ChunkedArray:
@@ -102,9 +118,9 @@ def _mix(values: np.ndarray) -> np.ndarray:
 
 
 def value_hashes(column: pd.Series) -> np.ndarray:
-    """``pd.util.hash_pandas_object(column, index=False)`` as uint64 (values of missing rows: arbitrary)."""
-    if is_arrow_string(column):
-        return _text_hashes(column.array._pa_array)
+    """``pd.util.hash_pandas_object(column, index=False)`` as uint64 (values of missing rows: arbitrary).
+
+    Arrow text never comes here: ``_hashed_payload_values`` hashes it from its bytes (``arrow_hashes``)."""
     return pd.util.hash_pandas_object(column, index=False).to_numpy(dtype="uint64")
 
 
@@ -116,16 +132,9 @@ def _mostly_distinct(text: pa.ChunkedArray) -> bool:
     return pc.count_distinct(sample).as_py() > 2048
 
 
-def _text_hashes(text: pa.ChunkedArray) -> np.ndarray:
-    """pandas' hash of each string: mostly distinct text (emails, ids, phones, streets) hashed straight
-    from its bytes, repetitive text (cities, countries) once per distinct value, as pandas does."""
-    if _mostly_distinct(text):
-        return arrow_hashes(text)
-    return _hashes_per_distinct(text, lambda values: values)[0]
-
-
-def _hashes_per_distinct(text: pa.ChunkedArray,
-                         clean: Callable[[pa.ChunkedArray], pa.ChunkedArray]) -> tuple[np.ndarray, np.ndarray]:
+def _hashes_per_distinct(
+    text: pa.ChunkedArray, clean: Callable[[pa.ChunkedArray], pa.ChunkedArray]
+) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the hash of ``clean(value)`` and whether that is missing, cleaning and hashing each distinct
     value once (repetitive text: cities, countries, store names). Missing rows get an arbitrary hash."""
     encoded = pc.dictionary_encode(text).combine_chunks()
@@ -137,37 +146,28 @@ def _hashes_per_distinct(text: pa.ChunkedArray,
     return arrow_hashes(cleaned).take(np.maximum(indices, 0)), dropped[indices]
 
 
-def payload_hashes(payloads: pd.DataFrame, module: str) -> np.ndarray:
-    """A 64-bit hash per row of exactly what is sent, vectorised; signed so databases can store it.
+def payload_hashes_by_module(
+    customers: pd.DataFrame, mapping: Mapping, module_of_row: np.ndarray, email_hashes: np.ndarray | None = None
+) -> np.ndarray:
+    """Per row, a 64-bit hash of exactly what is sent (its module's payload), signed so databases can store
+    it; 0 for rows of no mapped module.
 
-    The hash is a sum over the row's non-null (field, value) pairs. A field added to the mapping
-    therefore changes the hash only of rows where it has a value, and a removed field only of rows
-    where it had one: changing a mapping re-sends just the records whose payload changed.
-    """
-    if payloads.empty:
-        return np.zeros(0, dtype="int64")
-    total = np.zeros(len(payloads), dtype="uint64")
-    with np.errstate(over="ignore"):
-        for name in payloads.columns:
-            column = payloads[name]
-            pair = _mix(value_hashes(column) ^ _seed(f"{HASH_VERSION}|{module}|{name}"))
-            total += np.where(column.isna().to_numpy(), np.uint64(0), pair)
-        return _mix(total ^ _seed(f"{HASH_VERSION}|{module}")).view("int64")
-
-
-def payload_hashes_by_module(customers: pd.DataFrame, mapping: Mapping, module_of_row: np.ndarray,
-                             email_hashes: np.ndarray | None = None) -> np.ndarray:
-    """Per row, ``payload_hashes(build_payloads(rows of its module, mapping, module), module)``; 0 for rows
-    of no mapped module.
-
-    The same numbers, computed a column at a time over the whole frame: a customer field that both modules
-    send is cleaned and hashed once, and no per-module copy of the customers is made. Columns are hashed on
-    two threads: Arrow's kernels and pandas' siphash loop run without the GIL. ``email_hashes``: the value
-    hashes of the (prepared: trimmed, lower-case, valid) emails, when already known.
+    The hash is a sum over the payload's non-null (field, value) pairs. A field added to the mapping therefore
+    changes the hash only of rows where it has a value, and a removed field only of rows where it had one:
+    changing a mapping re-sends just the records whose payload changed. The plain recipe, hashing each module's
+    ``build_payloads`` frame column by column, is ``tests/reference.py``'s ``payload_hashes``; this gives the
+    same numbers computed a column at a time over the whole frame: a customer field that both modules send is
+    cleaned and hashed once, and no per-module copy of the customers is made. Columns are hashed on two threads:
+    Arrow's kernels and pandas' siphash loop run without the GIL. ``email_hashes``: the value hashes of the
+    (prepared: trimmed, lower-case, valid) emails, when already known.
     """
     rows = {module: np.flatnonzero(module_of_row == module) for module in mapping.fields}
-    fields = [(module, zoho_field, source, CUSTOMER_COLUMNS[source], mapping.max_length(module, zoho_field))
-              for module, mapped in mapping.fields.items() if len(rows[module]) for zoho_field, source in mapped.items()]
+    fields = [
+        (module, zoho_field, source, CUSTOMER_COLUMNS[source], mapping.max_length(module, zoho_field))
+        for module, mapped in mapping.fields.items()
+        if len(rows[module])
+        for zoho_field, source in mapped.items()
+    ]
     keys = list(dict.fromkeys((src, kind, length if kind == "string" else 0) for *_, src, kind, length in fields))
     hashed: dict[tuple[str, str, int], tuple[np.ndarray, np.ndarray]] = {}
     if email_hashes is not None:
@@ -228,12 +228,12 @@ def _json_values(column: pd.Series) -> list[Any]:
     """``[_json_value(v) for v in column]``, converted a column at a time for the usual dtypes."""
     if is_arrow_string(column):
         return column.array._pa_array.to_pylist()
+    if isinstance(column.dtype, pd.BooleanDtype):  # before the kinds: its kind is "b", and it may hold NA
+        return column.to_numpy(dtype=object, na_value=None).tolist()
     if column.dtype.kind in "iub":
         return column.to_numpy().tolist()
     if column.dtype.kind == "f":
         return [None if value != value else value for value in column.to_numpy().tolist()]  # NaN: null
-    if isinstance(column.dtype, pd.BooleanDtype):
-        return column.to_numpy(dtype=object, na_value=None).tolist()
     return [_json_value(value) for value in column]
 
 
@@ -274,6 +274,8 @@ def check_against_org(mapping: Mapping, module: str, org_fields: list[dict[str, 
 
 def with_org_lengths(mapping: Mapping, org_fields_by_module: dict[str, list[dict[str, Any]]]) -> Mapping:
     """The mapping with each text field's length taken from the org (Zoho rejects longer values)."""
-    lengths = {module: {f["api_name"]: int(f["length"]) for f in fields if f.get("length")}
-               for module, fields in org_fields_by_module.items()}
+    lengths = {
+        module: {f["api_name"]: int(f["length"]) for f in fields if f.get("length")}
+        for module, fields in org_fields_by_module.items()
+    }
     return Mapping(fields=mapping.fields, lengths=lengths)

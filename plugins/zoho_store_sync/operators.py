@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
@@ -48,8 +49,9 @@ def upsert_to_zoho(tenant_id: str, context: Any, planned: dict[str, Any]) -> dic
     return pipeline.load(tenant_id, context["run_id"], planned, dry_run=_dry_run(context))
 
 
-def report_summary(tenant_id: str, context: Any, extracted: dict[str, Any], planned: dict[str, Any],
-                   loaded: dict[str, Any]) -> dict[str, Any]:
+def report_summary(
+    tenant_id: str, context: Any, extracted: dict[str, Any], planned: dict[str, Any], loaded: dict[str, Any]
+) -> dict[str, Any]:
     from zoho_store_sync import pipeline
 
     started_at = getattr(context.get("dag_run"), "start_date", None)
@@ -76,8 +78,9 @@ SYNC_STEPS: dict[str, SyncStep] = {
     "extract_customers": SyncStep(extract_customers),
     "plan_changes": SyncStep(plan_changes, {"extracted": "extract_customers"}),
     "upsert_to_zoho": SyncStep(upsert_to_zoho, {"planned": "plan_changes"}),
-    "report_summary": SyncStep(report_summary, {"extracted": "extract_customers", "planned": "plan_changes",
-                                                "loaded": "upsert_to_zoho"}),
+    "report_summary": SyncStep(
+        report_summary, {"extracted": "extract_customers", "planned": "plan_changes", "loaded": "upsert_to_zoho"}
+    ),
     "release_tenant_lock": SyncStep(release_tenant_lock, holds_lock=False),
 }
 
@@ -86,7 +89,7 @@ def tenant_of(dag_id: str) -> str:
     """``zoho_sync__<tenant_id>`` → ``<tenant_id>`` (TenantConfig.dag_id, reversed)."""
     if not dag_id.startswith(DAG_ID_PREFIX):
         raise ValueError(f"{dag_id!r} is not a tenant sync DAG (its id must start with {DAG_ID_PREFIX!r})")
-    return dag_id[len(DAG_ID_PREFIX):]
+    return dag_id[len(DAG_ID_PREFIX) :]
 
 
 class SyncStepOperator(BaseOperator):

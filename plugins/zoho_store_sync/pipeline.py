@@ -1,5 +1,8 @@
 """The tenant sync as plain functions, one per DAG task: extract → plan → load → report.
 
+(Over 400 lines: one function per DAG task and the tenant lock they all hold, read best side by side; the
+data-safety checks are ``safety.py``, the calls and their outcomes ``loader.py``.)
+
 Each function reads the tenant's config at run time, works on files in the staging area, and returns
 a small JSON-able dict for XCom. Nothing here touches Airflow's metadata database. Cursors (the store's
 incremental high-water marks, the last deleted-in-Zoho check) are saved only by ``report``, once the
@@ -13,8 +16,9 @@ import json
 import logging
 import threading
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pandas as pd
 
@@ -64,21 +68,27 @@ def acquire_tenant_lock(tenant_id: str, run_id: str, holder: str, ttl: timedelta
     store.check_schema()  # StateSchemaError names the migrate command; tasks never change the schema
     acquired, current = store.acquire_lock(holder, run_id, ttl)
     if not acquired:
-        raise TenantBusy(f"tenant {tenant_id!r} is locked by a {current['holder']} run ({current['run_id']}) "
-                         f"until {current['expires_at']}")
+        assert current is not None  # the row of the run holding the lock
+        raise TenantBusy(
+            f"tenant {tenant_id!r} is locked by a {current['holder']} run ({current['run_id']}) "
+            f"until {current['expires_at']}"
+        )
 
 
 @contextlib.contextmanager
-def hold_tenant_lock(tenant_id: str, run_id: str, holder: str, lease: timedelta = LOCK_LEASE,
-                     heartbeat_s: float = LOCK_HEARTBEAT_S) -> Iterator[None]:
+def hold_tenant_lock(
+    tenant_id: str, run_id: str, holder: str, lease: timedelta = LOCK_LEASE, heartbeat_s: float = LOCK_HEARTBEAT_S
+) -> Iterator[None]:
     """Run a step of the run that holds the tenant's lock: check it still does, and keep the lease alive
     while the step works. A run whose lease ended (and another run took the tenant) stops with TenantBusy."""
     store = state_store(get_tenant(tenant_id))
     if not store.renew_lock(holder, run_id, lease):
         current = store.lock_holder()
-        raise TenantBusy(f"tenant {tenant_id!r}: this {holder} run ({run_id}) no longer holds the tenant's lock"
-                         + (f" (held by a {current['holder']} run, {current['run_id']})" if current else "")
-                         + "; it stops here without writing anything more")
+        raise TenantBusy(
+            f"tenant {tenant_id!r}: this {holder} run ({run_id}) no longer holds the tenant's lock"
+            + (f" (held by a {current['holder']} run, {current['run_id']})" if current else "")
+            + "; it stops here without writing anything more"
+        )
     stop, lost = threading.Event(), threading.Event()
 
     def beat() -> None:
@@ -115,9 +125,13 @@ def state_store(tenant: TenantConfig) -> StateStore:
 
 
 def zoho_hook(tenant: TenantConfig, store: StateStore) -> ZohoCrmHook:
-    return ZohoCrmHook(tenant.zoho_conn_id, token_cache=DatabaseTokenCache(store.engine),
-                       refresh_token_store=RefreshTokenStore(store.engine),
-                       max_concurrency=tenant.zoho_max_concurrency, max_retries=tenant.zoho_max_retries)
+    return ZohoCrmHook(
+        tenant.zoho_conn_id,
+        token_cache=DatabaseTokenCache(store.engine),
+        refresh_token_store=RefreshTokenStore(store.engine),
+        max_concurrency=tenant.zoho_max_concurrency,
+        max_retries=tenant.zoho_max_retries,
+    )
 
 
 def check_schema(tenant_id: str) -> None:
@@ -132,8 +146,12 @@ def extract_source(tenant: TenantConfig, cursor: dict[str, Any] | None) -> Sourc
     from zoho_store_sync.sources import registry
 
     source = registry.get(tenant.source)
-    return source.extract(tenant, cursor, state_url=f"{staging.staging_root()}/{tenant.tenant_id}/{source.name}",
-                          full_every_hours=tenant.full_sync_every_hours)
+    return source.extract(
+        tenant,
+        cursor,
+        state_url=f"{staging.staging_root()}/{tenant.tenant_id}/{source.name}",
+        full_every_hours=tenant.full_sync_every_hours,
+    )
 
 
 def extract(tenant_id: str, run_id: str, *, full: bool = False) -> dict[str, Any]:
@@ -161,23 +179,38 @@ def extract(tenant_id: str, run_id: str, *, full: bool = False) -> dict[str, Any
     url = staging.write_frame(f"{run}/customers.parquet", customers)
     keys_url = None
     if result.all_customer_keys is not None:
-        keys_url = staging.write_frame(f"{run}/all_keys.parquet",
-                                       pd.DataFrame({"customer_key": pd.Series(result.all_customer_keys, dtype="string")}))
-    log.info("extracted %d customers (%s pass) in %.1f s", len(customers), safety.pass_kind(result),
-             time.monotonic() - started)
-    return {"customers": url, "all_keys": keys_url, "extracted": len(result.customers), "in_scope": len(customers),
-            "scope": scoped, "full": result.full, "cursor": result.cursor, "store_calls": result.calls,
-            "incomplete_reason": getattr(result, "incomplete_reason", None)}
+        keys_url = staging.write_frame(
+            f"{run}/all_keys.parquet",
+            pd.DataFrame({"customer_key": pd.Series(result.all_customer_keys, dtype="string")}),
+        )
+    log.info(
+        "extracted %d customers (%s pass) in %.1f s",
+        len(customers),
+        safety.pass_kind(result),
+        time.monotonic() - started,
+    )
+    return {
+        "customers": url,
+        "all_keys": keys_url,
+        "extracted": len(result.customers),
+        "in_scope": len(customers),
+        "scope": scoped,
+        "full": result.full,
+        "cursor": result.cursor,
+        "store_calls": result.calls,
+        "incomplete_reason": getattr(result, "incomplete_reason", None),
+    }
 
 
-def _mark_deleted_in_zoho(hook: ZohoCrmHook, store: StateStore, state: pd.DataFrame, modules: tuple[str, ...],
-                          apply: bool, whole_state: bool) -> tuple[pd.DataFrame, dict[str, Any], int]:
+def _mark_deleted_in_zoho(
+    hook: ZohoCrmHook, store: StateStore, state: pd.DataFrame, modules: tuple[str, ...], apply: bool, whole_state: bool
+) -> tuple[pd.DataFrame, dict[str, Any], int]:
     """Read Zoho's deleted-records list since the last check and mark those records (in the table unless dry).
 
     ``state`` is the tenant's whole state (``whole_state``) or the rows of the customers being planned (an
     incremental pass): the table is marked through its own query, so rows not loaded are marked too.
     """
-    checked_at = datetime.now(timezone.utc)
+    checked_at = datetime.now(UTC)
     cursor = store.get_cursor(DELETED_CURSOR) or {}
     if whole_state and (state.empty or state["zoho_id"].isna().all()):
         return state, {"checked_at": checked_at.isoformat()}, 0  # nothing synced yet: nothing to look up
@@ -206,12 +239,12 @@ FIELDS_MAX_AGE = timedelta(hours=24)
 def org_fields(hook: ZohoCrmHook, store: StateStore, modules: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:
     """The org's field metadata per module, read at most once a day (kept with the cursors)."""
     cached = store.get_cursor(FIELDS_CURSOR) or {}
-    fresh = cached.get("read_at") and datetime.now(timezone.utc) - datetime.fromisoformat(cached["read_at"]) < FIELDS_MAX_AGE
+    fresh = cached.get("read_at") and datetime.now(UTC) - datetime.fromisoformat(cached["read_at"]) < FIELDS_MAX_AGE
     if fresh and all(m in cached.get("modules", {}) for m in modules):
         return {m: cached["modules"][m] for m in modules}
     keep = ("api_name", "data_type", "length", "read_only", "field_read_only", "system_mandatory")
     fields = {m: [{k: f.get(k) for k in keep} for f in hook.get_fields(m)] for m in modules}
-    store.set_cursor(FIELDS_CURSOR, {"read_at": datetime.now(timezone.utc).isoformat(), "modules": fields})
+    store.set_cursor(FIELDS_CURSOR, {"read_at": datetime.now(UTC).isoformat(), "modules": fields})
     return fields
 
 
@@ -227,8 +260,15 @@ def checked_mapping(tenant: TenantConfig, hook: ZohoCrmHook, store: StateStore, 
     return with_org_lengths(mapping, fields)
 
 
-def plan(tenant_id: str, run_id: str, extracted: dict[str, Any], dry_run: bool = False,
-         modules: tuple[str, ...] | None = None, forget: bool = False, allow_deletions: int = 0) -> dict[str, Any]:
+def plan(
+    tenant_id: str,
+    run_id: str,
+    extracted: dict[str, Any],
+    dry_run: bool = False,
+    modules: tuple[str, ...] | None = None,
+    forget: bool = False,
+    allow_deletions: int = 0,
+) -> dict[str, Any]:
     """Validate, de-duplicate, classify, map, hash and diff against the state table.
 
     ``modules`` narrows the record types (a reset of Leads only); ``forget`` plans as if their state
@@ -252,28 +292,50 @@ def plan(tenant_id: str, run_id: str, extracted: dict[str, Any], dry_run: bool =
     state = store.load() if whole_state else store.load(customer_keys=prepared.valid["customer_key"].tolist())
     if forget:
         state = state.loc[~state["module"].isin(list(modules))]
-    state, deleted_cursor, newly_deleted = _mark_deleted_in_zoho(hook, store, state, modules, apply=not dry_run,
-                                                                 whole_state=whole_state)
-    result = plan_changes(prepared.valid, state, mapping, modules, source_deletions=tenant.source_deletions,
-                          all_customer_keys=all_keys, email_hashes=prepared.email_hashes)
+    state, deleted_cursor, newly_deleted = _mark_deleted_in_zoho(
+        hook, store, state, modules, apply=not dry_run, whole_state=whole_state
+    )
+    result = plan_changes(
+        prepared.valid,
+        state,
+        mapping,
+        modules,
+        source_deletions=tenant.source_deletions,
+        all_customer_keys=all_keys,
+        email_hashes=prepared.email_hashes,
+    )
     changes = safety.keep_what_other_tenants_sync(store, result.changes)
     read = len(customers)
     invalid_share = len(prepared.invalid) / read if read else 0.0
     changes, refused = safety.guard_deletions(tenant, store, changes, invalid_share, allow_deletions)
     if not dry_run:
-        store.record_invalid(run_id, prepared.invalid, None if whole_state and all_keys is not None
-                             else customers["customer_key"].astype("string").tolist())
+        store.record_invalid(
+            run_id,
+            prepared.invalid,
+            None if whole_state and all_keys is not None else customers["customer_key"].astype("string").tolist(),
+        )
     url = staging.write_frame(f"{staging.run_dir(tenant_id, run_id)}/changes.parquet", changes)
-    counts = {**result.counts, "invalid": len(prepared.invalid), "duplicates": prepared.duplicates,
-              "invalid_reasons": {str(k): int(v) for k, v in prepared.invalid["reason"].value_counts().items()},
-              "invalid_share": round(invalid_share, 4), "deleted_in_zoho": newly_deleted,
-              "kept_in_zoho": int((changes["action"] == "release").sum())}
+    counts = {
+        **result.counts,
+        "invalid": len(prepared.invalid),
+        "duplicates": prepared.duplicates,
+        "invalid_reasons": {str(k): int(v) for k, v in prepared.invalid["reason"].value_counts().items()},
+        "invalid_share": round(invalid_share, 4),
+        "deleted_in_zoho": newly_deleted,
+        "kept_in_zoho": int((changes["action"] == "release").sum()),
+    }
     if refused:
         counts["source_deleted"] = 0
     log.info("plan: %s", json.dumps(counts, sort_keys=True))
     stats = hook.stats.as_dict()
-    return {"changes": url, "to_send": len(changes), **counts, "deleted_cursor": deleted_cursor,
-            "deletions_refused": refused, "zoho": {k: stats[k] for k in ("api_calls", "write_calls", "credits")}}
+    return {
+        "changes": url,
+        "to_send": len(changes),
+        **counts,
+        "deleted_cursor": deleted_cursor,
+        "deletions_refused": refused,
+        "zoho": {k: stats[k] for k in ("api_calls", "write_calls", "credits")},
+    }
 
 
 def load(tenant_id: str, run_id: str, planned: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
@@ -281,12 +343,22 @@ def load(tenant_id: str, run_id: str, planned: dict[str, Any], dry_run: bool = F
     tenant = get_tenant(tenant_id)
     if dry_run:
         log.info("dry run: %d records would be sent, nothing written to Zoho", planned["to_send"])
-        return {"dry_run": True, "inserted": 0, "updated": 0, "converted": 0, "deleted_in_source": 0, "failed": 0,
-                "api_calls": 0, "write_calls": 0, "credits": 0, "sent": 0}
+        return {
+            "dry_run": True,
+            "inserted": 0,
+            "updated": 0,
+            "converted": 0,
+            "deleted_in_source": 0,
+            "failed": 0,
+            "api_calls": 0,
+            "write_calls": 0,
+            "credits": 0,
+            "sent": 0,
+        }
     store = state_store(tenant)
     changes = staging.read_frame(planned["changes"])
     hook = zoho_hook(tenant, store)
-    trigger = None if tenant.zoho_workflow_triggers else []
+    trigger: list[str] | None = None if tenant.zoho_workflow_triggers else []
     try:
         result = apply_plan(hook, store, changes, concurrency=tenant.zoho_max_concurrency, trigger=trigger)
     finally:
@@ -295,17 +367,34 @@ def load(tenant_id: str, run_id: str, planned: dict[str, Any], dry_run: bool = F
     for error in result.errors[:20]:
         log.warning("rejected by Zoho: customer %s (%s): %s", error["customer_key"], error["module"], error["message"])
     stats = hook.stats.as_dict()
-    return {"dry_run": False, "inserted": result.inserted, "updated": result.updated, "converted": result.converted,
-            "deleted_in_source": result.deleted_in_source, "vanished_in_zoho": result.vanished_in_zoho,
-            "kept_in_zoho": result.kept_in_zoho,
-            "failed": result.failed, "failed_retryable": result.failed_retryable,
-            "failure_codes": result.failure_codes, "sent": result.sent,
-            "api_calls": stats["api_calls"], "write_calls": stats["write_calls"], "credits": stats["credits"],
-            "token_calls": stats["token_calls"], "credits_remaining": stats["credits_remaining"]}
+    return {
+        "dry_run": False,
+        "inserted": result.inserted,
+        "updated": result.updated,
+        "converted": result.converted,
+        "deleted_in_source": result.deleted_in_source,
+        "vanished_in_zoho": result.vanished_in_zoho,
+        "kept_in_zoho": result.kept_in_zoho,
+        "failed": result.failed,
+        "failed_retryable": result.failed_retryable,
+        "failure_codes": result.failure_codes,
+        "sent": result.sent,
+        "api_calls": stats["api_calls"],
+        "write_calls": stats["write_calls"],
+        "credits": stats["credits"],
+        "token_calls": stats["token_calls"],
+        "credits_remaining": stats["credits_remaining"],
+    }
 
 
-def build_summary(tenant_id: str, run_id: str, extracted: dict[str, Any], planned: dict[str, Any],
-                  loaded: dict[str, Any], duration_s: float | None = None) -> dict[str, Any]:
+def build_summary(
+    tenant_id: str,
+    run_id: str,
+    extracted: dict[str, Any],
+    planned: dict[str, Any],
+    loaded: dict[str, Any],
+    duration_s: float | None = None,
+) -> dict[str, Any]:
     """The run summary: the same dict is logged, stored in zoho_sync_runs and printed by the demo."""
     dry = bool(loaded.get("dry_run"))
     plan_calls = planned.get("zoho", {})
@@ -338,17 +427,27 @@ def build_summary(tenant_id: str, run_id: str, extracted: dict[str, Any], planne
     }
     if dry:
         # A converted Lead's Contact is then upserted (an update of the Contact the convert made or linked).
-        summary["would"] = {"insert": planned["new"], "update": planned["changed"] + planned["retry"]
-                            + planned["email_changed"] + planned["convert"], "convert": planned["convert"],
-                            "delete_or_flag": planned.get("source_deleted", 0), "skip": summary["skipped"],
-                            "reject_invalid": planned["invalid"]}
+        summary["would"] = {
+            "insert": planned["new"],
+            "update": planned["changed"] + planned["retry"] + planned["email_changed"] + planned["convert"],
+            "convert": planned["convert"],
+            "delete_or_flag": planned.get("source_deleted", 0),
+            "skip": summary["skipped"],
+            "reject_invalid": planned["invalid"],
+        }
     if duration_s is not None:
         summary["duration_s"] = round(duration_s, 3)
     return summary
 
 
-def report(tenant_id: str, run_id: str, extracted: dict[str, Any], planned: dict[str, Any],
-           loaded: dict[str, Any], started_at: datetime | None = None) -> dict[str, Any]:
+def report(
+    tenant_id: str,
+    run_id: str,
+    extracted: dict[str, Any],
+    planned: dict[str, Any],
+    loaded: dict[str, Any],
+    started_at: datetime | None = None,
+) -> dict[str, Any]:
     """Log the run summary (one JSON line), store it, save the cursors, apply the failure threshold."""
     tenant = get_tenant(tenant_id)
     duration = (datetime.now(started_at.tzinfo) - started_at).total_seconds() if started_at else None
@@ -369,14 +468,18 @@ def report(tenant_id: str, run_id: str, extracted: dict[str, Any], planned: dict
     sent = max(loaded.get("sent", 0), 1)
     if loaded["failed"] and loaded["failed"] / sent > tenant.failure_threshold:
         codes = ", ".join(f"{code} {n}" for code, n in sorted(loaded.get("failure_codes", {}).items()))
-        problems.append(f"{loaded['failed']} of {sent} records were rejected by Zoho (> failure_threshold "
-                        f"{tenant.failure_threshold:.0%}; {codes}): see zoho_sync_errors (kind 'rejected')")
+        problems.append(
+            f"{loaded['failed']} of {sent} records were rejected by Zoho (> failure_threshold "
+            f"{tenant.failure_threshold:.0%}; {codes}): see zoho_sync_errors (kind 'rejected')"
+        )
     read = extracted.get("in_scope", extracted["extracted"])
     if planned["invalid"] and read and planned["invalid"] / read > tenant.failure_threshold:
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(planned.get("invalid_reasons", {}).items()))
-        problems.append(f"{planned['invalid']} of {read} customers read are invalid and were not sent (> "
-                        f"failure_threshold {tenant.failure_threshold:.0%}; {reasons}): see zoho_sync_errors "
-                        "(kind 'invalid')")
+        problems.append(
+            f"{planned['invalid']} of {read} customers read are invalid and were not sent (> "
+            f"failure_threshold {tenant.failure_threshold:.0%}; {reasons}): see zoho_sync_errors "
+            "(kind 'invalid')"
+        )
     if refused:
         raise MassDeletionRefused(f"tenant {tenant_id!r}: " + " ".join(problems))
     if problems:

@@ -12,13 +12,16 @@ import json
 import logging
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoho_store_sync import pipeline, staging
 from zoho_store_sync.config import get_tenant
 from zoho_store_sync.errors import ResetNotConfirmed  # noqa: F401 - re-exported (dags/zoho_reset.py)
 from zoho_store_sync.hooks.zoho_crm import choose_write_path, estimate_write_credits
 from zoho_store_sync.loader import apply_plan
+
+if TYPE_CHECKING:
+    from zoho_store_sync.state import StateStore
 
 log = logging.getLogger(__name__)
 MAX_CHUNKS = 20
@@ -52,7 +55,9 @@ def wait_for_lock(tenant_id: str, run_id: str, *, minutes: float, poll_seconds: 
             return
         except pipeline.TenantBusy as busy:
             if time.monotonic() >= deadline:
-                raise pipeline.TenantBusy(f"{busy}; gave up after {minutes:g} min: trigger the reset again later") from None
+                raise pipeline.TenantBusy(
+                    f"{busy}; gave up after {minutes:g} min: trigger the reset again later"
+                ) from None
             log.info("waiting for the tenant's sync to finish: %s", busy)
             time.sleep(poll_seconds)
 
@@ -63,13 +68,18 @@ def begin(tenant_id: str, run_id: str, modules: tuple[str, ...], dry_run: bool) 
         return {"resumed": False, "dry_run": True, "modules": list(modules)}
     store = pipeline.state_store(get_tenant(tenant_id))
     resumed = store.begin_reset(modules, run_id)
-    log.info("reset of %s for %s: %s", tenant_id, ", ".join(modules),
-             "resuming the unfinished reset" if resumed else "state forgotten")
+    log.info(
+        "reset of %s for %s: %s",
+        tenant_id,
+        ", ".join(modules),
+        "resuming the unfinished reset" if resumed else "state forgotten",
+    )
     return {"resumed": resumed, "dry_run": False, "modules": list(modules)}
 
 
-def split(tenant_id: str, run_id: str, planned: dict[str, Any],
-          chunk_records: int = CHUNK_RECORDS) -> list[dict[str, Any]]:
+def split(
+    tenant_id: str, run_id: str, planned: dict[str, Any], chunk_records: int = CHUNK_RECORDS
+) -> list[dict[str, Any]]:
     """Cut the plan into chunks (files) for mapped send tasks, and pick upsert or bulk write per module."""
     changes = staging.read_frame(planned["changes"])
     counts = {str(m): int((changes["module"] == m).sum()) for m in changes["module"].unique()}
@@ -79,8 +89,18 @@ def split(tenant_id: str, run_id: str, planned: dict[str, Any],
     for index in range(n_chunks):
         part = changes.iloc[index::n_chunks]  # interleaved: every chunk gets both modules
         url = staging.write_frame(f"{staging.run_dir(tenant_id, run_id)}/chunk-{index:03d}.parquet", part)
-        chunks.append({"url": url, "index": index, "of": n_chunks, "records": len(part), "total": len(changes),
-                       "paths": paths, "counts": counts, "already_confirmed": planned.get("unchanged", 0)})
+        chunks.append(
+            {
+                "url": url,
+                "index": index,
+                "of": n_chunks,
+                "records": len(part),
+                "total": len(changes),
+                "paths": paths,
+                "counts": counts,
+                "already_confirmed": planned.get("unchanged", 0),
+            }
+        )
     return chunks
 
 
@@ -93,17 +113,32 @@ def send_chunk(tenant_id: str, run_id: str, chunk: dict[str, Any], dry_run: bool
     hook = pipeline.zoho_hook(tenant, store)
     changes = staging.read_frame(chunk["url"])
     started = time.monotonic()
-    result = apply_plan(hook, store, changes, concurrency=tenant.zoho_max_concurrency,
-                        trigger=None if tenant.zoho_workflow_triggers else [], write_paths=chunk["paths"])
+    result = apply_plan(
+        hook,
+        store,
+        changes,
+        concurrency=tenant.zoho_max_concurrency,
+        trigger=None if tenant.zoho_workflow_triggers else [],
+        write_paths=chunk["paths"],
+    )
     store.record_errors(run_id, result.errors)
     stats = hook.stats.as_dict()
     _log_overall_progress(store, tuple(chunk["paths"]), chunk, time.monotonic() - started)
-    return {"records": chunk["records"], "inserted": result.inserted, "updated": result.updated,
-            "failed": result.failed, "api_calls": stats["api_calls"], "write_calls": stats["write_calls"],
-            "credits": stats["credits"], "by_operation": stats["by_operation"]}
+    return {
+        "records": chunk["records"],
+        "inserted": result.inserted,
+        "updated": result.updated,
+        "failed": result.failed,
+        "api_calls": stats["api_calls"],
+        "write_calls": stats["write_calls"],
+        "credits": stats["credits"],
+        "by_operation": stats["by_operation"],
+    }
 
 
-def _log_overall_progress(store, modules: tuple[str, ...], chunk: dict[str, Any], chunk_seconds: float) -> None:  # type: ignore[no-untyped-def]
+def _log_overall_progress(
+    store: StateStore, modules: tuple[str, ...], chunk: dict[str, Any], chunk_seconds: float
+) -> None:
     """Done/total over the whole reset (chunks may run in parallel, or resume): read from the state table."""
     from zoho_store_sync.state import _aware, now_utc
 
@@ -113,27 +148,49 @@ def _log_overall_progress(store, modules: tuple[str, ...], chunk: dict[str, Any]
     elapsed = (now_utc() - _aware(started["started_at"])).total_seconds() if started else None
     rate = done / elapsed if elapsed and done else None
     left = f"about {(total - done) / rate:.0f} s left" if rate else "time left unknown"
-    log.info("reset progress: %d/%d records confirmed (%.0f%%), chunk %d/%d took %.1f s, %s",
-             min(done, total), total, 100.0 * min(done, total) / total, chunk["index"] + 1, chunk["of"],
-             chunk_seconds, left)
+    log.info(
+        "reset progress: %d/%d records confirmed (%.0f%%), chunk %d/%d took %.1f s, %s",
+        min(done, total),
+        total,
+        100.0 * min(done, total) / total,
+        chunk["index"] + 1,
+        chunk["of"],
+        chunk_seconds,
+        left,
+    )
 
 
-def finish(tenant_id: str, run_id: str, extracted: dict[str, Any], planned: dict[str, Any],
-           chunks: list[dict[str, Any]], sent: list[dict[str, Any]], dry_run: bool) -> dict[str, Any]:
+def finish(
+    tenant_id: str,
+    run_id: str,
+    extracted: dict[str, Any],
+    planned: dict[str, Any],
+    chunks: list[dict[str, Any]],
+    sent: list[dict[str, Any]],
+    dry_run: bool,
+) -> dict[str, Any]:
     """Mark the reset done and record its summary (path used and what it cost)."""
     tenant = get_tenant(tenant_id)
     store = pipeline.state_store(tenant)
-    loaded = {"dry_run": dry_run, "inserted": sum(s["inserted"] for s in sent),
-              "updated": sum(s["updated"] for s in sent), "failed": sum(s["failed"] for s in sent),
-              "api_calls": sum(s["api_calls"] for s in sent), "write_calls": sum(s.get("write_calls", 0) for s in sent),
-              "credits": sum(s["credits"] for s in sent), "sent": sum(s["records"] for s in sent)}
+    loaded = {
+        "dry_run": dry_run,
+        "inserted": sum(s["inserted"] for s in sent),
+        "updated": sum(s["updated"] for s in sent),
+        "failed": sum(s["failed"] for s in sent),
+        "api_calls": sum(s["api_calls"] for s in sent),
+        "write_calls": sum(s.get("write_calls", 0) for s in sent),
+        "credits": sum(s["credits"] for s in sent),
+        "sent": sum(s["records"] for s in sent),
+    }
     summary = pipeline.build_summary(tenant_id, run_id, extracted, planned, loaded)
     paths = chunks[0]["paths"] if chunks else {}
     counts = chunks[0]["counts"] if chunks else {}
     summary["reset"] = {
         "write_path": paths,
-        "credits_estimate": {m: {"upsert": estimate_write_credits(n, "upsert"), "bulk": estimate_write_credits(n, "bulk")}
-                             for m, n in counts.items()},
+        "credits_estimate": {
+            m: {"upsert": estimate_write_credits(n, "upsert"), "bulk": estimate_write_credits(n, "bulk")}
+            for m, n in counts.items()
+        },
     }
     log.info("%s%s", pipeline.SUMMARY_LOG_PREFIX, json.dumps(summary, ensure_ascii=False))
     store.record_run(run_id, "dry_run_reset" if dry_run else "reset", summary, None)
@@ -142,4 +199,3 @@ def finish(tenant_id: str, run_id: str, extracted: dict[str, Any], planned: dict
         store.set_cursor(pipeline.SOURCE_CURSOR, extracted.get("cursor") or {})
     staging.remove_dir(staging.run_dir(tenant_id, run_id))
     return summary
-

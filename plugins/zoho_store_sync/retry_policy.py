@@ -16,14 +16,23 @@ from zoho_store_sync.errors import NeedsOperator, TryLater, ZohoTokenThrottled, 
 SYNC_RETRY_POLICY = ExceptionRetryPolicy(
     rules=[
         # Throttled token requests clear after minutes: wait, don't burn the retries at once.
-        RetryRule(exception=ZohoTokenThrottled, action=RetryAction.RETRY,
-                  retry_delay=timedelta(minutes=5), reason="Zoho token throttle"),
-        RetryRule(exception=ZohoUnavailable, action=RetryAction.RETRY,
-                  retry_delay=timedelta(minutes=3), reason="Zoho unavailable after in-task backoff"),
+        RetryRule(
+            exception=ZohoTokenThrottled,
+            action=RetryAction.RETRY,
+            retry_delay=timedelta(minutes=5),
+            reason="Zoho token throttle",
+        ),
+        RetryRule(
+            exception=ZohoUnavailable,
+            action=RetryAction.RETRY,
+            retry_delay=timedelta(minutes=3),
+            reason="Zoho unavailable after in-task backoff",
+        ),
         RetryRule(exception=TryLater, action=RetryAction.RETRY, reason="may pass if tried again later"),
         # A human must act (config, scope, permission, mapping, bad grant, ...): retrying cannot help. A
         # Connection that does not exist (Airflow's AirflowNotFoundException) is one too.
-        RetryRule(exception=[NeedsOperator, AirflowNotFoundException], action=RetryAction.FAIL,
-                  reason="needs an operator"),
+        RetryRule(
+            exception=[NeedsOperator, AirflowNotFoundException], action=RetryAction.FAIL, reason="needs an operator"
+        ),
     ],
 )

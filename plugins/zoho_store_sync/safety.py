@@ -34,8 +34,12 @@ def check_complete(tenant: TenantConfig, store: StateStore, result: SourceExtrac
     """An answer that may not be the whole store is never taken for it: deletion detection needs proof."""
     reason = getattr(result, "incomplete_reason", None)
     if result.full and reason:
-        log.warning("tenant %s: the store's answer is not provably complete (%s): nothing will be deleted or "
-                    "flagged in this run", tenant.tenant_id, reason)
+        log.warning(
+            "tenant %s: the store's answer is not provably complete (%s): nothing will be deleted or "
+            "flagged in this run",
+            tenant.tenant_id,
+            reason,
+        )
     read_nobody = result.all_customer_keys is not None and not len(result.all_customer_keys)
     if result.full and (read_nobody or getattr(result, "customer_list_empty", False)):
         known = store.count_live_in_zoho()
@@ -44,7 +48,8 @@ def check_complete(tenant: TenantConfig, store: StateStore, result: SourceExtrac
                 f"tenant {tenant.tenant_id!r}: the store answered with no customer at all, while {known} customers "
                 "of this tenant are in Zoho. A store does not lose every customer at once: this looks like a "
                 "partial answer (an empty export file, a store in maintenance). Nothing was planned or deleted; "
-                "check the store (for DecoNetwork, the customer export file) and run again.")
+                "check the store (for DecoNetwork, the customer export file) and run again."
+            )
 
 
 def duplicate_winner_may_change(store: StateStore, customers: pd.DataFrame) -> bool:
@@ -67,7 +72,6 @@ def duplicate_winner_may_change(store: StateStore, customers: pd.DataFrame) -> b
     return bool(moved) or not others.empty
 
 
-
 def keep_what_other_tenants_sync(store: StateStore, changes: pd.DataFrame) -> pd.DataFrame:
     """Shared org: a record another tenant still syncs is neither deleted nor flagged; this tenant only lets
     go of it (``release``: its state row says deleted in the source, no call)."""
@@ -85,8 +89,9 @@ def keep_what_other_tenants_sync(store: StateStore, changes: pd.DataFrame) -> pd
     return changes
 
 
-def guard_deletions(tenant: TenantConfig, store: StateStore, changes: pd.DataFrame, invalid_share: float,
-                     allow_deletions: int) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+def guard_deletions(
+    tenant: TenantConfig, store: StateStore, changes: pd.DataFrame, invalid_share: float, allow_deletions: int
+) -> tuple[pd.DataFrame, dict[str, Any] | None]:
     """Mass-deletion protection: a run that would delete or flag more than the tenant's limit, or whose
     share of invalid rows passes ``failure_threshold`` (a broken read looks like that), deletes nothing."""
     deleting = changes["action"].isin(DELETE_ACTIONS)
@@ -100,20 +105,33 @@ def guard_deletions(tenant: TenantConfig, store: StateStore, changes: pd.DataFra
     bad_read = invalid_share > tenant.failure_threshold
     if count <= allow_deletions:
         if over_count or over_share or bad_read:
-            log.warning("deleting or flagging %d of %d records: above the tenant's limit, allowed for this run "
-                        "(allow_deletions = %d)", count, live, allow_deletions)
+            log.warning(
+                "deleting or flagging %d of %d records: above the tenant's limit, allowed for this run "
+                "(allow_deletions = %d)",
+                count,
+                live,
+                allow_deletions,
+            )
         return changes, None
     if not (over_count or over_share or bad_read):
         return changes, None
-    why = (f"{invalid_share:.1%} of the customers read are invalid (failure_threshold "
-           f"{tenant.failure_threshold:.0%}), which a broken read also looks like" if bad_read else
-           f"the limit is {tenant.max_deletions} records and {tenant.max_deletion_share:.0%} of the {live} "
-           "records it keeps in Zoho (max_deletions, max_deletion_share)")
-    refused = {"count": count, "live": live, "share": round(share, 4), "reason": why,
-               "message": f"tenant {tenant.tenant_id!r}: this run would delete or flag {count} Zoho records "
-                          f"({share:.1%} of {live}); {why}. Nothing was deleted or flagged; the other changes "
-                          "were sent. If the store really lost these customers, trigger the sync DAG with "
-                          f"allow_deletions = {count} (this run only) or raise the tenant's limit; otherwise fix "
-                          "the store or its export and run again."}
+    why = (
+        f"{invalid_share:.1%} of the customers read are invalid (failure_threshold "
+        f"{tenant.failure_threshold:.0%}), which a broken read also looks like"
+        if bad_read
+        else f"the limit is {tenant.max_deletions} records and {tenant.max_deletion_share:.0%} of the {live} "
+        "records it keeps in Zoho (max_deletions, max_deletion_share)"
+    )
+    refused = {
+        "count": count,
+        "live": live,
+        "share": round(share, 4),
+        "reason": why,
+        "message": f"tenant {tenant.tenant_id!r}: this run would delete or flag {count} Zoho records "
+        f"({share:.1%} of {live}); {why}. Nothing was deleted or flagged; the other changes "
+        "were sent. If the store really lost these customers, trigger the sync DAG with "
+        f"allow_deletions = {count} (this run only) or raise the tenant's limit; otherwise fix "
+        "the store or its export and run again.",
+    }
     log.error("%s", refused["message"])
     return changes.loc[~deleting].reset_index(drop=True), refused

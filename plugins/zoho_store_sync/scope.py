@@ -49,8 +49,9 @@ def claimed_stores(tenant: TenantConfig, all_tenants: list[TenantConfig]) -> set
     return claimed
 
 
-def scope_customers(customers: pd.DataFrame, tenant: TenantConfig,
-                    all_tenants: list[TenantConfig]) -> tuple[pd.DataFrame, dict[str, int]]:
+def scope_customers(
+    customers: pd.DataFrame, tenant: TenantConfig, all_tenants: list[TenantConfig]
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """The customers in the tenant's scope, and how many were left out for each reason."""
     counts = {"out_of_scope": 0, "affiliate_owned": 0, "affiliate_not_allowed": 0}
     keep = pd.Series(True, index=customers.index)
@@ -63,12 +64,16 @@ def scope_customers(customers: pd.DataFrame, tenant: TenantConfig,
     if parent_id:
         own = _ids(tenant.deconetwork.store_ids)
         if not own:
-            raise ScopeError(f"tenant {tenant.tenant_id!r}: field 'deconetwork.store_ids' must list the affiliate "
-                             f"stores it syncs (it is an affiliate of {parent_id!r})")
+            raise ScopeError(
+                f"tenant {tenant.tenant_id!r}: field 'deconetwork.store_ids' must list the affiliate "
+                f"stores it syncs (it is an affiliate of {parent_id!r})"
+            )
         parent = next((t for t in all_tenants if t.tenant_id == parent_id), None)
         if parent is None or parent_id == tenant.tenant_id:
-            raise ScopeError(f"tenant {tenant.tenant_id!r}: field 'deconetwork.affiliate_of': {parent_id!r} is "
-                             "not another configured tenant")
+            raise ScopeError(
+                f"tenant {tenant.tenant_id!r}: field 'deconetwork.affiliate_of': {parent_id!r} is "
+                "not another configured tenant"
+            )
         mine = store_ids.isin(own).fillna(False).astype(bool)
         counts["out_of_scope"] = int((~mine).sum())
         if not parent.deconetwork.allow_affiliate_integrations:

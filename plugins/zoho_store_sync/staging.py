@@ -12,11 +12,14 @@ import logging
 import os
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from zoho_store_sync.errors import StagingFileMissing
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ def staging_root() -> str:
     return f"file://{home}/zoho_sync_staging"
 
 
-def _path(url: str):  # type: ignore[no-untyped-def]
+def _path(url: str) -> ObjectStoragePath:
     from airflow.sdk import ObjectStoragePath
 
     return ObjectStoragePath(url)
@@ -117,7 +120,7 @@ def _newest_modification(folder: Any) -> float | None:
     for child in folder.iterdir():
         seen = True
         info = child.stat() if hasattr(child, "stat") else {}
-        value = info.get("mtime") if isinstance(info, dict) else getattr(info, "st_mtime", None)
+        value: Any = info.get("mtime") if isinstance(info, dict) else getattr(info, "st_mtime", None)
         if value is None and isinstance(info, dict):
             value = info.get("LastModified") or info.get("updated") or info.get("created")
         if hasattr(value, "timestamp"):

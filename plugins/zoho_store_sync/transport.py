@@ -14,9 +14,11 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, ContextManager, Mapping, TypeVar
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import requests
 from requests.auth import AuthBase
@@ -30,7 +32,10 @@ T = TypeVar("T")
 
 # A connection that failed, timed out or broke off mid-body: the same request may well succeed next time.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
-    requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
 
 
 def transient_status(status: int) -> bool:
@@ -52,8 +57,8 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    reference = datetime.now(timezone.utc) if now is None else datetime.fromtimestamp(now, timezone.utc)
+        when = when.replace(tzinfo=UTC)
+    reference = datetime.now(UTC) if now is None else datetime.fromtimestamp(now, UTC)
     return max(0.0, (when - reference).total_seconds())
 
 
@@ -70,7 +75,7 @@ class Backoff:
     floor: float = 0.0
 
     def ceiling(self, attempt: int) -> float:
-        return min(self.cap, self.base * 2 ** attempt)
+        return min(self.cap, self.base * 2**attempt)
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         ceiling = self.ceiling(attempt)
@@ -84,8 +89,14 @@ class TryAgain(TryLater):
     ``error``: what the last attempt got, handed back when the retries run out.
     """
 
-    def __init__(self, reason: str, *, retry_after: float | None = None, response: requests.Response | None = None,
-                 error: BaseException | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        response: requests.Response | None = None,
+        error: BaseException | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
@@ -93,8 +104,9 @@ class TryAgain(TryLater):
         self.error = error
 
 
-def plain_session(headers: dict[Any, Any] | None = None, *, options: Mapping[str, Any] | None = None,
-                  tcp_keep_alive: bool = False) -> requests.Session:
+def plain_session(
+    headers: dict[Any, Any] | None = None, *, options: Mapping[str, Any] | None = None, tcp_keep_alive: bool = False
+) -> requests.Session:
     """A requests session asking for JSON, with no basic auth and no connection extra as a header (Airflow's
     HttpHook sends login/password as basic auth and every unknown extra, secrets included, as one).
 
@@ -162,8 +174,9 @@ class RetryingTransport:
         self.wall_clock = wall_clock
         self.responses = 0  # answers received through request(), retried ones included
         self._rng = rng or random.Random()
-        self._in_flight: ContextManager[Any] = (
-            threading.BoundedSemaphore(max_in_flight) if max_in_flight else contextlib.nullcontext())
+        self._in_flight: AbstractContextManager[Any] = (
+            threading.BoundedSemaphore(max_in_flight) if max_in_flight else contextlib.nullcontext()
+        )
         self._local = threading.local()
         self._lock = threading.Lock()
 
@@ -209,8 +222,9 @@ class RetryingTransport:
                 credentials = auth() if callable(auth) and not isinstance(auth, AuthBase) else auth
                 try:
                     with self._in_flight:
-                        response = self.session.request(method, target, auth=credentials, timeout=self.timeout,
-                                                        **kwargs)
+                        response = self.session.request(
+                            method, target, auth=credentials, timeout=self.timeout, **kwargs
+                        )
                 except TRANSIENT_ERRORS as exc:
                     if on_failure is not None:
                         on_failure(exc)
@@ -228,8 +242,11 @@ class RetryingTransport:
                     renewed = True
                     continue
                 if transient_status(response.status_code):
-                    raise TryAgain(f"HTTP {response.status_code}", response=response, retry_after=retry_after_seconds(
-                        response.headers.get("Retry-After"), now=self.wall_clock()))
+                    raise TryAgain(
+                        f"HTTP {response.status_code}",
+                        response=response,
+                        retry_after=retry_after_seconds(response.headers.get("Retry-After"), now=self.wall_clock()),
+                    )
                 return response
 
         def server_wait(failure: BaseException, _: int) -> float | None:
@@ -237,8 +254,13 @@ class RetryingTransport:
             return None if seconds is None else min(self.backoff.cap, seconds)
 
         try:
-            return self.keep_trying(attempt, retries=self.max_retries if retries is None else retries,
-                                    wait=server_wait, what=what, on_retry=self.on_retry)
+            return self.keep_trying(
+                attempt,
+                retries=self.max_retries if retries is None else retries,
+                wait=server_wait,
+                what=what,
+                on_retry=self.on_retry,
+            )
         except TryAgain as exhausted:
             if exhausted.error is not None:
                 raise exhausted.error from None

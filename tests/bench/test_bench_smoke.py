@@ -9,13 +9,25 @@ import sys
 from tests.conftest import REPO
 
 FIELDS = {"name", "value", "unit", "baseline", "baseline_value", "ratio", "target", "met", "details"}
-FIGURES = {"diff_full_1m", "incremental_1m", "zoho_calls", "reset_100k", "parse_500_tenants", "state_write_1m",
-           "migrate_1m"}
+FIGURES = {
+    "diff_full_1m",
+    "incremental_1m",
+    "zoho_calls",
+    "reset_100k",
+    "parse_500_tenants",
+    "state_write_1m",
+    "migrate_1m",
+}
 
 
 def test_quick_bench_writes_every_figure_with_its_fields(tmp_path):
-    completed = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)], cwd=REPO,
-                               capture_output=True, text=True, timeout=600)
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     figures = json.loads((tmp_path / "results.json").read_text())
     assert {f["name"] for f in figures} == FIGURES

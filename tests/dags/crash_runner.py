@@ -26,19 +26,29 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
 
 HOLD_ENV = "CRASH_RUNNER_HOLD_AT"
-CLIENT_POINTS = ("write_ahead", "converting", "deletion_recorded", "upsert_answered", "update_answered",
-                 "convert_answered", "delete_answered", "outcome_written")
+CLIENT_POINTS = (
+    "write_ahead",
+    "converting",
+    "deletion_recorded",
+    "upsert_answered",
+    "update_answered",
+    "convert_answered",
+    "delete_answered",
+    "outcome_written",
+)
 WRITE_AHEAD_STATUSES = ("unconfirmed", "converting")
 
 
 # ---- in the runner process ---------------------------------------------------------------------------
+
 
 def _parse_hold(spec: str) -> tuple[str, str | None, int]:
     point, _, nth = spec.partition("#")
@@ -102,8 +112,10 @@ def _install_hold(spec: str) -> None:
 
     after("write_ahead", write_ahead)
     after("save_outcomes", outcomes)
-    after("record_own_deletions", lambda rows, *_, **__: (
-        ("deletion_recorded", list(dict.fromkeys(r[2] for r in rows))) if rows else None))
+    after(
+        "record_own_deletions",
+        lambda rows, *_, **__: ("deletion_recorded", list(dict.fromkeys(r[2] for r in rows))) if rows else None,
+    )
     after("upsert", lambda module, *_, **__: ("upsert_answered", [module]))
     after("update_records", lambda module, *_, **__: ("update_answered", [module]))
     after("convert_lead", lambda *_, **__: ("convert_answered", ["Leads"]))
@@ -126,6 +138,7 @@ def main(tenant_id: str, run_id: str) -> None:
 
 # ---- in the test process -------------------------------------------------------------------------------
 
+
 class Runner:
     """A crash_runner.py subprocess whose output is read as it comes (to see ``HOLDING`` the moment it is said)."""
 
@@ -134,8 +147,13 @@ class Runner:
         env.pop(HOLD_ENV, None)
         if hold_at:
             env[HOLD_ENV] = hold_at
-        self.process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), tenant_id, run_id], env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), tenant_id, run_id],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines: list[str] = []
         self.held = threading.Event()
         self.ended = threading.Event()
@@ -231,8 +249,9 @@ def store_frame(magento: Any):  # type: ignore[no-untyped-def]
 
 def expected_crm(magento: Any):  # type: ignore[no-untyped-def]
     """One row per valid email of the store (the duplicate rules' winner), indexed by email, with its module
-    by the classification rules (``module``), as ``customers.prepare`` and ``classify`` define them."""
-    from zoho_store_sync.customers import classify, prepare
+    by the classification rules (``module``), as ``customers.prepare`` and ``tests.reference.classify`` define them."""
+    from tests.reference import classify
+    from zoho_store_sync.customers import prepare
 
     valid = prepare(store_frame(magento)).valid
     valid["module"] = classify(valid)
@@ -244,8 +263,9 @@ def live_records(zoho: Any) -> dict[str, list[dict]]:
     return {m: [r for r in zoho.records(m) if not r.get("Converted__s")] for m in ("Contacts", "Leads")}
 
 
-def crm_problems(zoho: Any, magento: Any, *, contacts_for_good: set[str] = frozenset(),
-                 may_be_contacts: set[str] = frozenset()) -> tuple[list[str], int]:
+def crm_problems(
+    zoho: Any, magento: Any, *, contacts_for_good: set[str] = frozenset(), may_be_contacts: set[str] = frozenset()
+) -> tuple[list[str], int]:
     """Everything in Zoho that breaks "exactly one live record per valid email, in its module, holding the
     store's latest values", and the number of records checked.
 
@@ -264,8 +284,10 @@ def crm_problems(zoho: Any, magento: Any, *, contacts_for_good: set[str] = froze
         if len(modules) > 1:
             problems.append(f"{email}: {len(modules)} live records ({', '.join(modules)})")
     problems += [f"{email}: in the store, not live in Zoho" for email in sorted(set(expected.index) - set(held))]
-    problems += [f"{email}: live in Zoho ({held[email]}), not a valid customer of the store"
-                 for email in sorted(set(held) - set(expected.index))]
+    problems += [
+        f"{email}: live in Zoho ({held[email]}), not a valid customer of the store"
+        for email in sorted(set(held) - set(expected.index))
+    ]
     checked = 0
     for module, records in live.items():
         for record in records:
@@ -287,10 +309,15 @@ def crm_problems(zoho: Any, magento: Any, *, contacts_for_good: set[str] = froze
             if record.get("First_Name") != first:
                 problems.append(f"{email}: First_Name {record.get('First_Name')!r}, the store has {first!r}")
             if str(record.get("Source_Customer_ID")) != str(row["customer_key"]):
-                problems.append(f"{email}: Source_Customer_ID {record.get('Source_Customer_ID')!r}, the store's "
-                                f"customer is {row['customer_key']}")
-            if module == "Contacts" and row["module"] == "Contacts" and \
-                    int(record.get("Order_Count") or 0) != int(row["order_count"]):
+                problems.append(
+                    f"{email}: Source_Customer_ID {record.get('Source_Customer_ID')!r}, the store's "
+                    f"customer is {row['customer_key']}"
+                )
+            if (
+                module == "Contacts"
+                and row["module"] == "Contacts"
+                and int(record.get("Order_Count") or 0) != int(row["order_count"])
+            ):
                 problems.append(f"{email}: Order_Count {record.get('Order_Count')}, the store has {row['order_count']}")
     return problems, checked
 

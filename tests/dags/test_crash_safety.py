@@ -14,8 +14,13 @@ import pytest
 
 from tests.conftest import REPO, connection_env, sqlite_conn_fields
 
-TENANT = {"tenant_id": "crashy", "source": "magento", "store_conn_id": "magento_test", "zoho_conn_id": "zoho_test",
-          "zoho_max_concurrency": 1}
+TENANT = {
+    "tenant_id": "crashy",
+    "source": "magento",
+    "store_conn_id": "magento_test",
+    "zoho_conn_id": "zoho_test",
+    "zoho_max_concurrency": 1,
+}
 
 
 @pytest.fixture
@@ -25,22 +30,44 @@ def env(zoho_sandbox, tmp_path):
 
     with MagentoSandbox(generate_store(900, seed=21)) as magento:
         variables = dict(os.environ)
-        variables.update(dict([
-            connection_env("zoho_test", conn_type="http", login=zoho_sandbox.client_id,
-                           password=zoho_sandbox.client_secret,
-                           extra={"refresh_token": zoho_sandbox.refresh_token, "accounts_url": zoho_sandbox.url,
-                                  "api_domain": zoho_sandbox.url, "allow_custom_hosts": True}),
-            connection_env("magento_test", conn_type="http", host=magento.url, password=magento.integration_token,
-                           extra={"auth": "integration_token"}),
-            connection_env("zoho_sync_state_db", **sqlite_conn_fields(f"sqlite:///{tmp_path / 'state.db'}")),
-        ]))
+        variables.update(
+            dict(
+                [
+                    connection_env(
+                        "zoho_test",
+                        conn_type="http",
+                        login=zoho_sandbox.client_id,
+                        password=zoho_sandbox.client_secret,
+                        extra={
+                            "refresh_token": zoho_sandbox.refresh_token,
+                            "accounts_url": zoho_sandbox.url,
+                            "api_domain": zoho_sandbox.url,
+                            "allow_custom_hosts": True,
+                        },
+                    ),
+                    connection_env(
+                        "magento_test",
+                        conn_type="http",
+                        host=magento.url,
+                        password=magento.integration_token,
+                        extra={"auth": "integration_token"},
+                    ),
+                    connection_env("zoho_sync_state_db", **sqlite_conn_fields(f"sqlite:///{tmp_path / 'state.db'}")),
+                ]
+            )
+        )
         variables["AIRFLOW_VAR_ZOHO_SYNC_TENANTS"] = json.dumps([TENANT])
         yield variables, magento
 
 
 def _start(variables: dict, run_id: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(REPO / "tests" / "dags" / "crash_runner.py"), "crashy", run_id],
-                            env=variables, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "dags" / "crash_runner.py"), "crashy", run_id],
+        env=variables,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _hold_after_apply(zoho, after_upserts: int) -> threading.Event:
@@ -63,10 +90,11 @@ def _hold_after_apply(zoho, after_upserts: int) -> threading.Event:
 
 
 def _assert_zoho_matches_store(zoho, magento) -> None:
-    from zoho_store_sync.customers import classify, prepare
-    from zoho_store_sync.sources.magento import customer_rows, order_aggregates
-
     import pandas as pd
+
+    from tests.reference import classify
+    from zoho_store_sync.customers import prepare
+    from zoho_store_sync.sources.magento import customer_rows, order_aggregates
 
     frame = pd.DataFrame(customer_rows(magento.customers(), magento.url))
     frame = frame.merge(order_aggregates(magento.orders()), on="customer_key", how="left")
@@ -83,8 +111,9 @@ def _assert_zoho_matches_store(zoho, magento) -> None:
             assert record["First_Name"] == ((first or "").strip()[:40] or None)
 
 
-@pytest.mark.parametrize("kill_point", ["after_first_batch_answered", "after_zoho_applied_a_batch_unanswered",
-                                        "mid_run"])
+@pytest.mark.parametrize(
+    "kill_point", ["after_first_batch_answered", "after_zoho_applied_a_batch_unanswered", "mid_run"]
+)
 def test_killed_load_then_rerun_gives_one_record_per_email_with_current_values(env, zoho_sandbox, kill_point):
     variables, magento = env
     if kill_point == "after_zoho_applied_a_batch_unanswered":

@@ -300,8 +300,8 @@ def test_a_failed_runs_staging_files_are_removed_when_the_run_ends(world):
 
 # ---- one run per tenant ----------------------------------------------------------------------------
 
-def test_a_sync_of_a_tenant_held_by_another_run_does_nothing_and_a_crashed_holder_frees_it_when_its_lease_ends(
-        world):
+
+def test_a_sync_of_a_tenant_held_by_another_run_does_nothing_and_a_crashed_holder_frees_it_when_its_lease_ends(world):
     from datetime import timedelta
 
     from zoho_store_sync import pipeline
@@ -316,7 +316,10 @@ def test_a_sync_of_a_tenant_held_by_another_run_does_nothing_and_a_crashed_holde
     from zoho_store_sync.state import now_utc, tenant_locks
 
     with world.engine.begin() as conn:  # the dead holder's lease runs out
-        conn.execute(tenant_locks.update().where(tenant_locks.c.tenant_id == "busy")
-                     .values(expires_at=now_utc() - timedelta(seconds=1)))
+        conn.execute(
+            tenant_locks.update()
+            .where(tenant_locks.c.tenant_id == "busy")
+            .values(expires_at=now_utc() - timedelta(seconds=1))
+        )
     assert world.run("busy")["inserted"] > 0
     assert world.store("busy").lock_holder() is None  # released by the run's teardown

@@ -9,8 +9,14 @@ import pytest
 
 from tests.conftest import REPO, connection_env
 
-PARENT = {"tenant_id": "acme", "source": "deconetwork", "store_conn_id": "deco_test", "zoho_conn_id": "zoho_test",
-          "retries": 0, "zoho_max_retries": 1}
+PARENT = {
+    "tenant_id": "acme",
+    "source": "deconetwork",
+    "store_conn_id": "deco_test",
+    "zoho_conn_id": "zoho_test",
+    "retries": 0,
+    "zoho_max_retries": 1,
+}
 
 
 @pytest.fixture
@@ -37,14 +43,26 @@ def deco_world(airflow_db, monkeypatch, zoho_sandbox, affiliate_zoho, deco, sqli
     from tests.conftest import sqlite_conn_fields
 
     def zoho_conn(conn_id: str, zoho) -> None:  # type: ignore[no-untyped-def]
-        monkeypatch.setenv(*connection_env(conn_id, conn_type="http", login=zoho.client_id, password=zoho.client_secret,
-                                           extra={"refresh_token": zoho.refresh_token, "accounts_url": zoho.url,
-                                                  "api_domain": zoho.url, "allow_custom_hosts": True}))
+        monkeypatch.setenv(
+            *connection_env(
+                conn_id,
+                conn_type="http",
+                login=zoho.client_id,
+                password=zoho.client_secret,
+                extra={
+                    "refresh_token": zoho.refresh_token,
+                    "accounts_url": zoho.url,
+                    "api_domain": zoho.url,
+                    "allow_custom_hosts": True,
+                },
+            )
+        )
 
     zoho_conn("zoho_test", zoho_sandbox)
     zoho_conn("zoho_affiliate", affiliate_zoho)
-    monkeypatch.setenv(*connection_env("deco_test", conn_type="http", host=deco.url, login=deco.username,
-                                       password=deco.password))
+    monkeypatch.setenv(
+        *connection_env("deco_test", conn_type="http", host=deco.url, login=deco.username, password=deco.password)
+    )
     monkeypatch.setenv(*connection_env("zoho_sync_state_db", **sqlite_conn_fields(sqlite_state_url)))
     export = f"file://{deco.export_path}"
 
@@ -86,14 +104,17 @@ def test_only_my_stores_leaves_affiliate_customers_out(deco_world, zoho_sandbox,
 
 
 def test_dont_sync_sends_nothing(deco_world, zoho_sandbox):
-    summary = deco_world([{**PARENT, "sync_option": "none", "sync_contacts": False, "sync_leads": False}],
-                         "zoho_sync__acme")
+    summary = deco_world(
+        [{**PARENT, "sync_option": "none", "sync_contacts": False, "sync_leads": False}], "zoho_sync__acme"
+    )
     assert summary["write_calls"] == 0
     assert zoho_sandbox.records("Contacts") == [] and zoho_sandbox.records("Leads") == []
 
 
-@pytest.mark.parametrize("switch, synced, empty", [({"sync_leads": False}, "Contacts", "Leads"),
-                                                   ({"sync_contacts": False}, "Leads", "Contacts")])
+@pytest.mark.parametrize(
+    "switch, synced, empty",
+    [({"sync_leads": False}, "Contacts", "Leads"), ({"sync_contacts": False}, "Leads", "Contacts")],
+)
 def test_each_record_type_can_be_switched_off(deco_world, zoho_sandbox, switch, synced, empty):
     summary = deco_world([{**PARENT, **switch}], "zoho_sync__acme")
     assert zoho_sandbox.records(synced) and zoho_sandbox.records(empty) == []
@@ -104,9 +125,15 @@ def test_an_affiliate_with_its_own_integration_gets_its_stores_and_the_parent_le
     deco_world, zoho_sandbox, affiliate_zoho, deco
 ):
     northside = next(s for s in deco.stores() if s["store_id"] == "2")["name"]
-    tenants = [{**PARENT, "deconetwork": {"allow_affiliate_integrations": True}},
-               {**PARENT, "tenant_id": "northside", "zoho_conn_id": "zoho_affiliate",
-                "deconetwork": {"affiliate_of": "acme", "store_ids": ["2"]}}]
+    tenants = [
+        {**PARENT, "deconetwork": {"allow_affiliate_integrations": True}},
+        {
+            **PARENT,
+            "tenant_id": "northside",
+            "zoho_conn_id": "zoho_affiliate",
+            "deconetwork": {"affiliate_of": "acme", "store_ids": ["2"]},
+        },
+    ]
     deco_world([dict(t) for t in tenants], "zoho_sync__acme")
     deco_world([dict(t) for t in tenants], "zoho_sync__northside")
     assert _stores_in(affiliate_zoho) - {None} == {northside}
@@ -124,12 +151,17 @@ def _shared_emails(deco) -> set[str]:  # type: ignore[no-untyped-def]
     return {email for email, stores in seen.items() if len(stores) > 1}
 
 
-def test_a_parent_that_does_not_allow_affiliate_integrations_keeps_syncing_those_stores(
-    deco_world, zoho_sandbox, deco
-):
+def test_a_parent_that_does_not_allow_affiliate_integrations_keeps_syncing_those_stores(deco_world, zoho_sandbox, deco):
     northside = next(s for s in deco.stores() if s["store_id"] == "2")["name"]
-    tenants = [dict(PARENT), {**PARENT, "tenant_id": "northside", "zoho_conn_id": "zoho_affiliate",
-                              "deconetwork": {"affiliate_of": "acme", "store_ids": ["2"]}}]
+    tenants = [
+        dict(PARENT),
+        {
+            **PARENT,
+            "tenant_id": "northside",
+            "zoho_conn_id": "zoho_affiliate",
+            "deconetwork": {"affiliate_of": "acme", "store_ids": ["2"]},
+        },
+    ]
     deco_world([dict(t) for t in tenants], "zoho_sync__acme")
     assert northside in _stores_in(zoho_sandbox)
 

@@ -14,8 +14,9 @@ import io
 import json
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -63,7 +64,7 @@ def semicolons(text: str) -> str:
 def truncated(text: str) -> str:
     """Cut two thirds in, in the middle of a row (a copy or upload that stopped)."""
     cut = text.index(",", len(text) * 2 // 3) + 1
-    assert text[cut - 2: cut + 2].count("\n") == 0
+    assert text[cut - 2 : cut + 2].count("\n") == 0
     return text[:cut]
 
 
@@ -85,14 +86,25 @@ def world(airflow_db, monkeypatch, zoho_sandbox, state_url, tmp_path, capfd):
     _schema_ready(StateStore(make_engine(state_url), tenant_id))
     db = sqlite_conn_fields(state_url) if state_url.startswith("sqlite") else postgres_conn_fields(state_url)
     monkeypatch.setenv(*connection_env("zoho_sync_state_db", **db))
-    monkeypatch.setenv(*connection_env(
-        "zoho_test", conn_type="http", login=zoho_sandbox.client_id, password=zoho_sandbox.client_secret,
-        extra={"refresh_token": zoho_sandbox.refresh_token, "accounts_url": zoho_sandbox.url,
-               "api_domain": zoho_sandbox.url, "allow_custom_hosts": True}))
+    monkeypatch.setenv(
+        *connection_env(
+            "zoho_test",
+            conn_type="http",
+            login=zoho_sandbox.client_id,
+            password=zoho_sandbox.client_secret,
+            extra={
+                "refresh_token": zoho_sandbox.refresh_token,
+                "accounts_url": zoho_sandbox.url,
+                "api_domain": zoho_sandbox.url,
+                "allow_custom_hosts": True,
+            },
+        )
+    )
 
     with DecoNetworkSandbox(generate_deconetwork_store(40, seed=4)) as deco:
-        monkeypatch.setenv(*connection_env("deco_test", conn_type="http", host=deco.url, login=deco.username,
-                                           password=deco.password))
+        monkeypatch.setenv(
+            *connection_env("deco_test", conn_type="http", host=deco.url, login=deco.username, password=deco.password)
+        )
         export = Path(deco.write_export(tmp_path / "customers.csv"))
 
         class World:
@@ -107,10 +119,17 @@ def world(airflow_db, monkeypatch, zoho_sandbox, state_url, tmp_path, capfd):
 
             def run(self, *, expect: str | None = "success", use_order_api: bool = False) -> Any:
                 """Run the tenant's DAG (every run a full pass); the summary, or the run state when expect is None."""
-                tenant = {"tenant_id": tenant_id, "source": "deconetwork", "store_conn_id": "deco_test",
-                          "zoho_conn_id": "zoho_test", "retries": 0, "zoho_max_retries": 1,
-                          "source_deletions": "delete", "full_sync_every_hours": 0.0001,
-                          "deconetwork": {"customers_export_url": self.url, "use_order_api": use_order_api}}
+                tenant = {
+                    "tenant_id": tenant_id,
+                    "source": "deconetwork",
+                    "store_conn_id": "deco_test",
+                    "zoho_conn_id": "zoho_test",
+                    "retries": 0,
+                    "zoho_max_retries": 1,
+                    "source_deletions": "delete",
+                    "full_sync_every_hours": 0.0001,
+                    "deconetwork": {"customers_export_url": self.url, "use_order_api": use_order_api},
+                }
                 monkeypatch.setenv("AIRFLOW_VAR_ZOHO_SYNC_TENANTS", json.dumps([tenant]))
                 dag_run = DagBag(dag_folder=str(REPO / "dags")).dags[f"zoho_sync__{tenant_id}"].test()
                 state = str(getattr(dag_run.state, "value", dag_run.state))
@@ -151,14 +170,19 @@ def world(airflow_db, monkeypatch, zoho_sandbox, state_url, tmp_path, capfd):
         yield World()
 
 
-@pytest.mark.parametrize("damage, says", [
-    (trailing_delimiter, "trailing delimiter"),
-    (duplicated_header, "more than once"),
-    (semicolons, "separated by semicolons"),
-    (truncated, "cut short"),
-], ids=["trailing_delimiter", "duplicated_header", "semicolons", "truncated"])
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        (trailing_delimiter, "trailing delimiter"),
+        (duplicated_header, "more than once"),
+        (semicolons, "separated by semicolons"),
+        (truncated, "cut short"),
+    ],
+    ids=["trailing_delimiter", "duplicated_header", "semicolons", "truncated"],
+)
 def test_an_export_that_cannot_be_complete_fails_the_run_and_leaves_every_zoho_record_as_it_was(
-        world, damage: Callable[[str], str], says: str) -> None:
+    world, damage: Callable[[str], str], says: str
+) -> None:
     before = world.first_sync()
     world.write_export(damage(world.good_export))
     world.zoho.reset_calls()

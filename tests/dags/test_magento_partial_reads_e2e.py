@@ -16,13 +16,17 @@ import pytest
 from tests.conftest import REPO
 
 TENANT = {
-    "source": "magento", "store_conn_id": "magento_test", "zoho_conn_id": "zoho_test",
+    "source": "magento",
+    "store_conn_id": "magento_test",
+    "zoho_conn_id": "zoho_test",
     "source_deletions": "delete",
     "full_sync_every_hours": 0.0001,  # every run is a full pass: the pass that detects deletions
     "magento": {"page_size": 100},  # 400 customers, ~1,000 orders: the fault lands mid-paging
-    "retries": 0, "zoho_max_retries": 1,
+    "retries": 0,
+    "zoho_max_retries": 1,
     # The mass-deletion limit is a separate safeguard (in the plan): switched off, so the read itself is tested.
-    "max_deletions": 100_000, "max_deletion_share": 1.0,
+    "max_deletions": 100_000,
+    "max_deletion_share": 1.0,
 }
 MODULES = ("Contacts", "Leads")
 
@@ -64,8 +68,7 @@ def world(airflow_db, configure_tenant, zoho_sandbox, magento_sandbox, state_url
 
         def both_contact_and_lead(self) -> set[str]:
             held = self.records()
-            return ({r["Email"] for r in held["Contacts"].values()}
-                    & {r["Email"] for r in held["Leads"].values()})
+            return {r["Email"] for r in held["Contacts"].values()} & {r["Email"] for r in held["Leads"].values()}
 
     return World()
 

@@ -17,10 +17,11 @@ def _run(dag):  # type: ignore[no-untyped-def]
 
 def _expected_records(magento) -> dict[str, dict[str, dict]]:
     """What Zoho must hold, computed independently of the pipeline's diff code: module → email → customer."""
-    from zoho_store_sync.customers import classify, prepare
-    from zoho_store_sync.sources.magento import customer_rows, order_aggregates
-
     import pandas as pd
+
+    from tests.reference import classify
+    from zoho_store_sync.customers import prepare
+    from zoho_store_sync.sources.magento import customer_rows, order_aggregates
 
     frame = pd.DataFrame(customer_rows(magento.customers(), magento.url))
     frame = frame.merge(order_aggregates(magento.orders()), on="customer_key", how="left")
@@ -67,7 +68,11 @@ def test_sync_puts_one_record_per_valid_email_in_the_right_module_and_a_second_r
     zoho_sandbox.reset_calls()
     _run(sync_dag)
     calls = zoho_sandbox.calls()
-    writes = [c for c in calls if c["operation"] in ("insert", "update", "upsert", "delete", "convert", "upload", "bulk_write")]
+    writes = [
+        c
+        for c in calls
+        if c["operation"] in ("insert", "update", "upsert", "delete", "convert", "upload", "bulk_write")
+    ]
     assert writes == []
     reads = [c for c in calls if c["operation"] not in ("token",)]
     assert len(reads) <= 2  # at most one cheap read per module (the deleted-records check)

@@ -14,13 +14,20 @@ from tests.conftest import POSTGRES_ADMIN_URL, connection_env, postgres_conn_fie
 from tests.dags import crash_runner
 from tests.dags.crash_runner import ZohoHold, crm_problems, expected_crm, live_records
 
-TENANT = {"source": "magento", "store_conn_id": "magento_test", "zoho_conn_id": "zoho_test",
-          "zoho_max_concurrency": 1,  # one call at a time: a seed replays the same calls, kills and all
-          "retries": 0, "zoho_max_retries": 2,
-          "full_sync_every_hours": 1e-6,  # every run a full pass: the pass that finds deletions
-          "magento": {"page_size": 40},  # several pages of customers and orders: room for a bad page mid-paging
-          "source_deletions": "delete", "max_deletions": 100_000, "max_deletion_share": 1.0,
-          "failure_threshold": 0.5}  # the edits add invalid emails on purpose: their share is not a broken read
+TENANT = {
+    "source": "magento",
+    "store_conn_id": "magento_test",
+    "zoho_conn_id": "zoho_test",
+    "zoho_max_concurrency": 1,  # one call at a time: a seed replays the same calls, kills and all
+    "retries": 0,
+    "zoho_max_retries": 2,
+    "full_sync_every_hours": 1e-6,  # every run a full pass: the pass that finds deletions
+    "magento": {"page_size": 40},  # several pages of customers and orders: room for a bad page mid-paging
+    "source_deletions": "delete",
+    "max_deletions": 100_000,
+    "max_deletion_share": 1.0,
+    "failure_threshold": 0.5,
+}  # the edits add invalid emails on purpose: their share is not a broken read
 STEPS = 4  # store edits, then one run (clean, partial read, Zoho 500s or killed), per step
 SEEDS = [(seed, "sqlite") for seed in (0, 1, 2, 3, 5, 6)] + [(seed, "postgres") for seed in (7, 8, 9)]
 RUN_KINDS = ("clean", "partial_read", "zoho_500", "killed", "killed")
@@ -95,8 +102,9 @@ class Trial:
             else:
                 email = f"new.{self.seed}.{step}.{i}@example.com" if chance > 0.3 else f"broken.{step}.{i}@"
             try:
-                added = magento.add_customer(email, firstname=f"New{step}x{i}", website_id=website,
-                                             subscribed=rng.random() < 0.3)
+                added = magento.add_customer(
+                    email, firstname=f"New{step}x{i}", website_id=website, subscribed=rng.random() < 0.3
+                )
             except MagentoError:  # that website has the email already (an account per email and website)
                 continue
             self.log.append(f"new customer {added['id']} {email} (website {website})")
@@ -160,8 +168,9 @@ class Trial:
         else:
             operation = rng.choice(WRITE_OPERATIONS)
             hold, where = ZohoHold(self.zoho, operation, nth=rng.randint(1, 2)), f"zoho applied {operation}"
-        runner = crash_runner.start(self.tenant_id, f"run-{self.runs}", dict(os.environ),
-                                    hold_at=where if hold is None else None)
+        runner = crash_runner.start(
+            self.tenant_id, f"run-{self.runs}", dict(os.environ), hold_at=where if hold is None else None
+        )
         try:
             killed = crash_runner.kill_when_held(runner, *([hold.applied] if hold else []))
         finally:
@@ -190,7 +199,9 @@ class Trial:
             self.log.append(f"  twice in Zoho now: {sorted(twice)}")
         if not green:
             return
-        assert not twice & self.twice, self.fail(f"a person twice in Zoho after two green runs: {sorted(twice & self.twice)}")
+        assert not twice & self.twice, self.fail(
+            f"a person twice in Zoho after two green runs: {sorted(twice & self.twice)}"
+        )
         self.transient_twins += len(twice)
         self.twice = twice
 
@@ -203,8 +214,9 @@ class Trial:
         emails, keys = {str(r["Email"]) for r in live}, {str(r.get("Source_Customer_ID")) for r in live}
         self.checked += len(expected)
         assert len(live) >= len(expected), self.fail(f"{len(live)} live Zoho records for {len(expected)} customers")
-        lost = sorted(e for e, k in zip(expected.index, expected["customer_key"].astype(str))
-                      if e not in emails and k not in keys)
+        lost = sorted(
+            e for e, k in zip(expected.index, expected["customer_key"].astype(str)) if e not in emails and k not in keys
+        )
         assert not lost, self.fail(f"customers of the store not live in Zoho: {lost}")
 
     def assert_converged(self) -> None:
@@ -226,12 +238,29 @@ def trial(request, monkeypatch, zoho_sandbox, magento_store, state_url) -> Trial
     seed = request.node.callspec.params["seed_and_db"][0]
     magento = magento_store(random.Random(seed).randint(60, 150), 100 + seed)
     tenant = {**TENANT, "tenant_id": f"property_{seed}_{uuid.uuid4().hex[:6]}"}
-    monkeypatch.setenv(*connection_env(
-        "zoho_test", conn_type="http", login=zoho_sandbox.client_id, password=zoho_sandbox.client_secret,
-        extra={"refresh_token": zoho_sandbox.refresh_token, "accounts_url": zoho_sandbox.url,
-               "api_domain": zoho_sandbox.url, "allow_custom_hosts": True}))
-    monkeypatch.setenv(*connection_env("magento_test", conn_type="http", host=magento.url,
-                                       password=magento.integration_token, extra={"auth": "integration_token"}))
+    monkeypatch.setenv(
+        *connection_env(
+            "zoho_test",
+            conn_type="http",
+            login=zoho_sandbox.client_id,
+            password=zoho_sandbox.client_secret,
+            extra={
+                "refresh_token": zoho_sandbox.refresh_token,
+                "accounts_url": zoho_sandbox.url,
+                "api_domain": zoho_sandbox.url,
+                "allow_custom_hosts": True,
+            },
+        )
+    )
+    monkeypatch.setenv(
+        *connection_env(
+            "magento_test",
+            conn_type="http",
+            host=magento.url,
+            password=magento.integration_token,
+            extra={"auth": "integration_token"},
+        )
+    )
     fields = sqlite_conn_fields(state_url) if state_url.startswith("sqlite") else postgres_conn_fields(state_url)
     monkeypatch.setenv(*connection_env("zoho_sync_state_db", **fields))
     monkeypatch.setenv("AIRFLOW_VAR_ZOHO_SYNC_TENANTS", json.dumps([tenant]))
@@ -240,7 +269,8 @@ def trial(request, monkeypatch, zoho_sandbox, magento_store, state_url) -> Trial
 
 @pytest.mark.parametrize("seed_and_db", SEEDS, ids=[f"seed{seed}-{db}" for seed, db in SEEDS])
 def test_random_edits_faults_and_kills_never_lose_or_double_a_customer_and_end_with_the_stores_latest_values(
-        trial, seed_and_db):
+    trial, seed_and_db
+):
     assert trial.run_in_process(), trial.fail("the first sync failed")
     trial.note_contacts()
     trial.assert_nothing_lost()
@@ -258,11 +288,14 @@ def test_random_edits_faults_and_kills_never_lose_or_double_a_customer_and_end_w
         trial.assert_never_twice_for_long(True)
         trial.assert_nothing_lost()
     trial.assert_converged()
-    print(f"\nFIGURES seed={trial.seed} runs={trial.runs} green={trial.green} kills={trial.kills} "
-          f"records_checked={trial.checked} twice_for_one_run={trial.transient_twins}")
+    print(
+        f"\nFIGURES seed={trial.seed} runs={trial.runs} green={trial.green} kills={trial.kills} "
+        f"records_checked={trial.checked} twice_for_one_run={trial.transient_twins}"
+    )
 
 
 # ---- pinned examples: shapes the random runs found ------------------------------------------------------------
+
 
 def _shared_email_pair(trial: Trial) -> tuple[dict, dict]:
     """Two accounts with one email (one per website), added at the same moment: the smaller id wins the email."""
@@ -272,21 +305,23 @@ def _shared_email_pair(trial: Trial) -> tuple[dict, dict]:
 
 
 @pytest.mark.parametrize("seed_and_db", [(0, "sqlite")], ids=["sqlite"])
-def test_a_buyer_winning_the_email_of_a_synced_lead_converts_that_lead_instead_of_adding_a_contact(
-        trial, seed_and_db):
+def test_a_buyer_winning_the_email_of_a_synced_lead_converts_that_lead_instead_of_adding_a_contact(trial, seed_and_db):
     first, second = _shared_email_pair(trial)
     assert trial.run_in_process()
     assert [r["First_Name"] for r in live_records(trial.zoho)["Leads"] if r["Email"] == first["email"]] == ["First"]
     trial.magento.add_order(second["id"], base_grand_total=20.0)  # the other account buys: it wins the email
     assert trial.run_in_process()
     trial.assert_converged()
-    held = [(m, r["First_Name"]) for m, rs in live_records(trial.zoho).items() for r in rs if r["Email"] == first["email"]]
+    held = [
+        (m, r["First_Name"]) for m, rs in live_records(trial.zoho).items() for r in rs if r["Email"] == first["email"]
+    ]
     assert held == [("Contacts", "Second")]
 
 
 @pytest.mark.parametrize("seed_and_db", [(0, "sqlite")], ids=["sqlite"])
 def test_a_customer_leaving_an_email_whose_record_another_account_took_over_does_not_take_the_record_along(
-        trial, seed_and_db):
+    trial, seed_and_db
+):
     first, second = _shared_email_pair(trial)
     trial.magento.add_order(first["id"], base_grand_total=20.0)
     assert trial.run_in_process()  # first wins: a Contact
@@ -318,7 +353,8 @@ def test_deleting_a_customer_never_deletes_the_record_another_customer_moved_to_
 
 @pytest.mark.parametrize("seed_and_db", [(0, "sqlite")], ids=["sqlite"])
 def test_a_lead_who_buys_and_changes_email_between_two_runs_stays_one_record_and_ends_a_contact_under_the_new_email(
-        trial, seed_and_db):
+    trial, seed_and_db
+):
     lead = trial.magento.add_customer("lead.before@example.com", firstname="Lead")
     assert trial.run_in_process()
     trial.magento.add_order(lead["id"], base_grand_total=20.0)

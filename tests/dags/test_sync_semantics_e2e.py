@@ -6,8 +6,16 @@ import pytest
 
 from tests.conftest import REPO
 
-BASE = {"tenant_id": "semantics", "source": "magento", "store_conn_id": "magento_test", "zoho_conn_id": "zoho_test",
-        "full_sync_every_hours": 0.0001, "failure_threshold": 1.0, "retries": 0, "zoho_max_retries": 1}
+BASE = {
+    "tenant_id": "semantics",
+    "source": "magento",
+    "store_conn_id": "magento_test",
+    "zoho_conn_id": "zoho_test",
+    "full_sync_every_hours": 0.0001,
+    "failure_threshold": 1.0,
+    "retries": 0,
+    "zoho_max_retries": 1,
+}
 
 
 @pytest.fixture
@@ -28,8 +36,9 @@ def world(airflow_db, configure_tenant, zoho_sandbox, small_magento, sqlite_stat
         store = StateStore(make_engine(sqlite_state_url), BASE["tenant_id"])
 
         def run(self, *, expect: str = "success", dry_run: bool = False, **overrides) -> dict:
-            configure_tenant([{**BASE, **overrides}], zoho=zoho_sandbox, magento=small_magento,
-                             state_url=sqlite_state_url)
+            configure_tenant(
+                [{**BASE, **overrides}], zoho=zoho_sandbox, magento=small_magento, state_url=sqlite_state_url
+            )
             dag = DagBag(dag_folder=str(REPO / "dags")).dags["zoho_sync__semantics"]
             dag_run = dag.test(run_conf={"dry_run": dry_run})
             assert str(getattr(dag_run.state, "value", dag_run.state)) == expect
@@ -87,8 +96,10 @@ def test_a_record_deleted_in_zoho_is_not_sent_again_until_a_reset(world):
 
 @pytest.mark.parametrize("mode", ["ignore", "flag", "delete"])
 def test_a_customer_deleted_in_the_store_is_handled_as_the_tenant_chose(world, mode):
-    overrides = {"source_deletions": mode,
-                 "mapping_overrides": {"Contacts": {"Customer_Deleted": "deleted"}, "Leads": {"Customer_Deleted": "deleted"}}}
+    overrides = {
+        "source_deletions": mode,
+        "mapping_overrides": {"Contacts": {"Customer_Deleted": "deleted"}, "Leads": {"Customer_Deleted": "deleted"}},
+    }
     world.run(**overrides)
     key = world.synced("Contacts")[0]
     email = world.state().loc[key, "email"]
@@ -180,9 +191,12 @@ def test_a_mapping_change_resends_only_records_whose_payload_changed(world):
     summary = world.run(mapping_overrides={"Contacts": {"Description": "company"}})
     state = world.state()
     contacts_with_company = sum(
-        1 for c in world.magento.customers()
-        if str(c["id"]) in state.index and state.loc[str(c["id"]), "module"] == "Contacts"
-        and any(a.get("company") for a in c.get("addresses", []) if a.get("default_billing")) )
+        1
+        for c in world.magento.customers()
+        if str(c["id"]) in state.index
+        and state.loc[str(c["id"]), "module"] == "Contacts"
+        and any(a.get("company") for a in c.get("addresses", []) if a.get("default_billing"))
+    )
     assert summary["updated"] == contacts_with_company
     assert summary["updated"] <= with_company
 
@@ -198,7 +212,9 @@ def test_a_dry_run_writes_nothing_and_predicts_the_next_real_run(world):
     dry = world.run(dry_run=True)
     writes = [c for c in world.zoho.calls() if c["operation"] in ("upsert", "insert", "update", "delete", "convert")]
     assert writes == []
-    assert before == {m: sorted((r["id"], r["Modified_Time"]) for r in world.zoho.records(m)) for m in ("Contacts", "Leads")}
+    assert before == {
+        m: sorted((r["id"], r["Modified_Time"]) for r in world.zoho.records(m)) for m in ("Contacts", "Leads")
+    }
     real = world.run()
     assert dry["would"]["insert"] == real["inserted"]
     assert dry["would"]["update"] == real["updated"]

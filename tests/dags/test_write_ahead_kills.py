@@ -1,10 +1,10 @@
-"""The load SIGKILLed at every write point, the customer changing module before the rerun: one person, one live record."""
+"""The load SIGKILLed at every write point, the customer changing module before the rerun: one person, one live
+record."""
 
 from __future__ import annotations
 
 import json
 import os
-import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,11 +15,18 @@ from tests.conftest import POSTGRES_ADMIN_URL, connection_env, postgres_conn_fie
 from tests.dags import crash_runner
 from tests.dags.crash_runner import ZohoHold, crm_problems, expected_crm, live_records
 
-TENANT = {"source": "magento", "store_conn_id": "magento_test", "zoho_conn_id": "zoho_test",
-          "zoho_max_concurrency": 1,  # one call at a time: the write points come in plan order
-          "retries": 0, "zoho_max_retries": 1,
-          "full_sync_every_hours": 1e-6,  # every run a full pass: the pass that finds deletions
-          "source_deletions": "delete", "max_deletions": 1000, "max_deletion_share": 1.0}
+TENANT = {
+    "source": "magento",
+    "store_conn_id": "magento_test",
+    "zoho_conn_id": "zoho_test",
+    "zoho_max_concurrency": 1,  # one call at a time: the write points come in plan order
+    "retries": 0,
+    "zoho_max_retries": 1,
+    "full_sync_every_hours": 1e-6,  # every run a full pass: the pass that finds deletions
+    "source_deletions": "delete",
+    "max_deletions": 1000,
+    "max_deletion_share": 1.0,
+}
 STORE_SIZE, STORE_SEED = 120, 3  # 49 Contacts and 62 Leads: one upsert batch per module
 MOVERS = 3  # customers changing module (or edited) between the kill and the rerun
 
@@ -85,11 +92,13 @@ class World:
         """A run in a subprocess, SIGKILLed at ``kill``: ("client", hold spec) or ("zoho", operation, module)."""
         hold = ZohoHold(self.zoho, kill[1], kill[2]) if kill[0] == "zoho" else None
         self.runs += 1
-        runner = crash_runner.start(self.tenant_id, f"run-{self.runs}", dict(os.environ),
-                                    hold_at=kill[1] if kill[0] == "client" else None)
+        runner = crash_runner.start(
+            self.tenant_id, f"run-{self.runs}", dict(os.environ), hold_at=kill[1] if kill[0] == "client" else None
+        )
         try:
-            assert crash_runner.kill_when_held(runner, *([hold.applied] if hold else [])), \
+            assert crash_runner.kill_when_held(runner, *([hold.applied] if hold else [])), (
                 f"the run never reached {kill}:\n{runner.output}"
+            )
         finally:
             if hold is not None:
                 hold.remove()
@@ -106,8 +115,9 @@ class World:
         return StateStore(make_engine(self.state_url), self.tenant_id).load()
 
     def problems(self) -> list[str]:
-        found, checked = crm_problems(self.zoho, self.magento, contacts_for_good=self.contacts_for_good,
-                                      may_be_contacts=self.may_be_contacts)
+        found, checked = crm_problems(
+            self.zoho, self.magento, contacts_for_good=self.contacts_for_good, may_be_contacts=self.may_be_contacts
+        )
         self.checked += checked
         return found
 
@@ -121,14 +131,34 @@ class World:
 def world(monkeypatch, zoho_sandbox, magento_store, fresh_state_url) -> World:  # type: ignore[no-untyped-def]
     magento = magento_store(STORE_SIZE, STORE_SEED)
     tenant = {**TENANT, "tenant_id": f"killed_{uuid.uuid4().hex[:8]}"}
-    monkeypatch.setenv(*connection_env(
-        "zoho_test", conn_type="http", login=zoho_sandbox.client_id, password=zoho_sandbox.client_secret,
-        extra={"refresh_token": zoho_sandbox.refresh_token, "accounts_url": zoho_sandbox.url,
-               "api_domain": zoho_sandbox.url, "allow_custom_hosts": True}))
-    monkeypatch.setenv(*connection_env("magento_test", conn_type="http", host=magento.url,
-                                       password=magento.integration_token, extra={"auth": "integration_token"}))
-    fields = (sqlite_conn_fields(fresh_state_url) if fresh_state_url.startswith("sqlite")
-              else postgres_conn_fields(fresh_state_url))
+    monkeypatch.setenv(
+        *connection_env(
+            "zoho_test",
+            conn_type="http",
+            login=zoho_sandbox.client_id,
+            password=zoho_sandbox.client_secret,
+            extra={
+                "refresh_token": zoho_sandbox.refresh_token,
+                "accounts_url": zoho_sandbox.url,
+                "api_domain": zoho_sandbox.url,
+                "allow_custom_hosts": True,
+            },
+        )
+    )
+    monkeypatch.setenv(
+        *connection_env(
+            "magento_test",
+            conn_type="http",
+            host=magento.url,
+            password=magento.integration_token,
+            extra={"auth": "integration_token"},
+        )
+    )
+    fields = (
+        sqlite_conn_fields(fresh_state_url)
+        if fresh_state_url.startswith("sqlite")
+        else postgres_conn_fields(fresh_state_url)
+    )
     monkeypatch.setenv(*connection_env("zoho_sync_state_db", **fields))
     monkeypatch.setenv("AIRFLOW_VAR_ZOHO_SYNC_TENANTS", json.dumps([tenant]))
     return World(zoho_sandbox, magento, tenant["tenant_id"], fresh_state_url)
@@ -136,13 +166,16 @@ def world(monkeypatch, zoho_sandbox, magento_store, fresh_state_url) -> World:  
 
 # ---- the store moves on while the sync is down ------------------------------------------------------------
 
+
 def _unique_customers(magento, module: str) -> list[dict]:  # type: ignore[no-untyped-def]
     """The store's customers of ``module`` (by the classification rules) whose email no one else has."""
     expected = expected_crm(magento)
     counts = Counter(str(c.get("email", "")).strip().lower() for c in magento.customers())
     keys = {str(k) for k in expected.loc[expected["module"] == module, "customer_key"]}
-    return sorted((c for c in magento.customers() if str(c["id"]) in keys
-                   and counts[str(c["email"]).strip().lower()] == 1), key=lambda c: c["id"])
+    return sorted(
+        (c for c in magento.customers() if str(c["id"]) in keys and counts[str(c["email"]).strip().lower()] == 1),
+        key=lambda c: c["id"],
+    )
 
 
 def _buy(world: World, customers: list[dict]) -> None:
@@ -162,11 +195,18 @@ def _stop_buying(world: World, customers: list[dict]) -> None:
     magento = world.magento
     with magento._lock:
         stamp = magento.now()
-        cancelled = [entity_id for entity_id, order in magento._orders.items()
-                     if order.get("customer_id") in {c["id"] for c in customers}]
+        cancelled = [
+            entity_id
+            for entity_id, order in magento._orders.items()
+            if order.get("customer_id") in {c["id"] for c in customers}
+        ]
         for entity_id in cancelled:
-            magento._orders[entity_id] = {**magento._orders[entity_id], "state": "canceled", "status": "canceled",
-                                          "updated_at": stamp}
+            magento._orders[entity_id] = {
+                **magento._orders[entity_id],
+                "state": "canceled",
+                "status": "canceled",
+                "updated_at": stamp,
+            }
         magento._changed(_ORDERS, cancelled)
     world.may_be_contacts |= {str(c["email"]).strip().lower() for c in customers}
 
@@ -199,15 +239,16 @@ INSERT_KILLS = {
 
 @pytest.mark.parametrize("module", ["Leads", "Contacts"])
 @pytest.mark.parametrize("kill", list(INSERT_KILLS))
-def test_a_first_sync_killed_while_inserting_then_leads_buying_and_contacts_cancelling_ends_with_one_live_record_per_person(
-        world, kill, module):
+def test_a_first_sync_killed_while_inserting_then_leads_buying_and_contacts_cancelling_ends_with_one_live_record_per_person(  # noqa: E501 - the name is the specification
+    world, kill, module
+):
     leads, contacts = _unique_customers(world.magento, "Leads"), _unique_customers(world.magento, "Contacts")
     world.run_killed(INSERT_KILLS[kill](module))
     assert world.twins() == []
     # While the sync is down: Leads buy, Contacts cancel every order, others are edited, in both modules.
     _buy(world, leads[:MOVERS])
     _stop_buying(world, contacts[:MOVERS])
-    edited = leads[MOVERS:2 * MOVERS] + contacts[MOVERS:2 * MOVERS] + leads[:1]
+    edited = leads[MOVERS : 2 * MOVERS] + contacts[MOVERS : 2 * MOVERS] + leads[:1]
     _edit(world, edited)
     _rerun_and_check(world, edited=edited)
     movers = {str(c["email"]).strip().lower() for c in leads[:MOVERS]}
@@ -227,16 +268,17 @@ CONVERT_KILLS = {
 
 @pytest.mark.parametrize("kill", list(CONVERT_KILLS))
 def test_a_conversion_killed_then_the_customer_edited_and_another_lead_buying_ends_with_one_contact_per_person(
-        world, kill):
+    world, kill
+):
     world.run()
     leads = _unique_customers(world.magento, "Leads")
     _buy(world, leads[:MOVERS])
     world.run_killed(CONVERT_KILLS[kill])
     assert world.twins() == []
     _edit(world, leads[:MOVERS])
-    _buy(world, leads[MOVERS:MOVERS + 1])
+    _buy(world, leads[MOVERS : MOVERS + 1])
     _rerun_and_check(world, edited=leads[:MOVERS])
-    buyers = {str(c["email"]).strip().lower() for c in leads[:MOVERS + 1]}
+    buyers = {str(c["email"]).strip().lower() for c in leads[: MOVERS + 1]}
     converted = {r["Email"] for r in world.zoho.records("Leads") if r.get("Converted__s")}
     assert buyers <= converted  # converted, not doubled by a new Contact beside a live Lead
 
@@ -252,7 +294,8 @@ DELETE_KILLS = {
 
 @pytest.mark.parametrize("kill", list(DELETE_KILLS))
 def test_a_source_deletion_killed_then_a_lead_buying_ends_deleted_once_and_never_taken_for_a_deletion_in_zoho(
-        world, kill):
+    world, kill
+):
     world.run()
     leads, contacts = _unique_customers(world.magento, "Leads"), _unique_customers(world.magento, "Contacts")
     gone = contacts[:2] + leads[:1]
@@ -279,8 +322,7 @@ MOVE_KILLS = {
 
 
 @pytest.mark.parametrize("case", list(MOVE_KILLS))
-def test_after_a_write_killed_unconfirmed_a_customer_changing_email_ends_as_one_record_under_the_new_email(
-        world, case):
+def test_after_a_write_killed_unconfirmed_a_customer_changing_email_ends_as_one_record_under_the_new_email(world, case):
     kill, buys = MOVE_KILLS[case]
     leads = _unique_customers(world.magento, "Leads")
     if kill[1] == "convert":

@@ -66,16 +66,21 @@ def test_not_a_list_is_one_clear_error():
 
 
 # ---- booleans are booleans ----------------------------------------------------------------------------------
-@pytest.mark.parametrize(("entry", "where"), [
-    ({"enabled": "no"}, "enabled"),  # was coerced to false: the DAG silently stopped
-    ({"enabled": "false"}, "enabled"),
-    ({"sync_leads": 0}, "sync_leads"),
-    ({"zoho_workflow_triggers": "off"}, "zoho_workflow_triggers"),
-    ({"magento": {"guest_orders_as_leads": "yes"}}, "magento.guest_orders_as_leads"),
-    ({"source": "deconetwork", "deconetwork": {"use_order_api": 1}}, "deconetwork.use_order_api"),
-    ({"source": "deconetwork", "deconetwork": {"allow_affiliate_integrations": "true"}},
-     "deconetwork.allow_affiliate_integrations"),
-])
+@pytest.mark.parametrize(
+    ("entry", "where"),
+    [
+        ({"enabled": "no"}, "enabled"),  # was coerced to false: the DAG silently stopped
+        ({"enabled": "false"}, "enabled"),
+        ({"sync_leads": 0}, "sync_leads"),
+        ({"zoho_workflow_triggers": "off"}, "zoho_workflow_triggers"),
+        ({"magento": {"guest_orders_as_leads": "yes"}}, "magento.guest_orders_as_leads"),
+        ({"source": "deconetwork", "deconetwork": {"use_order_api": 1}}, "deconetwork.use_order_api"),
+        (
+            {"source": "deconetwork", "deconetwork": {"allow_affiliate_integrations": "true"}},
+            "deconetwork.allow_affiliate_integrations",
+        ),
+    ],
+)
 def test_a_boolean_written_as_text_or_a_number_is_refused_by_name(entry: dict, where: str):
     result = parse_tenants([{**GOOD, **entry}])
     assert result.tenants == []
@@ -83,14 +88,27 @@ def test_a_boolean_written_as_text_or_a_number_is_refused_by_name(entry: dict, w
 
 
 def test_json_booleans_are_accepted():
-    [tenant] = parse_tenants(json.dumps([{**GOOD, "enabled": False, "sync_leads": False,
-                                          "magento": {"guest_orders_as_leads": True}}])).tenants
+    [tenant] = parse_tenants(
+        json.dumps([{**GOOD, "enabled": False, "sync_leads": False, "magento": {"guest_orders_as_leads": True}}])
+    ).tenants
     assert tenant.enabled is False and tenant.modules == ("Contacts",) and tenant.magento.guest_orders_as_leads
 
 
 # ---- schedules: what Airflow accepts, said with the tenant and the field -----------------------------------------
-@pytest.mark.parametrize("schedule", ["61 * * * *", "* * * * 8", "*/0 * * * *", "a b c d e", "0 25 * * *",
-                                      "@fortnightly", "@", "every hour", "0 0 * * * *"])
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        "61 * * * *",
+        "* * * * 8",
+        "*/0 * * * *",
+        "a b c d e",
+        "0 25 * * *",
+        "@fortnightly",
+        "@",
+        "every hour",
+        "0 0 * * * *",
+    ],
+)
 def test_a_schedule_airflow_refuses_is_a_tenant_error_naming_the_field(schedule: str):
     result = parse_tenants([{**GOOD, "schedule": schedule}, {**GOOD, "tenant_id": "ok"}])
     assert [t.tenant_id for t in result.tenants] == ["ok"]
@@ -103,9 +121,25 @@ def test_a_disabled_tenant_still_needs_a_valid_schedule():
     assert "field 'schedule'" in parse_tenants([{**GOOD, "enabled": False, "schedule": "61 * * * *"}]).errors[0]
 
 
-@pytest.mark.parametrize("schedule", [None, "*/30 * * * *", "0 * * * *", "15 2 * * 1-5", "0 0 1 jan,jul *",
-                                      "0 0 * * MON", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly",
-                                      "@yearly", "@once", "@continuous"])
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        None,
+        "*/30 * * * *",
+        "0 * * * *",
+        "15 2 * * 1-5",
+        "0 0 1 jan,jul *",
+        "0 0 * * MON",
+        "@hourly",
+        "@daily",
+        "@weekly",
+        "@monthly",
+        "@quarterly",
+        "@yearly",
+        "@once",
+        "@continuous",
+    ],
+)
 def test_schedules_and_presets_airflow_accepts_are_kept(schedule: str | None):
     [tenant] = parse_tenants([{**GOOD, "schedule": schedule}]).tenants
     assert tenant.schedule == schedule
@@ -125,8 +159,18 @@ def include(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "include"
 
 
-@pytest.mark.parametrize("mapping", ["../../etc/passwd", "/etc/passwd", "sub/../../magento.yaml",
-                                     "..\\secrets.yaml", "C:\\mappings\\magento.yaml", "", "  "])
+@pytest.mark.parametrize(
+    "mapping",
+    [
+        "../../etc/passwd",
+        "/etc/passwd",
+        "sub/../../magento.yaml",
+        "..\\secrets.yaml",
+        "C:\\mappings\\magento.yaml",
+        "",
+        "  ",
+    ],
+)
 def test_a_mapping_outside_the_mappings_folder_is_refused(include: Path, mapping: str):
     result = parse_tenants([{**GOOD, "mapping": mapping}])
     assert result.tenants == []
@@ -141,29 +185,55 @@ def test_a_symlink_out_of_the_mappings_folder_is_refused(include: Path, tmp_path
     result = parse_tenants([{**GOOD, "mapping": "escape.yaml"}, {**GOOD, "tenant_id": "b", "mapping": "alias.yaml"}])
     assert [t.tenant_id for t in result.tenants] == ["b"]  # a link that stays inside is fine
     [error] = result.errors
-    assert error.startswith("tenant 'acme': field 'mapping': mapping file 'escape.yaml' resolves to ") \
+    assert (
+        error.startswith("tenant 'acme': field 'mapping': mapping file 'escape.yaml' resolves to ")
         and "outside the mappings folder" in error
+    )
 
 
-@pytest.mark.parametrize(("content", "problem"), [
-    (None, "mapping file 'shop.yaml' not found in "),
-    ("Contacts:\n  Email: email\n   Last_Name: [lastname\n", "mapping file 'shop.yaml' is not valid YAML: "),
-    ("- Email\n- Last_Name\n", "mapping file 'shop.yaml' must map Contacts and Leads to {Zoho field: customer "
-                               "field}, not be a list"),
-    ("Contacts: [email, lastname]\n", "mapping file 'shop.yaml' must map Contacts to {Zoho field: customer field}"),
-    ("Contact:\n  Email: email\n", "mapping file 'shop.yaml' names the module 'Contact': only Contacts and Leads"),
-    ("Contacts:\n  Email: email\n  Last_Name: lastname\n  Title: job_title\nLeads:\n  Email: email\n"
-     "  Last_Name: lastname\n",
-     "mapping Contacts.Title: unknown customer field 'job_title' in mapping file 'shop.yaml' (known: "),
-    ("Contacts:\n  Email: email\n  Last_Name:\nLeads:\n  Email: email\n  Last_Name: lastname\n",
-     "mapping Contacts.Last_Name: unknown customer field None in mapping file 'shop.yaml'"),
-    ("Contacts:\n  Email: email\nLeads:\n  Email: email\n  Last_Name: lastname\n",
-     "mapping Contacts.Last_Name: missing (Zoho requires it)"),
-    ("Contacts:\n  Email: lastname\n  Last_Name: lastname\nLeads:\n  Email: email\n  Last_Name: lastname\n",
-     "mapping Contacts.Email: must map 'email'"),
-    (b"Contacts:\n  Email: email\n  First_Name: \xe9\n", "mapping file 'shop.yaml' is not UTF-8 text"),
-], ids=["missing", "not-yaml", "a-list", "module-not-a-dict", "unknown-module", "unknown-field", "null-field",
-        "no-last-name", "email-not-email", "not-utf8"])
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "mapping file 'shop.yaml' not found in "),
+        ("Contacts:\n  Email: email\n   Last_Name: [lastname\n", "mapping file 'shop.yaml' is not valid YAML: "),
+        (
+            "- Email\n- Last_Name\n",
+            "mapping file 'shop.yaml' must map Contacts and Leads to {Zoho field: customer field}, not be a list",
+        ),
+        ("Contacts: [email, lastname]\n", "mapping file 'shop.yaml' must map Contacts to {Zoho field: customer field}"),
+        ("Contact:\n  Email: email\n", "mapping file 'shop.yaml' names the module 'Contact': only Contacts and Leads"),
+        (
+            "Contacts:\n  Email: email\n  Last_Name: lastname\n  Title: job_title\nLeads:\n  Email: email\n"
+            "  Last_Name: lastname\n",
+            "mapping Contacts.Title: unknown customer field 'job_title' in mapping file 'shop.yaml' (known: ",
+        ),
+        (
+            "Contacts:\n  Email: email\n  Last_Name:\nLeads:\n  Email: email\n  Last_Name: lastname\n",
+            "mapping Contacts.Last_Name: unknown customer field None in mapping file 'shop.yaml'",
+        ),
+        (
+            "Contacts:\n  Email: email\nLeads:\n  Email: email\n  Last_Name: lastname\n",
+            "mapping Contacts.Last_Name: missing (Zoho requires it)",
+        ),
+        (
+            "Contacts:\n  Email: lastname\n  Last_Name: lastname\nLeads:\n  Email: email\n  Last_Name: lastname\n",
+            "mapping Contacts.Email: must map 'email'",
+        ),
+        (b"Contacts:\n  Email: email\n  First_Name: \xe9\n", "mapping file 'shop.yaml' is not UTF-8 text"),
+    ],
+    ids=[
+        "missing",
+        "not-yaml",
+        "a-list",
+        "module-not-a-dict",
+        "unknown-module",
+        "unknown-field",
+        "null-field",
+        "no-last-name",
+        "email-not-email",
+        "not-utf8",
+    ],
+)
 def test_a_broken_mapping_file_is_a_parse_time_tenant_error(include: Path, content, problem: str):
     if content is not None:
         path = include / "mappings" / "shop.yaml"
@@ -181,19 +251,30 @@ def test_a_mapping_file_for_only_the_synced_module_needs_only_that_module(includ
 
 
 def test_a_broken_override_is_named_as_the_overrides_field(include: Path):
-    result = parse_tenants([{**GOOD, "mapping_overrides": {"Contacts": {"Title": "job_title"}}},
-                            {**GOOD, "tenant_id": "b", "mapping_overrides": {"Leads": {"Last_Name": None}}}])
+    result = parse_tenants(
+        [
+            {**GOOD, "mapping_overrides": {"Contacts": {"Title": "job_title"}}},
+            {**GOOD, "tenant_id": "b", "mapping_overrides": {"Leads": {"Last_Name": None}}},
+        ]
+    )
     assert result.tenants == []
-    assert result.errors[0].startswith("tenant 'acme': field 'mapping_overrides': mapping Contacts.Title: unknown "
-                                       "customer field 'job_title' (known: ")
-    assert result.errors[1] == "tenant 'b': field 'mapping_overrides': mapping Leads.Last_Name: missing (Zoho requires it)"
+    assert result.errors[0].startswith(
+        "tenant 'acme': field 'mapping_overrides': mapping Contacts.Title: unknown customer field 'job_title' (known: "
+    )
+    assert (
+        result.errors[1] == "tenant 'b': field 'mapping_overrides': mapping Leads.Last_Name: missing (Zoho requires it)"
+    )
 
 
 def test_an_override_may_repair_what_the_file_lacks(include: Path):
-    (include / "mappings" / "shop.yaml").write_text("Contacts:\n  Email: email\nLeads:\n  Email: email\n"
-                                                    "  Last_Name: lastname\n  Title: job_title\n")
-    repaired = {**GOOD, "mapping": "shop.yaml",
-                "mapping_overrides": {"Contacts": {"Last_Name": "lastname"}, "Leads": {"Title": None}}}
+    (include / "mappings" / "shop.yaml").write_text(
+        "Contacts:\n  Email: email\nLeads:\n  Email: email\n  Last_Name: lastname\n  Title: job_title\n"
+    )
+    repaired = {
+        **GOOD,
+        "mapping": "shop.yaml",
+        "mapping_overrides": {"Contacts": {"Last_Name": "lastname"}, "Leads": {"Title": None}},
+    }
     assert [t.tenant_id for t in parse_tenants([repaired]).tenants] == ["acme"]
 
 

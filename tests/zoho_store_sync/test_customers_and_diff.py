@@ -5,11 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from zoho_store_sync.config import TenantConfig
 from bench import data
-from zoho_store_sync.customers import classify, prepare, record_types
+from tests.reference import classify, payload_hashes
+from zoho_store_sync.config import TenantConfig
+from zoho_store_sync.customers import prepare, record_types
 from zoho_store_sync.diff import plan_changes
-from zoho_store_sync.mapping import MappingError, build_payloads, load_mapping, payload_hashes, payload_hashes_by_module
+from zoho_store_sync.mapping import MappingError, build_payloads, load_mapping, payload_hashes_by_module
 from zoho_store_sync.state import STATE_COLUMNS
 
 TENANT = TenantConfig(tenant_id="t1", source="magento", store_conn_id="m", zoho_conn_id="z")
@@ -17,8 +18,13 @@ TENANT = TenantConfig(tenant_id="t1", source="magento", store_conn_id="m", zoho_
 
 def customers(**columns) -> pd.DataFrame:
     n = len(next(iter(columns.values())))
-    base = {"customer_key": [str(i + 1) for i in range(n)], "firstname": ["Ann"] * n, "lastname": ["Lee"] * n,
-            "registered": [True] * n, "order_count": [0] * n}
+    base = {
+        "customer_key": [str(i + 1) for i in range(n)],
+        "firstname": ["Ann"] * n,
+        "lastname": ["Lee"] * n,
+        "registered": [True] * n,
+        "order_count": [0] * n,
+    }
     base.update(columns)
     return pd.DataFrame(base)
 
@@ -30,8 +36,9 @@ def empty_state() -> pd.DataFrame:
 
 
 def state_from(plan_frame: pd.DataFrame, **overrides) -> pd.DataFrame:
-    state = plan_frame.assign(status="synced", zoho_id="1", error_code=None, error_message=None, retryable=None,
-                              attempts=0)[STATE_COLUMNS]
+    state = plan_frame.assign(
+        status="synced", zoho_id="1", error_code=None, error_message=None, retryable=None, attempts=0
+    )[STATE_COLUMNS]
     for name, value in overrides.items():
         state[name] = value
     return state
@@ -42,12 +49,20 @@ def test_emails_are_trimmed_and_lower_cased():
     assert prepared.valid["email"].tolist() == ["ann.lee@example.com"]
 
 
-@pytest.mark.parametrize("email, reason", [
-    (None, "missing email"), ("", "missing email"), ("no-at-sign.example.com", "malformed email"),
-    ("two@@example.com", "malformed email"), ("a@b", "malformed email"), ("a@example..com", "malformed email"),
-    (".a@example.com", "malformed email"), ("a b@example.com", "malformed email"),
-    ("x" * 95 + "@example.com", "email longer than 100 characters"),
-])
+@pytest.mark.parametrize(
+    "email, reason",
+    [
+        (None, "missing email"),
+        ("", "missing email"),
+        ("no-at-sign.example.com", "malformed email"),
+        ("two@@example.com", "malformed email"),
+        ("a@b", "malformed email"),
+        ("a@example..com", "malformed email"),
+        (".a@example.com", "malformed email"),
+        ("a b@example.com", "malformed email"),
+        ("x" * 95 + "@example.com", "email longer than 100 characters"),
+    ],
+)
 def test_invalid_emails_are_set_aside_with_their_reason(email, reason):
     prepared = prepare(customers(email=[email]))
     assert prepared.valid.empty
@@ -55,22 +70,36 @@ def test_invalid_emails_are_set_aside_with_their_reason(email, reason):
 
 
 def test_duplicate_email_keeps_the_customer_with_most_orders_then_latest_then_smallest_id():
-    prepared = prepare(customers(email=["a@x.io", "A@x.io ", "a@x.io", "b@x.io", "b@x.io"],
-                                 order_count=[0, 2, 2, 0, 0],
-                                 source_updated_at=["2024-01-01", "2024-01-01", "2024-02-01", "2024-01-01", "2024-01-01"]))
+    prepared = prepare(
+        customers(
+            email=["a@x.io", "A@x.io ", "a@x.io", "b@x.io", "b@x.io"],
+            order_count=[0, 2, 2, 0, 0],
+            source_updated_at=["2024-01-01", "2024-01-01", "2024-02-01", "2024-01-01", "2024-01-01"],
+        )
+    )
     assert prepared.valid.set_index("email")["customer_key"].to_dict() == {"a@x.io": "3", "b@x.io": "4"}
     assert prepared.duplicates == 3
 
 
 def test_last_name_falls_back_to_full_name_then_first_name_then_email():
-    prepared = prepare(customers(email=["a@x.io", "b@x.io", "c@x.io"], lastname=[None, " ", None],
-                                 full_name=["Jean de la Fontaine", None, None], firstname=["Jean", "Bea", None]))
+    prepared = prepare(
+        customers(
+            email=["a@x.io", "b@x.io", "c@x.io"],
+            lastname=[None, " ", None],
+            full_name=["Jean de la Fontaine", None, None],
+            firstname=["Jean", "Bea", None],
+        )
+    )
     assert prepared.valid["lastname"].tolist() == ["Fontaine", "Bea", "c"]
 
 
 def test_buyers_are_contacts_registered_or_subscribed_are_leads():
-    frame = customers(email=["a@x.io", "b@x.io", "c@x.io"], order_count=[3, 0, 0], registered=[True, True, False],
-                      newsletter=[False, False, True])
+    frame = customers(
+        email=["a@x.io", "b@x.io", "c@x.io"],
+        order_count=[3, 0, 0],
+        registered=[True, True, False],
+        newsletter=[False, False, True],
+    )
     assert classify(prepare(frame).valid).tolist() == ["Contacts", "Leads", "Leads"]
 
 
@@ -97,14 +126,24 @@ def test_stored_hashes_stay_valid_across_releases():
     # Every tenant's state holds these numbers: a change here re-sends every customer of every tenant once.
     frame = customers(
         email=["ann@example.com", " Bob@Example.org ", "chloe.x@example.net", "dan@example.com"],
-        firstname=["Ann", "Bob", "Chloé", None], lastname=["Lee", "  ", "Dubois", "Ng"],
-        city=["Paris", " Paris ", "", None], phone_number=["+1 555", None, "", "+44 20"],
-        order_count=[2, 0, 0, 1], total_order_value=[10.005, 0.0, 0.0, 99.9], newsletter=[False, True, False, False],
-        store=["Default Store View"] * 4, store_url=["https://shop.example.com"] * 4)
+        firstname=["Ann", "Bob", "Chloé", None],
+        lastname=["Lee", "  ", "Dubois", "Ng"],
+        city=["Paris", " Paris ", "", None],
+        phone_number=["+1 555", None, "", "+44 20"],
+        order_count=[2, 0, 0, 1],
+        total_order_value=[10.005, 0.0, 0.0, 99.9],
+        newsletter=[False, True, False, False],
+        store=["Default Store View"] * 4,
+        store_url=["https://shop.example.com"] * 4,
+    )
     valid = prepare(frame).valid
     hashes = payload_hashes_by_module(valid, load_mapping(TENANT), record_types(valid))
     assert dict(zip(valid["customer_key"], hashes.tolist())) == {
-        "1": -5595990066954353357, "2": 3823337629107519226, "3": -8417787938049004318, "4": 8632164172956702783}
+        "1": -5595990066954353357,
+        "2": 3823337629107519226,
+        "3": -8417787938049004318,
+        "4": 8632164172956702783,
+    }
 
 
 def test_the_column_at_a_time_hash_equals_hashing_each_module_s_payloads():
@@ -119,8 +158,10 @@ def test_the_column_at_a_time_hash_equals_hashing_each_module_s_payloads():
     valid = prepared.valid
     mapping, module = load_mapping(TENANT), record_types(valid)
     assert prepared.email_hashes is not None  # a large frame: prepare hashed the emails, the plan reuses them
-    for fast in (payload_hashes_by_module(valid, mapping, module),
-                 payload_hashes_by_module(valid, mapping, module, prepared.email_hashes)):
+    for fast in (
+        payload_hashes_by_module(valid, mapping, module),
+        payload_hashes_by_module(valid, mapping, module, prepared.email_hashes),
+    ):
         for name in ("Contacts", "Leads"):
             rows = module == name
             assert rows.sum() > 4096  # past the sample size where the distinct/dictionary choice is made

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from typing import Iterator
+from collections.abc import Iterator
 
 import pandas as pd
 import pytest
@@ -16,25 +16,56 @@ from zoho_store_sync.mapping import MappingError, build_payloads, check_against_
 from zoho_store_sync.sources.deconetwork import export_rows, merge_customers, order_rows
 
 # DecoNetwork's "Map This Customer Data" list (the seed), every one a canonical field
-DECONETWORK_FIELDS = ("company", "full_name", "firstname", "lastname", "salutation", "address", "city", "state", "zip",
-                      "country_name", "phone_number", "store", "store_url", "order_count", "balance",
-                      "total_order_value", "newsletter", "deleted")
+DECONETWORK_FIELDS = (
+    "company",
+    "full_name",
+    "firstname",
+    "lastname",
+    "salutation",
+    "address",
+    "city",
+    "state",
+    "zip",
+    "country_name",
+    "phone_number",
+    "store",
+    "store_url",
+    "order_count",
+    "balance",
+    "total_order_value",
+    "newsletter",
+    "deleted",
+)
 
 
 def tenant(**fields) -> TenantConfig:
-    return TenantConfig(tenant_id="deco_shop", source="deconetwork", store_conn_id="deco", zoho_conn_id="zoho",
-                        **fields)
+    return TenantConfig(
+        tenant_id="deco_shop", source="deconetwork", store_conn_id="deco", zoho_conn_id="zoho", **fields
+    )
 
 
 @pytest.fixture(scope="module")
 def org_fields() -> Iterator[dict[str, list[dict]]]:
     with ZohoSandbox() as zoho:
-        token = requests.post(f"{zoho.url}/oauth/v2/token", data={
-            "grant_type": "refresh_token", "client_id": zoho.client_id, "client_secret": zoho.client_secret,
-            "refresh_token": zoho.refresh_token}, timeout=10).json()["access_token"]
-        yield {m: requests.get(f"{zoho.url}/crm/v8/settings/fields", params={"module": m}, timeout=10,
-                               headers={"Authorization": f"Zoho-oauthtoken {token}"}).json()["fields"]
-               for m in ("Contacts", "Leads")}
+        token = requests.post(
+            f"{zoho.url}/oauth/v2/token",
+            data={
+                "grant_type": "refresh_token",
+                "client_id": zoho.client_id,
+                "client_secret": zoho.client_secret,
+                "refresh_token": zoho.refresh_token,
+            },
+            timeout=10,
+        ).json()["access_token"]
+        yield {
+            m: requests.get(
+                f"{zoho.url}/crm/v8/settings/fields",
+                params={"module": m},
+                timeout=10,
+                headers={"Authorization": f"Zoho-oauthtoken {token}"},
+            ).json()["fields"]
+            for m in ("Contacts", "Leads")
+        }
 
 
 def test_default_mapping_loads_for_a_deconetwork_tenant() -> None:
@@ -55,14 +86,28 @@ def test_default_mapping_covers_every_mappable_field_zoho_can_hold() -> None:
     mapped = set(mapping.fields["Contacts"].values()) | set(mapping.fields["Leads"].values())
     # full_name: Zoho's Full_Name is read-only (built from first and last name); add it to a field of your own.
     assert set(DECONETWORK_FIELDS) - mapped == {"full_name"}
-    custom = {"Order_Count", "Total_Order_Value", "Account_Balance", "Newsletter_Subscriber", "Store_Name",
-              "Store_URL", "Customer_Deleted", "Source_Customer_ID"}
+    custom = {
+        "Order_Count",
+        "Total_Order_Value",
+        "Account_Balance",
+        "Newsletter_Subscriber",
+        "Store_Name",
+        "Store_URL",
+        "Customer_Deleted",
+        "Source_Customer_ID",
+    }
     assert custom <= set(mapping.fields["Contacts"])
 
 
 def test_a_tenant_adds_and_deletes_mappings_like_deconetworks_mapping_window(org_fields) -> None:
-    mapping = load_mapping(tenant(mapping_overrides={"Leads": {"Description": "full_name", "Phone": None},
-                                                     "Contacts": {"Description": "company"}}))
+    mapping = load_mapping(
+        tenant(
+            mapping_overrides={
+                "Leads": {"Description": "full_name", "Phone": None},
+                "Contacts": {"Description": "company"},
+            }
+        )
+    )
     assert mapping.fields["Leads"]["Description"] == "full_name" and "Phone" not in mapping.fields["Leads"]
     assert mapping.fields["Contacts"]["Description"] == "company"
     assert check_against_org(mapping, "Leads", org_fields["Leads"]) == []

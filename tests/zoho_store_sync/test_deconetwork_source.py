@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -15,18 +16,29 @@ import pytest
 from sandboxes import deconetwork as sandbox_module
 from sandboxes.deconetwork import FIND_PATH, DecoNetworkSandbox, DecoStoreData, generate_deconetwork_store
 from tests.conftest import connection_env
+from tests.reference import classify
 from zoho_store_sync.config import DecoNetworkOptions
-from zoho_store_sync.customers import classify, prepare
+from zoho_store_sync.customers import prepare
 from zoho_store_sync.hooks import deconetwork as hook_module
-from zoho_store_sync.hooks.deconetwork import (DecoNetworkAuthError, DecoNetworkError, DecoNetworkHook,
-                                              DecoNetworkHtmlError, DecoNetworkNotEnabledError,
-                                              DecoNetworkRequestError)
+from zoho_store_sync.hooks.deconetwork import (
+    DecoNetworkAuthError,
+    DecoNetworkError,
+    DecoNetworkHook,
+    DecoNetworkHtmlError,
+    DecoNetworkNotEnabledError,
+    DecoNetworkRequestError,
+)
 from zoho_store_sync.sources import deconetwork as source_module
-from zoho_store_sync.sources.deconetwork import (ALL_ORDERS_SINCE, EXPORT_COLUMNS, DecoNetworkExportError, extract,
-                                                read_export)
+from zoho_store_sync.sources.deconetwork import (
+    ALL_ORDERS_SINCE,
+    EXPORT_COLUMNS,
+    DecoNetworkExportError,
+    extract,
+    read_export,
+)
 
 CONN = "deco_test"
-NOW = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +56,12 @@ def connect(monkeypatch: pytest.MonkeyPatch):
     """Point the DecoNetwork connection at a sandbox (or anywhere) and return a fresh hook."""
 
     def _connect(sb: DecoNetworkSandbox | None = None, **fields: Any) -> DecoNetworkHook:
-        conn = {"conn_type": "http", "host": sb.url if sb else None, "login": sb.username if sb else None,
-                "password": sb.password if sb else None}
+        conn = {
+            "conn_type": "http",
+            "host": sb.url if sb else None,
+            "login": sb.username if sb else None,
+            "password": sb.password if sb else None,
+        }
         monkeypatch.setenv(*connection_env(CONN, **{**conn, **fields}))
         return DecoNetworkHook(CONN)
 
@@ -89,9 +105,11 @@ def full_then(sb: DecoNetworkSandbox, connect, options: DecoNetworkOptions, stat
 
 # ---- paging ---------------------------------------------------------------------------------------------
 
+
 def test_full_pass_pages_100_orders_a_call_with_offset_until_total(sandbox, connect, export, state_url) -> None:
-    result = extract(connect(sandbox), DecoNetworkOptions(customers_export_url=export), None, now=NOW,
-                     state_url=state_url)
+    result = extract(
+        connect(sandbox), DecoNetworkOptions(customers_export_url=export), None, now=NOW, state_url=state_url
+    )
     calls = find_calls(sandbox)
     assert len(sandbox.orders()) > 200 and result.calls == len(calls) == 3
     assert [c["params"]["offset"] for c in calls] == ["0", "100", "200"]
@@ -117,10 +135,15 @@ def test_hook_refuses_a_limit_over_100_and_an_empty_condition_list(sandbox, conn
 
 # ---- merging the two inputs -----------------------------------------------------------------------------
 
-def test_full_pass_takes_orders_figures_from_the_api_and_the_rest_from_the_export(sandbox, connect, export,
-                                                                                   state_url) -> None:
-    customers = by_key(extract(connect(sandbox), DecoNetworkOptions(customers_export_url=export), None, now=NOW,
-                               state_url=state_url).customers)
+
+def test_full_pass_takes_orders_figures_from_the_api_and_the_rest_from_the_export(
+    sandbox, connect, export, state_url
+) -> None:
+    customers = by_key(
+        extract(
+            connect(sandbox), DecoNetworkOptions(customers_export_url=export), None, now=NOW, state_url=state_url
+        ).customers
+    )
     totals = sandbox.order_totals()
     for row in sandbox.customers():
         got = customers[str(row["customer_id"])]
@@ -128,8 +151,11 @@ def test_full_pass_takes_orders_figures_from_the_api_and_the_rest_from_the_expor
         assert (got["order_count"], round(got["total_order_value"], 2)) == (count, value)
         assert (got["store"], got["store_url"], got["store_id"]) == (row["store"], row["store_url"], row["store_id"])
         assert got["store_is_mine"] == (row["store_owner"] == "me")
-        assert (got["newsletter"], got["deleted"], got["registered"]) == (row["newsletter"], row["deleted"],
-                                                                          bool(row["login"]))
+        assert (got["newsletter"], got["deleted"], got["registered"]) == (
+            row["newsletter"],
+            row["deleted"],
+            bool(row["login"]),
+        )
         assert got["balance"] == row["balance"]
         assert got["email"] == (row["email"].strip() or None)
         assert got["firstname"] == (row["firstname"] or None) and got["salutation"] == (row["salutation"] or None)
@@ -140,8 +166,11 @@ def test_full_pass_takes_orders_figures_from_the_api_and_the_rest_from_the_expor
 
 
 def test_cancelled_orders_and_quotes_do_not_count(sandbox, connect, export, state_url) -> None:
-    customers = by_key(extract(connect(sandbox), DecoNetworkOptions(customers_export_url=export), None, now=NOW,
-                               state_url=state_url).customers)
+    customers = by_key(
+        extract(
+            connect(sandbox), DecoNetworkOptions(customers_export_url=export), None, now=NOW, state_url=state_url
+        ).customers
+    )
     orders = sandbox.orders()
     skipped = [o for o in orders if o["customer_id"] and (o["order_status_name"] in ("Cancelled", "Quote"))]
     assert skipped
@@ -150,34 +179,52 @@ def test_cancelled_orders_and_quotes_do_not_count(sandbox, connect, export, stat
         counted = [x for x in own if x["date_ordered"] and x["order_status_name"] != "Cancelled"]
         assert customers[str(o["customer_id"])]["order_count"] == len(counted)
         assert round(customers[str(o["customer_id"])]["total_order_value"], 2) == round(
-            sum(x["billable_amount"] for x in counted), 2)
+            sum(x["billable_amount"] for x in counted), 2
+        )
 
 
-def test_buyer_address_comes_from_the_export_else_from_the_latest_order(sandbox, connect, tmp_path,
-                                                                        state_url) -> None:
+def test_buyer_address_comes_from_the_export_else_from_the_latest_order(sandbox, connect, tmp_path, state_url) -> None:
     buyers = sorted({o["customer_id"] for o in sandbox.orders() if o["customer_id"]})
     with_address = next(c["customer_id"] for c in sandbox.customers() if c["customer_id"] in buyers and c["address"])
     without = next(b for b in buyers if b != with_address)
     sandbox.update_customer(without, address="", city="", state="", zip="", country="")
     sandbox.add_order(with_address, billing={"street": "1 New Road", "city": "Newtown"})
-    latest = sandbox.add_order(without, billing={"street": "9 Latest Lane", "city": "Lastville", "postcode": "123",
-                                                 "country_code": "GB", "state": ""})
+    latest = sandbox.add_order(
+        without,
+        billing={"street": "9 Latest Lane", "city": "Lastville", "postcode": "123", "country_code": "GB", "state": ""},
+    )
     sandbox.write_export(tmp_path / "c.csv")
-    customers = by_key(extract(connect(sandbox), DecoNetworkOptions(customers_export_url=f"file://{tmp_path}/c.csv"),
-                               None, now=NOW, state_url=state_url).customers)
+    customers = by_key(
+        extract(
+            connect(sandbox),
+            DecoNetworkOptions(customers_export_url=f"file://{tmp_path}/c.csv"),
+            None,
+            now=NOW,
+            state_url=state_url,
+        ).customers
+    )
     exported = next(c for c in sandbox.customers() if c["customer_id"] == with_address)
     assert (customers[str(with_address)]["address"], customers[str(with_address)]["city"]) == (
-        exported["address"], exported["city"])
+        exported["address"],
+        exported["city"],
+    )
     got = customers[str(without)]
     assert (got["address"], got["city"], got["zip"], got["country_name"], got["state"]) == (
-        "9 Latest Lane", "Lastville", "123", "GB", None)
+        "9 Latest Lane",
+        "Lastville",
+        "123",
+        "GB",
+        None,
+    )
     assert latest["billing_details"]["street"] == "9 Latest Lane"
 
 
-def test_guest_checkouts_become_buyers_keyed_by_email_with_the_site_as_store(sandbox, connect, export,
-                                                                             state_url) -> None:
-    customers = extract(connect(sandbox), DecoNetworkOptions(customers_export_url=export), None, now=NOW,
-                        state_url=state_url).customers
+def test_guest_checkouts_become_buyers_keyed_by_email_with_the_site_as_store(
+    sandbox, connect, export, state_url
+) -> None:
+    customers = extract(
+        connect(sandbox), DecoNetworkOptions(customers_export_url=export), None, now=NOW, state_url=state_url
+    ).customers
     guests = customers[customers["customer_key"].str.startswith("email:")]
     assert len(guests) == len({o["billing_details"]["email"] for o in sandbox.orders() if o["customer_id"] is None})
     assert set(guests["store_url"]) == {sandbox.url} and guests["store_is_mine"].all()
@@ -188,17 +235,26 @@ def test_guest_order_with_a_registered_email_counts_for_that_customer(sandbox, c
     customer = sandbox.customers()[7]
     sandbox.add_order(None, billable_amount=11.0, billing={"email": customer["email"].upper(), "firstname": "X"})
     sandbox.write_export(tmp_path / "c.csv")
-    customers = by_key(extract(connect(sandbox), DecoNetworkOptions(customers_export_url=f"file://{tmp_path}/c.csv"),
-                               None, now=NOW, state_url=state_url).customers)
+    customers = by_key(
+        extract(
+            connect(sandbox),
+            DecoNetworkOptions(customers_export_url=f"file://{tmp_path}/c.csv"),
+            None,
+            now=NOW,
+            state_url=state_url,
+        ).customers
+    )
     count, value = sandbox.order_totals().get(customer["customer_id"], (0, 0.0))
     assert customers[str(customer["customer_id"])]["order_count"] == count + 1
     assert not any(k == f"email:{customer['email'].lower()}" for k in customers)
 
 
-def test_classification_gives_contacts_for_buyers_and_leads_for_registered_or_subscribed(sandbox, connect, export,
-                                                                                         state_url) -> None:
-    customers = extract(connect(sandbox), DecoNetworkOptions(customers_export_url=export), None, now=NOW,
-                        state_url=state_url).customers
+def test_classification_gives_contacts_for_buyers_and_leads_for_registered_or_subscribed(
+    sandbox, connect, export, state_url
+) -> None:
+    customers = extract(
+        connect(sandbox), DecoNetworkOptions(customers_export_url=export), None, now=NOW, state_url=state_url
+    ).customers
     valid = prepare(customers).valid
     modules = classify(valid)
     assert set(modules) == {"Contacts", "Leads", ""} or set(modules) == {"Contacts", "Leads"}
@@ -209,8 +265,10 @@ def test_classification_gives_contacts_for_buyers_and_leads_for_registered_or_su
 
 # ---- incremental passes ---------------------------------------------------------------------------------
 
-def test_incremental_pass_reads_orders_modified_since_the_last_seen_minus_the_overlap(sandbox, connect, export,
-                                                                                      state_url) -> None:
+
+def test_incremental_pass_reads_orders_modified_since_the_last_seen_minus_the_overlap(
+    sandbox, connect, export, state_url
+) -> None:
     options = DecoNetworkOptions(customers_export_url=export, overlap_minutes=15)
     first, again = full_then(sandbox, connect, options, state_url)
     high_water = first.cursor["orders_modified_max"]
@@ -226,8 +284,11 @@ def test_incremental_pass_reads_orders_modified_since_the_last_seen_minus_the_ov
     assert call["params"]["conditions[1][date1]"] == expected_since
     assert (call["params"]["conditions[1][field]"], call["params"]["conditions[1][condition]"]) == ("8", "6")
     assert not second.full and second.all_customer_keys is None and second.calls == 1
-    recent = {str(o["customer_id"]) if o["customer_id"] else f"email:{o['billing_details']['email']}"
-              for o in sandbox.orders() if o["date_modified"] >= expected_since}
+    recent = {
+        str(o["customer_id"]) if o["customer_id"] else f"email:{o['billing_details']['email']}"
+        for o in sandbox.orders()
+        if o["date_modified"] >= expected_since
+    }
     assert set(second.customers["customer_key"]) == recent  # the customers of the orders read, no others
     got = by_key(second.customers)[str(customer_id)]
     assert got["order_count"] == before["order_count"] + 1  # complete, not just the new order
@@ -235,8 +296,9 @@ def test_incremental_pass_reads_orders_modified_since_the_last_seen_minus_the_ov
     assert second.cursor["orders_modified_max"] == order["date_modified"]
 
 
-def test_without_changes_an_incremental_pass_hands_on_only_the_customers_of_the_overlap(sandbox, connect, export,
-                                                                                        state_url) -> None:
+def test_without_changes_an_incremental_pass_hands_on_only_the_customers_of_the_overlap(
+    sandbox, connect, export, state_url
+) -> None:
     options = DecoNetworkOptions(customers_export_url=export, overlap_minutes=0)
     first, again = full_then(sandbox, connect, options, state_url)
     second = again(first.cursor)
@@ -246,8 +308,7 @@ def test_without_changes_an_incremental_pass_hands_on_only_the_customers_of_the_
     assert set(third.customers["customer_key"]) == set(second.customers["customer_key"])
 
 
-def test_a_cancelled_order_lowers_the_count_on_the_next_incremental_pass(sandbox, connect, export,
-                                                                        state_url) -> None:
+def test_a_cancelled_order_lowers_the_count_on_the_next_incremental_pass(sandbox, connect, export, state_url) -> None:
     first, again = full_then(sandbox, connect, DecoNetworkOptions(customers_export_url=export), state_url)
     order = next(o for o in sandbox.orders() if o["customer_id"] and o["order_status_name"] == "Shipped")
     before = by_key(first.customers)[str(order["customer_id"])]
@@ -268,8 +329,9 @@ def test_an_order_moved_to_another_customer_updates_both_customers(sandbox, conn
     assert got[new]["order_count"] == before[new]["order_count"] + 1
 
 
-def test_a_changed_export_hands_on_every_export_row_and_an_unchanged_one_none(sandbox, connect, tmp_path,
-                                                                             state_url) -> None:
+def test_a_changed_export_hands_on_every_export_row_and_an_unchanged_one_none(
+    sandbox, connect, tmp_path, state_url
+) -> None:
     sandbox.write_export(tmp_path / "c.csv")
     options = DecoNetworkOptions(customers_export_url=f"file://{tmp_path}/c.csv", overlap_minutes=0)
     first, again = full_then(sandbox, connect, options, state_url)
@@ -279,7 +341,8 @@ def test_a_changed_export_hands_on_every_export_row_and_an_unchanged_one_none(sa
     sandbox.write_export(tmp_path / "c.csv")
     changed = again(quiet.cursor)
     assert not changed.full and set(map(str, (c["customer_id"] for c in sandbox.customers()))) <= set(
-        changed.customers["customer_key"])
+        changed.customers["customer_key"]
+    )
     row = by_key(changed.customers)["1004"]
     assert (row["newsletter"], row["balance"]) == (True, 99.0)
     assert changed.cursor["export_sha256"] != first.cursor["export_sha256"]
@@ -288,10 +351,12 @@ def test_a_changed_export_hands_on_every_export_row_and_an_unchanged_one_none(sa
 def test_a_full_pass_runs_again_after_full_every_hours(sandbox, connect, export, state_url) -> None:
     options = DecoNetworkOptions(customers_export_url=export)
     first = extract(connect(sandbox), options, None, now=NOW, state_url=state_url, full_every_hours=6)
-    inc = extract(connect(sandbox), options, first.cursor, now=NOW + timedelta(hours=5), state_url=state_url,
-                  full_every_hours=6)
-    full = extract(connect(sandbox), options, inc.cursor, now=NOW + timedelta(hours=6), state_url=state_url,
-                   full_every_hours=6)
+    inc = extract(
+        connect(sandbox), options, first.cursor, now=NOW + timedelta(hours=5), state_url=state_url, full_every_hours=6
+    )
+    full = extract(
+        connect(sandbox), options, inc.cursor, now=NOW + timedelta(hours=6), state_url=state_url, full_every_hours=6
+    )
     assert (first.full, inc.full, full.full) == (True, False, True)
     assert inc.cursor["last_full_at"] == first.cursor["last_full_at"] == NOW.isoformat()
     assert full.cursor["last_full_at"] == (NOW + timedelta(hours=6)).isoformat()
@@ -299,8 +364,9 @@ def test_a_full_pass_runs_again_after_full_every_hours(sandbox, connect, export,
 
 
 @pytest.mark.parametrize("change", ["inputs", "copy", "version"])
-def test_changed_inputs_a_lost_order_copy_or_an_old_cursor_force_a_full_pass(sandbox, connect, export, state_url,
-                                                                             change: str) -> None:
+def test_changed_inputs_a_lost_order_copy_or_an_old_cursor_force_a_full_pass(
+    sandbox, connect, export, state_url, change: str
+) -> None:
     options = DecoNetworkOptions(customers_export_url=export)
     first, again = full_then(sandbox, connect, options, state_url)
     cursor = dict(first.cursor)
@@ -327,16 +393,19 @@ def test_only_the_copy_the_cursor_names_and_the_new_one_are_kept(sandbox, connec
     options = DecoNetworkOptions(customers_export_url=export)
     cursor = None
     for minutes in range(4):
-        cursor = extract(connect(sandbox), options, cursor, now=NOW + timedelta(minutes=30 * minutes),
-                         state_url=state_url).cursor
+        cursor = extract(
+            connect(sandbox), options, cursor, now=NOW + timedelta(minutes=30 * minutes), state_url=state_url
+        ).cursor
     files = sorted(p.name for p in Path(state_url.removeprefix("file://")).iterdir())
     assert len(files) == 2 and cursor["orders_copy"].endswith(files[-1])
 
 
 # ---- one input only -------------------------------------------------------------------------------------
 
+
 def test_orders_only_tenant_gets_the_customers_of_orders_and_leads_only_from_quotes_or_cancellations(
-        sandbox, connect) -> None:
+    sandbox, connect
+) -> None:
     result = extract(connect(sandbox), DecoNetworkOptions(), None, now=NOW)
     customers = result.customers
     buyer_ids = {str(o["customer_id"]) for o in sandbox.orders() if o["customer_id"]}
@@ -346,8 +415,11 @@ def test_orders_only_tenant_gets_the_customers_of_orders_and_leads_only_from_quo
     assert set(customers["store_url"]) == {sandbox.url} and customers["balance"].isna().all()
     valid = prepare(customers).valid
     leads = set(valid[classify(valid) == "Leads"]["customer_key"])
-    uncounted = {str(o["customer_id"]) for o in sandbox.orders()
-                 if o["customer_id"] and o["customer_id"] not in sandbox.order_totals()}
+    uncounted = {
+        str(o["customer_id"])
+        for o in sandbox.orders()
+        if o["customer_id"] and o["customer_id"] not in sandbox.order_totals()
+    }
     assert leads == uncounted  # an account whose orders are all quotes or cancelled: registered, no purchase
 
 
@@ -367,8 +439,9 @@ def test_export_only_tenant_takes_order_figures_from_the_export_columns(sandbox,
 
 def test_export_only_tenant_without_order_columns_has_no_contacts(sandbox, tmp_path) -> None:
     sandbox.write_export(tmp_path / "c.csv")
-    result = extract(None, DecoNetworkOptions(customers_export_url=f"file://{tmp_path}/c.csv", use_order_api=False),
-                     None, now=NOW)
+    result = extract(
+        None, DecoNetworkOptions(customers_export_url=f"file://{tmp_path}/c.csv", use_order_api=False), None, now=NOW
+    )
     assert (result.customers["order_count"] == 0).all()
     assert "Contacts" not in set(classify(prepare(result.customers).valid))
 
@@ -381,6 +454,7 @@ def test_a_tenant_must_read_something_and_the_order_api_needs_a_hook() -> None:
 
 
 # ---- the export file ------------------------------------------------------------------------------------
+
 
 def test_the_sandbox_writes_exactly_the_export_contract_the_source_reads() -> None:
     assert sandbox_module.EXPORT_COLUMNS + sandbox_module.EXPORT_TOTAL_COLUMNS == EXPORT_COLUMNS
@@ -402,30 +476,46 @@ def test_export_cells_are_text_flags_are_lenient_and_unknown_columns_are_ignored
         "Customer_ID,Email,Firstname,Lastname,Login,Newsletter,Deleted,Store_Owner,Balance,Shoe_Size\n"
         "7,na@example.com,NA,Null,na,Yes,no,Affiliate,1.50,44\n"
         "8,sub@example.com,,,,TRUE,1,,,\n"
-        ",noid@example.com,Ann,Lee,ann,0,0,me,,\n", encoding="utf-8")
+        ",noid@example.com,Ann,Lee,ann,0,0,me,,\n",
+        encoding="utf-8",
+    )
     rows, checksum = read_export(f"file://{tmp_path}/c.csv")
     first, second, third = rows.to_dict("records")
     assert (first["firstname"], first["lastname"], first["newsletter"], first["deleted"]) == ("NA", "Null", True, False)
     assert (first["store_is_mine"], first["balance"], first["registered"]) == (False, 1.5, True)
     assert (second["registered"], second["newsletter"], second["deleted"], second["store_is_mine"]) == (
-        False, True, True, True)
+        False,
+        True,
+        True,
+        True,
+    )
     assert pd.isna(third["customer_id"]) and len(checksum) == 64
 
 
-def test_export_rows_without_an_id_take_the_id_of_their_orders_by_email(sandbox, connect, tmp_path,
-                                                                        state_url) -> None:
-    buyer = next(c for c in sandbox.customers() if c["customer_id"] in sandbox.order_totals()
-                 and c["email"] == c["email"].strip() and "@" in c["email"])
+def test_export_rows_without_an_id_take_the_id_of_their_orders_by_email(sandbox, connect, tmp_path, state_url) -> None:
+    buyer = next(
+        c
+        for c in sandbox.customers()
+        if c["customer_id"] in sandbox.order_totals() and c["email"] == c["email"].strip() and "@" in c["email"]
+    )
     text = sandbox.export_csv(bom=False).replace(f"\r\n{buyer['customer_id']},", "\r\n,", 1)
     (tmp_path / "c.csv").write_text(text, encoding="utf-8")
-    customers = by_key(extract(connect(sandbox), DecoNetworkOptions(customers_export_url=f"file://{tmp_path}/c.csv"),
-                               None, now=NOW, state_url=state_url).customers)
+    customers = by_key(
+        extract(
+            connect(sandbox),
+            DecoNetworkOptions(customers_export_url=f"file://{tmp_path}/c.csv"),
+            None,
+            now=NOW,
+            state_url=state_url,
+        ).customers
+    )
     got = customers[str(buyer["customer_id"])]
     assert got["order_count"] == sandbox.order_totals()[buyer["customer_id"]][0] and got["store"] == buyer["store"]
     assert f"email:{buyer['email']}" not in customers
 
 
 # ---- the hook: status codes, HTML, backoff, credentials --------------------------------------------------
+
 
 @pytest.mark.parametrize("legacy", [False, True])
 def test_wrong_password_raises_an_auth_error_that_never_shows_the_password(data, connect, legacy) -> None:
@@ -439,18 +529,23 @@ def test_wrong_password_raises_an_auth_error_that_never_shows_the_password(data,
 
 @pytest.mark.parametrize("legacy", [False, True])
 def test_api_not_enabled_raises_with_what_to_enable(data, connect, legacy) -> None:
-    with DecoNetworkSandbox(data, api_enabled=False, legacy_codes=legacy) as sb:
-        with pytest.raises(DecoNetworkNotEnabledError, match="Apps Store") as caught:
-            next(connect(sb).find_orders([(8, 6, "2000-01-01T00:00:00", None, None)]))
+    with (
+        DecoNetworkSandbox(data, api_enabled=False, legacy_codes=legacy) as sb,
+        pytest.raises(DecoNetworkNotEnabledError, match="Apps Store") as caught,
+    ):
+        next(connect(sb).find_orders([(8, 6, "2000-01-01T00:00:00", None, None)]))
     assert caught.value.code == (10005 if legacy else 31000)
 
 
-@pytest.mark.parametrize("params, code", [
-    ([("limit", 10)], 50002),
-    ([("conditions[1][field]", 8), ("conditions[1][condition]", 6), ("conditions[1][date1]", "soon")], 50003),
-    ([("field", 8), ("condition", 6), ("date1", "2024-01-01"), ("limit", 500)], 50004),
-    ([("field", 12), ("condition", 6), ("date1", "2024-01-01")], 50005),
-])
+@pytest.mark.parametrize(
+    "params, code",
+    [
+        ([("limit", 10)], 50002),
+        ([("conditions[1][field]", 8), ("conditions[1][condition]", 6), ("conditions[1][date1]", "soon")], 50003),
+        ([("field", 8), ("condition", 6), ("date1", "2024-01-01"), ("limit", 500)], 50004),
+        ([("field", 12), ("condition", 6), ("date1", "2024-01-01")], 50005),
+    ],
+)
 def test_request_errors_raise_with_the_code_and_deconetworks_description(sandbox, connect, params, code) -> None:
     with pytest.raises(DecoNetworkRequestError, match=str(code)) as caught:
         connect(sandbox).call(FIND_PATH, params)
@@ -468,9 +563,11 @@ def test_a_wrong_host_answering_html_raises_an_error_saying_so(sandbox, connect)
 
 
 def test_a_login_page_instead_of_json_raises_an_html_error(data, connect) -> None:
-    with DecoNetworkSandbox(data, bad_login_html=True) as sb:
-        with pytest.raises(DecoNetworkHtmlError, match="username and password"):
-            connect(sb, password="not-it").call(FIND_PATH, [("field", 8)])
+    with (
+        DecoNetworkSandbox(data, bad_login_html=True) as sb,
+        pytest.raises(DecoNetworkHtmlError, match="username and password"),
+    ):
+        connect(sb, password="not-it").call(FIND_PATH, [("field", 8)])
 
 
 def test_429_503_and_dropped_connections_are_retried(sandbox, connect) -> None:
@@ -514,8 +611,9 @@ def test_test_connection_reports_success_and_failure(sandbox, connect) -> None:
 
 
 def test_cursor_is_json(sandbox, connect, export, state_url) -> None:
-    result = extract(connect(sandbox), DecoNetworkOptions(customers_export_url=export), None, now=NOW,
-                     state_url=state_url)
+    result = extract(
+        connect(sandbox), DecoNetworkOptions(customers_export_url=export), None, now=NOW, state_url=state_url
+    )
     assert json.loads(json.dumps(result.cursor)) == result.cursor
 
 
@@ -552,11 +650,17 @@ def _lines(sandbox: DecoNetworkSandbox) -> tuple[str, list[str]]:
 
 
 def test_rows_ending_with_a_trailing_delimiter_are_rejected_as_a_width_mismatch_not_read_shifted(
-        sandbox, tmp_path) -> None:
+    sandbox, tmp_path
+) -> None:
     header, rows = _lines(sandbox)
     url = _write(tmp_path, "\r\n".join([header, *(r + "," for r in rows)]) + "\r\n")
-    _reject(url, "every data row", "trailing delimiter", f"{len(EXPORT_COLUMNS) - 1} fields",
-            f"the header has {len(EXPORT_COLUMNS) - 2}")
+    _reject(
+        url,
+        "every data row",
+        "trailing delimiter",
+        f"{len(EXPORT_COLUMNS) - 1} fields",
+        f"the header has {len(EXPORT_COLUMNS) - 2}",
+    )
 
 
 def test_rows_with_one_more_filled_cell_than_the_header_are_rejected_as_an_unnamed_column(tmp_path) -> None:
@@ -571,7 +675,8 @@ def test_a_header_ending_with_a_trailing_delimiter_the_rows_lack_is_rejected_too
 
 @pytest.mark.parametrize("change, fields", [("more", 23), ("fewer", 21)])
 def test_one_data_row_with_more_or_fewer_fields_than_the_header_is_rejected_naming_its_line(
-        sandbox, tmp_path, change: str, fields: int) -> None:
+    sandbox, tmp_path, change: str, fields: int
+) -> None:
     header, rows = _lines(sandbox)
     rows[3] = rows[3] + ",extra" if change == "more" else rows[3].rsplit(",", 1)[0]
     url = _write(tmp_path, "\r\n".join([header, *rows]) + "\r\n")
@@ -594,12 +699,14 @@ def test_a_stray_quote_inside_a_quoted_cell_is_rejected_naming_the_line(tmp_path
     _reject(_write(tmp_path, text), "not valid CSV", "line 2", "quote")
 
 
-@pytest.mark.parametrize("old, new, named", [
-    (",company,", ",email,", "'email' (columns 3 and 7)"),  # pandas kept the first, dropped the second
-    (",balance", ",Deleted", "'deleted' (columns 21 and 22)"),  # names are case-insensitive
-])
-def test_duplicated_header_names_are_rejected_naming_them(sandbox, tmp_path, old: str, new: str,
-                                                          named: str) -> None:
+@pytest.mark.parametrize(
+    "old, new, named",
+    [
+        (",company,", ",email,", "'email' (columns 3 and 7)"),  # pandas kept the first, dropped the second
+        (",balance", ",Deleted", "'deleted' (columns 21 and 22)"),  # names are case-insensitive
+    ],
+)
+def test_duplicated_header_names_are_rejected_naming_them(sandbox, tmp_path, old: str, new: str, named: str) -> None:
     header, rows = _lines(sandbox)
     url = _write(tmp_path, "\r\n".join([header.replace(old, new), *rows]) + "\r\n")
     _reject(url, named, "more than once")
@@ -607,7 +714,8 @@ def test_duplicated_header_names_are_rejected_naming_them(sandbox, tmp_path, old
 
 @pytest.mark.parametrize("delimiter, name", [(";", "semicolon"), ("\t", "tab")])
 def test_an_export_separated_by_semicolons_or_tabs_is_rejected_saying_to_use_commas(
-        sandbox, tmp_path, delimiter: str, name: str) -> None:
+    sandbox, tmp_path, delimiter: str, name: str
+) -> None:
     text = sandbox.export_csv(bom=True)
     rows = list(csv.reader(io.StringIO(text, newline="")))
     out = io.StringIO()
@@ -634,15 +742,22 @@ def test_an_empty_file_is_rejected_as_not_even_a_header(tmp_path) -> None:
 
 
 def test_a_well_formed_export_with_quoted_commas_newlines_bom_and_crlf_reads_exactly(tmp_path) -> None:
-    text = ("\ufeffcustomer_id,email,company,address,city,lastname,balance\r\n"
-            '1,a@example.com,"Smith, Jones & Co","1 Main St\r\nFlat 2",Paris,"O""Brien",1.50\r\n'
-            '2,b@example.com,,"Line one\nline two",,Ünal,\r\n'
-            "3,c@example.com,NA,,null,李,0\r\n"
-            "\r\n")  # a blank line at the end, as some tools write
+    text = (
+        "\ufeffcustomer_id,email,company,address,city,lastname,balance\r\n"
+        '1,a@example.com,"Smith, Jones & Co","1 Main St\r\nFlat 2",Paris,"O""Brien",1.50\r\n'
+        '2,b@example.com,,"Line one\nline two",,Ünal,\r\n'
+        "3,c@example.com,NA,,null,李,0\r\n"
+        "\r\n"
+    )  # a blank line at the end, as some tools write
     rows, checksum = read_export(_write(tmp_path, text))
     first, second, third = rows.to_dict("records")
     assert (first["company"], first["address"], first["city"], first["lastname"], first["balance"]) == (
-        "Smith, Jones & Co", "1 Main St\r\nFlat 2", "Paris", 'O"Brien', 1.5)
+        "Smith, Jones & Co",
+        "1 Main St\r\nFlat 2",
+        "Paris",
+        'O"Brien',
+        1.5,
+    )
     assert (second["address"], second["lastname"], second["company"]) == ("Line one\nline two", "Ünal", None)
     assert (third["customer_id"], third["company"], third["city"], third["lastname"]) == ("3", "NA", "null", "李")
     assert list(rows["customer_id"]) == ["1", "2", "3"] and len(checksum) == 64
@@ -678,8 +793,9 @@ def test_a_header_only_export_reads_as_no_rows(sandbox, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("use_order_api", [False, True])
-def test_a_header_only_export_gives_no_keys_for_deletion_and_says_why(sandbox, connect, tmp_path, state_url,
-                                                                      use_order_api: bool) -> None:
+def test_a_header_only_export_gives_no_keys_for_deletion_and_says_why(
+    sandbox, connect, tmp_path, state_url, use_order_api: bool
+) -> None:
     header, _ = _lines(sandbox)
     options = DecoNetworkOptions(customers_export_url=_write(tmp_path, header + "\r\n"), use_order_api=use_order_api)
     result = extract(connect(sandbox) if use_order_api else None, options, None, now=NOW, state_url=state_url)

@@ -33,8 +33,12 @@ def _product_error_classes() -> list[type[BaseException]]:
     for info in pkgutil.walk_packages(zoho_store_sync.__path__, "zoho_store_sync."):
         module = importlib.import_module(info.name)
         for value in vars(module).values():
-            if inspect.isclass(value) and issubclass(value, BaseException) and value.__module__ == module.__name__ \
-                    and not value.__name__.startswith("_"):  # a private helper (errors._Family) is never raised
+            if (
+                inspect.isclass(value)
+                and issubclass(value, BaseException)
+                and value.__module__ == module.__name__
+                and not value.__name__.startswith("_")
+            ):  # a private helper (errors._Family) is never raised
                 found[f"{value.__module__}.{value.__qualname__}"] = value
     return [found[name] for name in sorted(found)]
 
@@ -44,16 +48,26 @@ def _name(cls: type) -> str:
 
 
 def _kinds(cls: type) -> list[str]:
-    return [kind.__name__ for kind in (getattr(errors, "NeedsOperator", None), getattr(errors, "TryLater", None))
-            if kind is not None and issubclass(cls, kind)]
+    return [
+        kind.__name__
+        for kind in (getattr(errors, "NeedsOperator", None), getattr(errors, "TryLater", None))
+        if kind is not None and issubclass(cls, kind)
+    ]
 
 
 def _params() -> list:
     kinds = {getattr(errors, "NeedsOperator", None), getattr(errors, "TryLater", None)}
-    return [pytest.param(cls, id=_name(cls), marks=[pytest.mark.xfail(reason=DEFINED_OUTSIDE_ERRORS[_name(cls)],
-                                                                      strict=True)]
-                         if _name(cls) in DEFINED_OUTSIDE_ERRORS else [])
-            for cls in _product_error_classes() if cls not in kinds]
+    return [
+        pytest.param(
+            cls,
+            id=_name(cls),
+            marks=[pytest.mark.xfail(reason=DEFINED_OUTSIDE_ERRORS[_name(cls)], strict=True)]
+            if _name(cls) in DEFINED_OUTSIDE_ERRORS
+            else [],
+        )
+        for cls in _product_error_classes()
+        if cls not in kinds
+    ]
 
 
 def _instance(cls: type[BaseException]) -> BaseException:
@@ -81,8 +95,11 @@ def test_every_error_the_product_defines_is_exactly_one_kind(cls: type[BaseExcep
 
 def test_the_walk_finds_the_errors_and_the_families_have_both_kinds() -> None:
     found = {_name(cls) for cls in _product_error_classes()}
-    assert {"zoho_store_sync.errors.MappingError", "zoho_store_sync.errors.TenantNotConfigured",
-            "zoho_store_sync.errors.TenantConfigError"} <= found
+    assert {
+        "zoho_store_sync.errors.MappingError",
+        "zoho_store_sync.errors.TenantNotConfigured",
+        "zoho_store_sync.errors.TenantConfigError",
+    } <= found
     for family in errors.FAMILIES:
         members = {kind for cls in _product_error_classes() if issubclass(cls, family) for kind in _kinds(cls)}
         assert members == {"NeedsOperator", "TryLater"}, family
@@ -114,9 +131,17 @@ def test_the_policy_names_classes_not_strings_and_no_builtin_error() -> None:
     assert {errors.NeedsOperator, errors.TryLater} <= set(specs)
 
 
-@pytest.mark.parametrize("exc", [KeyError("customer_key"), IndexError("list index out of range"),
-                                 LookupError("a bug"), TypeError("a bug"), ValueError("a bug")],
-                         ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize(
+    "exc",
+    [
+        KeyError("customer_key"),
+        IndexError("list index out of range"),
+        LookupError("a bug"),
+        TypeError("a bug"),
+        ValueError("a bug"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
 def test_a_bug_raised_in_a_task_gets_the_standard_retries(exc: BaseException) -> None:
     # Airflow matches subclasses: a rule on LookupError failed every KeyError or IndexError at once.
     assert _decision(exc).action is RetryAction.DEFAULT
@@ -132,8 +157,9 @@ def test_a_missing_connection_fails_at_once() -> None:
     assert decision.action is RetryAction.FAIL and "operator" in decision.reason
 
 
-def test_a_malformed_mapping_yaml_is_a_mapping_error_that_fails_at_once(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_malformed_mapping_yaml_is_a_mapping_error_that_fails_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from zoho_store_sync.config import TenantConfig
     from zoho_store_sync.mapping import load_mapping
 
@@ -147,7 +173,8 @@ def test_a_malformed_mapping_yaml_is_a_mapping_error_that_fails_at_once(tmp_path
 
 
 def test_a_tenant_missing_from_the_variable_fails_at_once_and_is_still_a_lookup_error(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from zoho_store_sync.config import get_tenant
 
     monkeypatch.setenv("AIRFLOW_VAR_ZOHO_SYNC_TENANTS", "[]")
@@ -157,25 +184,31 @@ def test_a_tenant_missing_from_the_variable_fails_at_once_and_is_still_a_lookup_
     assert _decision(raised.value).action is RetryAction.FAIL
 
 
-@pytest.mark.parametrize("cls", [c for c in _product_error_classes()
-                                 if issubclass(c, getattr(errors, "NeedsOperator", ()))], ids=_name)
+@pytest.mark.parametrize(
+    "cls", [c for c in _product_error_classes() if issubclass(c, getattr(errors, "NeedsOperator", ()))], ids=_name
+)
 def test_every_error_that_needs_an_operator_fails_at_once(cls: type[BaseException]) -> None:
     decision = _decision(_instance(cls), try_number=1, max_tries=4)
     assert decision.action is RetryAction.FAIL and decision.reason == "needs an operator"
 
 
-@pytest.mark.parametrize("cls", [c for c in _product_error_classes()
-                                 if issubclass(c, getattr(errors, "TryLater", ()))], ids=_name)
+@pytest.mark.parametrize(
+    "cls", [c for c in _product_error_classes() if issubclass(c, getattr(errors, "TryLater", ()))], ids=_name
+)
 def test_every_error_that_may_pass_later_is_retried(cls: type[BaseException]) -> None:
     assert _decision(_instance(cls)).action is RetryAction.RETRY
 
 
-@pytest.mark.parametrize(("exc", "delay"), [
-    (errors.ZohoTokenThrottled("too many requests"), timedelta(minutes=5)),
-    (errors.ZohoUnavailable("HTTP 503 after 6 retries"), timedelta(minutes=3)),
-    (errors.SourceIncompleteError("page 3 empty before total_count"), None),  # the task's own retry_delay
-    (errors.TenantBusy("locked by a reset"), None),
-], ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v))
+@pytest.mark.parametrize(
+    ("exc", "delay"),
+    [
+        (errors.ZohoTokenThrottled("too many requests"), timedelta(minutes=5)),
+        (errors.ZohoUnavailable("HTTP 503 after 6 retries"), timedelta(minutes=3)),
+        (errors.SourceIncompleteError("page 3 empty before total_count"), None),  # the task's own retry_delay
+        (errors.TenantBusy("locked by a reset"), None),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
+)
 def test_errors_that_may_pass_later_are_retried_with_their_delays(exc: BaseException, delay: timedelta | None) -> None:
     decision = _decision(exc)
     assert decision.action is RetryAction.RETRY and decision.retry_delay == delay
@@ -186,17 +219,25 @@ def test_the_policy_survives_dag_serialization_with_the_same_decisions(caplog: p
     restored = ExceptionRetryPolicy.deserialize(SYNC_RETRY_POLICY.serialize())
     from airflow.sdk.exceptions import AirflowNotFoundException
 
-    for exc in (errors.ZohoTokenThrottled("x"), errors.ZohoUnavailable("x"), errors.MappingError("x"),
-                errors.MagentoError("x"), AirflowNotFoundException("x"), KeyError("x")):
+    for exc in (
+        errors.ZohoTokenThrottled("x"),
+        errors.ZohoUnavailable("x"),
+        errors.MappingError("x"),
+        errors.MagentoError("x"),
+        AirflowNotFoundException("x"),
+        KeyError("x"),
+    ):
         assert restored.evaluate(exc, 1, 4) == SYNC_RETRY_POLICY.evaluate(exc, 1, 4), type(exc).__name__
     assert "could not be imported" not in caplog.text and "will not match" not in caplog.text
 
 
 def test_the_errors_and_the_policy_import_nothing_heavy() -> None:
     # errors.py and retry_policy.py are imported when the DAG files are parsed, for every tenant, every 30 s.
-    probe = ("import sys, zoho_store_sync.errors, zoho_store_sync.retry_policy; "
-             "print(sorted(m for m in ('pandas', 'numpy', 'pyarrow', 'requests', 'zoho_store_sync.hooks') "
-             "if m in sys.modules))")
+    probe = (
+        "import sys, zoho_store_sync.errors, zoho_store_sync.retry_policy; "
+        "print(sorted(m for m in ('pandas', 'numpy', 'pyarrow', 'requests', 'zoho_store_sync.hooks') "
+        "if m in sys.modules))"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)])}
     completed = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]

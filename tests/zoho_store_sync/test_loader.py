@@ -17,19 +17,27 @@ from zoho_store_sync.state_migrations import migrate
 
 def _changes(n: int) -> pd.DataFrame:
     keys = [str(i) for i in range(1, n + 1)]
-    return pd.DataFrame({
-        "customer_key": keys, "email": [f"{k}@example.com" for k in keys], "module": "Contacts", "action": "new",
-        "payload": [json.dumps({"Email": f"{k}@example.com"}) for k in keys], "zoho_id": None,
-        "payload_hash": [int(k) * 31 for k in keys], "attempts": 0,
-    })
+    return pd.DataFrame(
+        {
+            "customer_key": keys,
+            "email": [f"{k}@example.com" for k in keys],
+            "module": "Contacts",
+            "action": "new",
+            "payload": [json.dumps({"Email": f"{k}@example.com"}) for k in keys],
+            "zoho_id": None,
+            "payload_hash": [int(k) * 31 for k in keys],
+            "attempts": 0,
+        }
+    )
 
 
 class _Zoho:
     """Answers upserts; ``hold`` keeps the calls of some batches (by first key) waiting for an event."""
 
     def __init__(self, answer=None, hold: dict[str, threading.Event] | None = None) -> None:
-        self.answer = answer or (lambda record: RecordOutcome(ok=True, code="SUCCESS", action="insert",
-                                                              zoho_id="z" + record["Email"]))
+        self.answer = answer or (
+            lambda record: RecordOutcome(ok=True, code="SUCCESS", action="insert", zoho_id="z" + record["Email"])
+        )
         self.hold = hold or {}
         self.lock = threading.Lock()
         self.started: list[str] = []
@@ -157,8 +165,9 @@ def test_counts_and_state_rows_for_a_mix_of_answers(state_url):
         if key % 10 == 1:
             return RecordOutcome(ok=False, code="DUPLICATE_DATA", message="duplicate")
         if key % 20 == 19:  # deleted inside Zoho
-            return RecordOutcome(ok=False, code="INVALID_DATA", message="the id given seems to be invalid",
-                                 details={"api_name": "id"})
+            return RecordOutcome(
+                ok=False, code="INVALID_DATA", message="the id given seems to be invalid", details={"api_name": "id"}
+            )
         return RecordOutcome(ok=True, code="SUCCESS", action="insert" if key % 2 else "update", zoho_id=f"z{key}")
 
     engine = make_engine(state_url)
@@ -168,7 +177,12 @@ def test_counts_and_state_rows_for_a_mix_of_answers(state_url):
     zoho = _Zoho(answer=answer)
     result = apply_plan(zoho, store, _changes(1000), concurrency=4)  # type: ignore[arg-type]
     assert (result.sent, result.failed, result.vanished_in_zoho, result.inserted, result.updated) == (
-        1000, 200, 50, 350, 400)
+        1000,
+        200,
+        50,
+        350,
+        400,
+    )
     assert result.failure_codes == {"INVALID_DATA": 100, "DUPLICATE_DATA": 100}
     assert result.failed_retryable == sum(e["retryable"] for e in result.errors) and len(result.errors) == 200
     state = store.load().set_index("customer_key")

@@ -40,9 +40,12 @@ def connect(monkeypatch: pytest.MonkeyPatch, sandbox: MagentoSandbox, auth: str,
 
 def oauth1_fields(sandbox: MagentoSandbox) -> dict:
     """The recommended layout: identifiers in the extra, the two secrets as JSON in the password."""
-    return {"password": json.dumps({"consumer_secret": sandbox.consumer_secret,
-                                    "access_token_secret": sandbox.access_token_secret}),
-            "extra": {"consumer_key": sandbox.consumer_key, "access_token": sandbox.integration_token}}
+    return {
+        "password": json.dumps(
+            {"consumer_secret": sandbox.consumer_secret, "access_token_secret": sandbox.access_token_secret}
+        ),
+        "extra": {"consumer_key": sandbox.consumer_key, "access_token": sandbox.integration_token},
+    }
 
 
 def first_customers(hook: MagentoHook, n: int = 3) -> list[int]:
@@ -55,6 +58,7 @@ def token_calls(sandbox: MagentoSandbox) -> int:
 
 
 # ---- integration token as bearer ------------------------------------------------------------------------
+
 
 def test_integration_token_is_sent_as_a_bearer_token(monkeypatch, data):
     with MagentoSandbox(data) as sb:
@@ -73,6 +77,7 @@ def test_bearer_integration_token_is_refused_when_the_store_requires_oauth1(monk
 
 
 # ---- admin token -------------------------------------------------------------------------------------------
+
 
 def test_admin_login_gets_a_token_and_renews_it_once_after_the_four_hour_expiry(monkeypatch, data):
     with MagentoSandbox(data) as sb:
@@ -117,15 +122,27 @@ def test_wrong_admin_password_is_an_auth_error_with_magentos_own_message(monkeyp
 
 # ---- OAuth 1.0a ---------------------------------------------------------------------------------------------
 
+
 def test_oauth1_signature_base_string_matches_the_rfc5849_example():
     # RFC 5849 §3.4.1.1: the query, the form body and the protocol parameters, decoded.
-    params = [("b5", "=%3D"), ("a3", "a"), ("c@", ""), ("a2", "r b"), ("oauth_consumer_key", "9djdj82h48djs9d2"),
-              ("oauth_token", "kkk9d7dh3k39sjv7"), ("oauth_signature_method", "HMAC-SHA1"),
-              ("oauth_timestamp", "137131201"), ("oauth_nonce", "7d8f3e4a"), ("c2", ""), ("a3", "2 q")]
+    params = [
+        ("b5", "=%3D"),
+        ("a3", "a"),
+        ("c@", ""),
+        ("a2", "r b"),
+        ("oauth_consumer_key", "9djdj82h48djs9d2"),
+        ("oauth_token", "kkk9d7dh3k39sjv7"),
+        ("oauth_signature_method", "HMAC-SHA1"),
+        ("oauth_timestamp", "137131201"),
+        ("oauth_nonce", "7d8f3e4a"),
+        ("c2", ""),
+        ("a3", "2 q"),
+    ]
     assert signature_base_string("post", "HTTP://EXAMPLE.COM:80/request?b5=x", params) == (
         "POST&http%3A%2F%2Fexample.com%2Frequest&a2%3Dr%2520b%26a3%3D2%2520q%26a3%3Da%26b5%3D%253D%25253D%26c%2540"
         "%3D%26c2%3D%26oauth_consumer_key%3D9djdj82h48djs9d2%26oauth_nonce%3D7d8f3e4a%26oauth_signature_method"
-        "%3DHMAC-SHA1%26oauth_timestamp%3D137131201%26oauth_token%3Dkkk9d7dh3k39sjv7")
+        "%3DHMAC-SHA1%26oauth_timestamp%3D137131201%26oauth_token%3Dkkk9d7dh3k39sjv7"
+    )
 
 
 def test_oauth1_signature_is_hmac_sha256_keyed_by_both_encoded_secrets():
@@ -168,8 +185,13 @@ def test_oauth1_request_signed_with_the_wrong_secret_is_refused(monkeypatch, dat
 
 def test_replayed_oauth1_nonce_is_refused(data):
     with MagentoSandbox(data, allow_integration_bearer=False) as sb:
-        auth = OAuth1(sb.consumer_key, sb.consumer_secret, sb.integration_token, sb.access_token_secret,
-                      nonce=lambda: "always-the-same")
+        auth = OAuth1(
+            sb.consumer_key,
+            sb.consumer_secret,
+            sb.integration_token,
+            sb.access_token_secret,
+            nonce=lambda: "always-the-same",
+        )
         url = f"{sb.url}/rest/V1/customers/search?searchCriteria%5BpageSize%5D=1"
         assert requests.get(url, auth=auth, timeout=10).status_code == 200
         replay = requests.get(url, auth=auth, timeout=10)
@@ -182,26 +204,44 @@ def test_oauth1_signs_filter_values_with_spaces_and_brackets(monkeypatch, data):
     with MagentoSandbox(data, allow_integration_bearer=False) as sb:
         hook = connect(monkeypatch, sb, "oauth1", **oauth1_fields(sb))
         since = sorted(c["updated_at"] for c in data.customers)[-5]
-        rows = [c for page in hook.search("customers/search", filter_groups=[[("updated_at", since, "gteq")]],
-                                           fields="items[id,updated_at],total_count") for c in page]
+        rows = [
+            c
+            for page in hook.search(
+                "customers/search",
+                filter_groups=[[("updated_at", since, "gteq")]],
+                fields="items[id,updated_at],total_count",
+            )
+            for c in page
+        ]
         assert {c["id"] for c in rows} == {c["id"] for c in data.customers if c["updated_at"] >= since}
 
 
 @pytest.mark.parametrize("layout", ["secrets_in_password_json", "all_in_extras", "all_in_password_json"])
 def test_oauth1_credentials_may_be_in_extras_or_in_the_password_as_json(monkeypatch, data, layout):
     with MagentoSandbox(data, allow_integration_bearer=False) as sb:
-        everything = {"consumer_key": sb.consumer_key, "consumer_secret": sb.consumer_secret,
-                      "access_token": sb.integration_token, "access_token_secret": sb.access_token_secret}
-        fields = {"secrets_in_password_json": oauth1_fields(sb),
-                  "all_in_extras": {"extra": everything},
-                  "all_in_password_json": {"password": json.dumps(everything)}}[layout]
+        everything = {
+            "consumer_key": sb.consumer_key,
+            "consumer_secret": sb.consumer_secret,
+            "access_token": sb.integration_token,
+            "access_token_secret": sb.access_token_secret,
+        }
+        fields = {
+            "secrets_in_password_json": oauth1_fields(sb),
+            "all_in_extras": {"extra": everything},
+            "all_in_password_json": {"password": json.dumps(everything)},
+        }[layout]
         assert first_customers(connect(monkeypatch, sb, "oauth1", **fields)) == [1, 2, 3]
 
 
 def test_missing_oauth1_credentials_are_named_without_revealing_the_others(monkeypatch, data):
     with MagentoSandbox(data) as sb:
-        hook = connect(monkeypatch, sb, "oauth1", password=json.dumps({"consumer_secret": "very-secret-value"}),
-                       extra={"consumer_key": "ck"})
+        hook = connect(
+            monkeypatch,
+            sb,
+            "oauth1",
+            password=json.dumps({"consumer_secret": "very-secret-value"}),
+            extra={"consumer_key": "ck"},
+        )
         with pytest.raises(MagentoAuthError) as error:
             first_customers(hook)
         assert "access_token, access_token_secret" in str(error.value)
@@ -210,9 +250,15 @@ def test_missing_oauth1_credentials_are_named_without_revealing_the_others(monke
 
 def test_no_connection_extra_ever_becomes_an_http_header(monkeypatch, data):
     with MagentoSandbox(data, allow_integration_bearer=False) as sb:
-        extra = {"consumer_key": sb.consumer_key, "access_token": sb.integration_token,
-                 "consumer_secret": sb.consumer_secret, "access_token_secret": sb.access_token_secret,
-                 "store_code": "default", "X-Custom": "leak-me", "timeout": 30}
+        extra = {
+            "consumer_key": sb.consumer_key,
+            "access_token": sb.integration_token,
+            "consumer_secret": sb.consumer_secret,
+            "access_token_secret": sb.access_token_secret,
+            "store_code": "default",
+            "X-Custom": "leak-me",
+            "timeout": 30,
+        }
         hook = connect(monkeypatch, sb, "oauth1", extra=extra)
         first_customers(hook)
         headers = sb.calls()[-1]["headers"]
@@ -231,6 +277,7 @@ def test_admin_password_is_never_sent_as_basic_auth(monkeypatch, data):
 
 
 # ---- ACL and configuration errors -----------------------------------------------------------------------------
+
 
 def test_integration_without_an_acl_resource_gets_an_error_naming_it(monkeypatch, data):
     with MagentoSandbox(data, integration_resources={"Magento_Customer::customer"}) as sb:

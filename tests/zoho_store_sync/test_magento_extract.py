@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -18,7 +18,7 @@ from zoho_store_sync.sources import magento as source
 from zoho_store_sync.sources.magento import extract, extract_customers
 
 CONN = "magento_extract_test"
-T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 EXACT = MagentoOptions(overlap_seconds=0)  # no overlap: the returned set can be predicted row by row
 
 
@@ -28,8 +28,15 @@ def seeded() -> StoreData:
 
 
 def hook_for(monkeypatch: pytest.MonkeyPatch, sandbox: MagentoSandbox) -> MagentoHook:
-    monkeypatch.setenv(*connection_env(CONN, conn_type="http", host=sandbox.url, password=sandbox.integration_token,
-                                       extra={"auth": "integration_token"}))
+    monkeypatch.setenv(
+        *connection_env(
+            CONN,
+            conn_type="http",
+            host=sandbox.url,
+            password=sandbox.integration_token,
+            extra={"auth": "integration_token"},
+        )
+    )
     hook = MagentoHook(CONN)
     hook.sleep = lambda seconds: None  # the page retries' backoff: tests never wait
     return hook
@@ -60,19 +67,26 @@ def assert_complete_aggregates(result: SourceExtract, sandbox: MagentoSandbox) -
         assert (row["order_count"], row["total_order_value"]) == (count, pytest.approx(value, abs=0.011)), key
 
 
-def changed_since(sandbox: MagentoSandbox, cursor: dict, overlap: int, website_ids: list[int] | None = None) -> set[str]:
+def changed_since(
+    sandbox: MagentoSandbox, cursor: dict, overlap: int, website_ids: list[int] | None = None
+) -> set[str]:
     """What an incremental pass must return, computed from the sandbox's own state."""
+
     def since(ts: str) -> str:
         return (datetime.strptime(ts, "%Y-%m-%d %H:%M:%S") - timedelta(seconds=overlap)).strftime("%Y-%m-%d %H:%M:%S")
 
     in_scope = {c["id"]: c for c in sandbox.customers() if not website_ids or c["website_id"] in website_ids}
     by_profile = {i for i, c in in_scope.items() if c["updated_at"] >= since(cursor["customers_updated_at"])}
-    by_orders = {o["customer_id"] for o in sandbox.orders()
-                 if "customer_id" in o and o["updated_at"] >= since(cursor["orders_updated_at"])}
+    by_orders = {
+        o["customer_id"]
+        for o in sandbox.orders()
+        if "customer_id" in o and o["updated_at"] >= since(cursor["orders_updated_at"])
+    }
     return {str(i) for i in by_profile | (by_orders & in_scope.keys())}
 
 
 # ---- scope ---------------------------------------------------------------------------------------------------
+
 
 def test_same_email_on_two_websites_is_two_customers(monkeypatch, magento_sandbox):
     frame = extract(hook_for(monkeypatch, magento_sandbox), MagentoOptions(), None, now=T0).customers
@@ -94,23 +108,27 @@ def test_tenant_limited_to_one_website_sees_only_it(monkeypatch, magento_sandbox
 
 # ---- full and incremental passes ---------------------------------------------------------------------------------
 
+
 def test_first_run_is_a_full_pass_with_every_key_and_a_cursor_of_magento_timestamps(monkeypatch, magento_sandbox):
     hook = hook_for(monkeypatch, magento_sandbox)
     result = extract(hook, MagentoOptions(), None, now=T0)
     customers, orders = magento_sandbox.customers(), magento_sandbox.orders()
     assert result.full and len(result.customers) == len(customers)
     assert sorted(result.all_customer_keys) == sorted(str(c["id"]) for c in customers)
-    assert result.cursor == {"customers_updated_at": max(c["updated_at"] for c in customers),
-                             "orders_updated_at": max(o["updated_at"] for o in orders),
-                             "last_full_at": T0.isoformat()}
+    assert result.cursor == {
+        "customers_updated_at": max(c["updated_at"] for c in customers),
+        "orders_updated_at": max(o["updated_at"] for o in orders),
+        "last_full_at": T0.isoformat(),
+    }
     assert result.calls == hook.calls > 0
     assert_complete_aggregates(result, magento_sandbox)
 
 
 def test_extract_customers_is_the_full_pass(monkeypatch, magento_sandbox):
     hook = hook_for(monkeypatch, magento_sandbox)
-    pd.testing.assert_frame_equal(extract_customers(hook, MagentoOptions()),
-                                  extract(hook, MagentoOptions(), None, now=T0).customers)
+    pd.testing.assert_frame_equal(
+        extract_customers(hook, MagentoOptions()), extract(hook, MagentoOptions(), None, now=T0).customers
+    )
 
 
 def test_incremental_run_returns_changed_customers_and_buyers_with_complete_aggregates(monkeypatch, magento_sandbox):
@@ -218,8 +236,11 @@ def test_hard_deleted_customer_leaves_the_full_pass_and_its_orders_count_for_no_
     full = extract(hook, MagentoOptions(guest_orders_as_leads=True), incremental.cursor, now=T0 + timedelta(days=2))
     assert str(gone) not in full.all_customer_keys
     guest_emails = {o["customer_email"].strip().lower() for o in sb.orders() if o["customer_is_guest"] == 1}
-    their_emails = {o["customer_email"].strip().lower() for o in sb.orders()
-                    if o["customer_is_guest"] == 0 and "customer_id" not in o} - guest_emails
+    their_emails = {
+        o["customer_email"].strip().lower()
+        for o in sb.orders()
+        if o["customer_is_guest"] == 0 and "customer_id" not in o
+    } - guest_emails
     assert their_emails
     assert not their_emails & {k.removeprefix("guest:") for k in by_key(full) if k.startswith("guest:")}
     assert_complete_aggregates(full, sb)
@@ -252,10 +273,15 @@ def test_many_customers_changed_through_orders_are_fetched_in_chunks(monkeypatch
     second = extract(hook, EXACT, first.cursor, now=T0 + timedelta(hours=1))
     assert {str(c) for c in buyers} <= set(by_key(second))
     assert_complete_aggregates(second, sb)
-    chunked = [c for c in sb.calls() if c["path"].endswith("/orders")
-               and c["query"].get("searchCriteria[filter_groups][0][filters][0][field]") == "customer_id"]
-    assert len(chunked) >= 3 and all(len(c["query"]["searchCriteria[filter_groups][0][filters][0][value]"]
-                                         .split(",")) <= 3 for c in chunked)
+    chunked = [
+        c
+        for c in sb.calls()
+        if c["path"].endswith("/orders")
+        and c["query"].get("searchCriteria[filter_groups][0][filters][0][field]") == "customer_id"
+    ]
+    assert len(chunked) >= 3 and all(
+        len(c["query"]["searchCriteria[filter_groups][0][filters][0][value]"].split(",")) <= 3 for c in chunked
+    )
 
 
 # ---- partial reads (issue 12): a full pass is full only when it provably read everything ---------------------
@@ -263,8 +289,9 @@ def test_many_customers_changed_through_orders_are_fetched_in_chunks(monkeypatch
 PAGED = MagentoOptions(page_size=50)  # 400 customers, ~1,000 orders: many pages, so faults land mid-paging
 
 
-def test_full_pass_with_an_empty_customers_page_mid_paging_fails_instead_of_passing_for_full(monkeypatch,
-                                                                                             magento_sandbox):
+def test_full_pass_with_an_empty_customers_page_mid_paging_fails_instead_of_passing_for_full(
+    monkeypatch, magento_sandbox
+):
     hook = hook_for(monkeypatch, magento_sandbox)
     magento_sandbox.inject_fault("empty_page", path="customers", after_pages=3, times=None)  # probe + 2 pages
     with pytest.raises(SourceIncompleteError, match=r"customers/search.* 100 of the 400 rows"):
@@ -279,7 +306,8 @@ def test_full_pass_with_an_empty_orders_page_fails_rather_than_lowering_order_co
 
 
 def test_a_transient_empty_page_in_a_full_pass_still_reads_every_customer_once_with_all_orders(
-        monkeypatch, magento_sandbox):
+    monkeypatch, magento_sandbox
+):
     hook = hook_for(monkeypatch, magento_sandbox)
     magento_sandbox.inject_fault("empty_page", path="customers", after_pages=3, times=1)
     magento_sandbox.inject_fault("empty_page", path="orders", after_pages=5, times=1)
@@ -291,7 +319,8 @@ def test_a_transient_empty_page_in_a_full_pass_still_reads_every_customer_once_w
 
 
 def test_a_full_pass_not_provably_complete_sends_what_it_read_but_gives_no_keys_for_deletions(
-        monkeypatch, magento_sandbox, caplog):
+    monkeypatch, magento_sandbox, caplog
+):
     sb = magento_sandbox
     hook = hook_for(monkeypatch, sb)
     first = extract(hook, PAGED, None, now=T0)
@@ -360,34 +389,80 @@ def test_incremental_pass_fails_when_an_empty_orders_page_would_lower_a_buyers_c
 
 # ---- the order rules, with hand-made data -----------------------------------------------------------------------
 
+
 def _customer(cid: int, email: str, website_id: int = 1) -> dict:
     store = STORES[website_id]
-    return {"id": cid, "group_id": 1, "created_at": "2024-01-01 00:00:00", "updated_at": "2024-01-02 00:00:00",
-            "created_in": store["name"], "email": email, "firstname": f"First{cid}", "lastname": f"Last{cid}",
-            "store_id": website_id, "website_id": website_id, "addresses": [], "disable_auto_group_change": 0,
-            "extension_attributes": {"is_subscribed": False}}
+    return {
+        "id": cid,
+        "group_id": 1,
+        "created_at": "2024-01-01 00:00:00",
+        "updated_at": "2024-01-02 00:00:00",
+        "created_in": store["name"],
+        "email": email,
+        "firstname": f"First{cid}",
+        "lastname": f"Last{cid}",
+        "store_id": website_id,
+        "website_id": website_id,
+        "addresses": [],
+        "disable_auto_group_change": 0,
+        "extension_attributes": {"is_subscribed": False},
+    }
 
 
-def _order(entity_id: int, customer_id: int | None, base: float, *, state: str = "complete", refunded: float = 0.0,
-           store_id: int = 1, email: str = "", guest: bool = False, updated: str = "2024-02-01 00:00:00") -> dict:
+def _order(
+    entity_id: int,
+    customer_id: int | None,
+    base: float,
+    *,
+    state: str = "complete",
+    refunded: float = 0.0,
+    store_id: int = 1,
+    email: str = "",
+    guest: bool = False,
+    updated: str = "2024-02-01 00:00:00",
+) -> dict:
     rate = STORES[store_id]["rate"]
-    o = {"entity_id": entity_id, "increment_id": f"{entity_id:09d}", "state": state, "status": state,
-         "store_id": store_id, "store_name": STORES[store_id]["order_store_name"]}
+    o = {
+        "entity_id": entity_id,
+        "increment_id": f"{entity_id:09d}",
+        "state": state,
+        "status": state,
+        "store_id": store_id,
+        "store_name": STORES[store_id]["order_store_name"],
+    }
     if customer_id is not None:
         o["customer_id"] = customer_id
-    o.update({"customer_email": email, "customer_firstname": "Gina", "customer_lastname": "Guest",
-              "customer_is_guest": 1 if guest else 0, "grand_total": round(base * rate, 2), "base_grand_total": base})
+    o.update(
+        {
+            "customer_email": email,
+            "customer_firstname": "Gina",
+            "customer_lastname": "Guest",
+            "customer_is_guest": 1 if guest else 0,
+            "grand_total": round(base * rate, 2),
+            "base_grand_total": base,
+        }
+    )
     if refunded:
         o.update({"total_refunded": round(refunded * rate, 2), "base_total_refunded": refunded})
-    o.update({"order_currency_code": STORES[store_id]["order_currency"], "base_currency_code": "USD",
-              "created_at": updated, "updated_at": updated})
+    o.update(
+        {
+            "order_currency_code": STORES[store_id]["order_currency"],
+            "base_currency_code": "USD",
+            "created_at": updated,
+            "updated_at": updated,
+        }
+    )
     return o
 
 
 @pytest.fixture
 def handmade():
-    customers = [_customer(1, "alice@example.com"), _customer(2, "bob@example.com", website_id=2),
-                 _customer(3, "carol@example.com"), _customer(4, "dave@example.com")]
+    customers = [
+        _customer(1, "alice@example.com"),
+        _customer(2, "bob@example.com", website_id=2),
+        _customer(3, "carol@example.com"),
+        _customer(4, "dave@example.com"),
+    ]
     orders = [
         _order(1, 1, 100.0, email="alice@example.com"),
         _order(2, 1, 50.0, state="processing", refunded=20.0, email="alice@example.com"),  # partly refunded
@@ -432,7 +507,11 @@ def test_guest_orders_as_leads_make_one_lead_per_email_with_their_total_but_no_o
     assert (lead["order_count"], lead["total_order_value"]) == (0, 40.0)  # the canceled one adds nothing
     assert lead["registered"] is False and lead["newsletter"] is False and lead["deleted"] is False
     assert (lead["email"], lead["firstname"], lead["store"], lead["store_id"]) == (
-        "guest@example.com", "Gina", "Default Store View", "1")
+        "guest@example.com",
+        "Gina",
+        "Default Store View",
+        "1",
+    )
     assert guests["guest:eu.guest@example.com"]["store_id"] == "2"
     assert guests["guest:tried@example.com"]["total_order_value"] == 0.0
     assert rows["1"]["total_order_value"] == 130.0  # Alice's guest checkout is not added to her account
@@ -460,10 +539,12 @@ def test_a_new_guest_order_brings_the_guests_complete_total_incrementally(monkey
 
 
 def test_order_aggregates_ignore_orders_without_customer_id():
-    frame = source.order_aggregates([
-        {"customer_id": 7, "state": "complete", "base_grand_total": 10.0},
-        {"state": "complete", "base_grand_total": 500.0, "customer_is_guest": 0},  # its customer was deleted
-        {"state": "complete", "base_grand_total": 300.0, "customer_is_guest": 1},
-        {"customer_id": 7, "state": "holded", "base_grand_total": 5.0, "base_total_refunded": 1.0},
-    ])
+    frame = source.order_aggregates(
+        [
+            {"customer_id": 7, "state": "complete", "base_grand_total": 10.0},
+            {"state": "complete", "base_grand_total": 500.0, "customer_is_guest": 0},  # its customer was deleted
+            {"state": "complete", "base_grand_total": 300.0, "customer_is_guest": 1},
+            {"customer_id": 7, "state": "holded", "base_grand_total": 5.0, "base_total_refunded": 1.0},
+        ]
+    )
     assert frame.to_dict("records") == [{"customer_key": "7", "order_count": 2, "total_order_value": 14.0}]

@@ -23,8 +23,15 @@ def data():
 
 
 def hook_for(monkeypatch: pytest.MonkeyPatch, sandbox: MagentoSandbox) -> MagentoHook:
-    monkeypatch.setenv(*connection_env(CONN, conn_type="http", host=sandbox.url, password=sandbox.integration_token,
-                                       extra={"auth": "integration_token"}))
+    monkeypatch.setenv(
+        *connection_env(
+            CONN,
+            conn_type="http",
+            host=sandbox.url,
+            password=sandbox.integration_token,
+            extra={"auth": "integration_token"},
+        )
+    )
     hook = MagentoHook(CONN)
     hook.delays = []  # type: ignore[attr-defined]
     hook.sleep = hook.delays.append  # type: ignore[attr-defined]  # record backoff instead of waiting
@@ -32,8 +39,13 @@ def hook_for(monkeypatch: pytest.MonkeyPatch, sandbox: MagentoSandbox) -> Magent
 
 
 def read_ids(hook: MagentoHook, page_size: int = 300, **kwargs) -> list[int]:
-    return [c["id"] for page in hook.search("customers/search", page_size=page_size,
-                                            fields="items[id,updated_at],total_count", **kwargs) for c in page]
+    return [
+        c["id"]
+        for page in hook.search(
+            "customers/search", page_size=page_size, fields="items[id,updated_at],total_count", **kwargs
+        )
+        for c in page
+    ]
 
 
 def searches(sandbox: MagentoSandbox) -> list[dict]:
@@ -42,10 +54,15 @@ def searches(sandbox: MagentoSandbox) -> list[dict]:
 
 # ---- input limits -----------------------------------------------------------------------------------------
 
+
 def test_without_page_size_input_limits_silently_return_20_rows(data):
     with MagentoSandbox(data, input_limit_enabled=True) as sb:
-        body = requests.get(sb.url + "/rest/V1/customers/search", params={"searchCriteria": ""},
-                            headers={"Authorization": f"Bearer {sb.integration_token}"}, timeout=10).json()
+        body = requests.get(
+            sb.url + "/rest/V1/customers/search",
+            params={"searchCriteria": ""},
+            headers={"Authorization": f"Bearer {sb.integration_token}"},
+            timeout=10,
+        ).json()
     assert len(body["items"]) == 20 and body["total_count"] == N  # the hazard the hook avoids
 
 
@@ -64,11 +81,16 @@ def test_page_size_above_the_stores_maximum_is_lowered_to_it(monkeypatch, data):
 
 # ---- the legacy last-page repeat --------------------------------------------------------------------------
 
+
 def test_legacy_last_page_repeat_neither_repeats_nor_loses_rows(monkeypatch, data):
     with MagentoSandbox(data, legacy_last_page_repeat=True) as sb:
         headers = {"Authorization": f"Bearer {sb.integration_token}"}
-        past_end = requests.get(sb.url + "/rest/V1/customers/search", headers=headers, timeout=10, params={
-            "searchCriteria[pageSize]": 50, "searchCriteria[currentPage]": 9}).json()
+        past_end = requests.get(
+            sb.url + "/rest/V1/customers/search",
+            headers=headers,
+            timeout=10,
+            params={"searchCriteria[pageSize]": 50, "searchCriteria[currentPage]": 9},
+        ).json()
         assert [c["id"] for c in past_end["items"]] == list(range(101, N + 1))  # <= 2.3: the last page again
         ids = read_ids(hook_for(monkeypatch, sb), page_size=50)
         assert ids == list(range(1, N + 1))
@@ -76,6 +98,7 @@ def test_legacy_last_page_repeat_neither_repeats_nor_loses_rows(monkeypatch, dat
 
 
 # ---- rows changing while paging ---------------------------------------------------------------------------
+
 
 def test_rows_inserted_deleted_and_updated_while_paging_are_neither_lost_nor_repeated(monkeypatch, data):
     with MagentoSandbox(data) as sb:
@@ -114,9 +137,17 @@ def test_page_numbers_would_lose_a_row_when_one_is_deleted_behind(data):
         headers = {"Authorization": f"Bearer {sb.integration_token}"}
 
         def page(n: int) -> list[int]:
-            body = requests.get(sb.url + "/rest/V1/customers/search", headers=headers, timeout=10, params={
-                "searchCriteria[pageSize]": 20, "searchCriteria[currentPage]": n,
-                "searchCriteria[sortOrders][0][field]": "id", "searchCriteria[sortOrders][0][direction]": "ASC"})
+            body = requests.get(
+                sb.url + "/rest/V1/customers/search",
+                headers=headers,
+                timeout=10,
+                params={
+                    "searchCriteria[pageSize]": 20,
+                    "searchCriteria[currentPage]": n,
+                    "searchCriteria[sortOrders][0][field]": "id",
+                    "searchCriteria[sortOrders][0][direction]": "ASC",
+                },
+            )
             return [c["id"] for c in body.json()["items"]]
 
         first = page(1)
@@ -127,13 +158,20 @@ def test_page_numbers_would_lose_a_row_when_one_is_deleted_behind(data):
 
 # ---- partial answers: a 200 page that is not the whole truth (issue 12) --------------------------------------
 
+
 def order_ids(hook: MagentoHook, page_size: int = 20) -> list[int]:
-    return [o["entity_id"] for page in hook.search("orders", page_size=page_size, id_field="entity_id",
-                                                   fields="items[entity_id],total_count") for o in page]
+    return [
+        o["entity_id"]
+        for page in hook.search(
+            "orders", page_size=page_size, id_field="entity_id", fields="items[entity_id],total_count"
+        )
+        for o in page
+    ]
 
 
 def test_an_empty_page_mid_paging_is_retried_then_fails_naming_the_store_the_endpoint_and_the_rows_read(
-        monkeypatch, data):
+    monkeypatch, data
+):
     with MagentoSandbox(data) as sb:
         hook = hook_for(monkeypatch, sb)
         sb.inject_fault("empty_page", path="customers", after_pages=2, times=None)
@@ -191,6 +229,7 @@ def test_the_hook_re_exports_the_incomplete_read_error():
 
 # ---- backoff and errors -----------------------------------------------------------------------------------
 
+
 def test_429_and_503_are_retried_after_the_stores_retry_after(monkeypatch, data):
     with MagentoSandbox(data) as sb:
         hook = hook_for(monkeypatch, sb)
@@ -222,16 +261,22 @@ def test_a_429_storm_gives_up_after_max_retries_with_the_status(monkeypatch, dat
 
 
 def test_error_messages_fill_positional_and_named_parameters():
-    assert format_magento_message({"message": "Invalid product data: %1",
-                                   "parameters": ["Invalid attribute set entity type"]}) == (
-        "Invalid product data: Invalid attribute set entity type")
+    assert format_magento_message(
+        {"message": "Invalid product data: %1", "parameters": ["Invalid attribute set entity type"]}
+    ) == ("Invalid product data: Invalid attribute set entity type")
     assert format_magento_message({"message": "%1 of %10 (%2)", "parameters": list("abcdefghij")}) == "a of j (b)"
-    assert format_magento_message({"message": "The consumer isn't authorized to access %resources.",
-                                   "parameters": {"resources": "Magento_Customer::customer"}}) == (
-        "The consumer isn't authorized to access Magento_Customer::customer.")
-    assert format_magento_message({"message": "No such entity with %fieldName = %fieldValue",
-                                   "parameters": {"fieldName": "customerId", "fieldValue": 7}}) == (
-        "No such entity with customerId = 7")
+    assert format_magento_message(
+        {
+            "message": "The consumer isn't authorized to access %resources.",
+            "parameters": {"resources": "Magento_Customer::customer"},
+        }
+    ) == ("The consumer isn't authorized to access Magento_Customer::customer.")
+    assert format_magento_message(
+        {
+            "message": "No such entity with %fieldName = %fieldValue",
+            "parameters": {"fieldName": "customerId", "fieldValue": 7},
+        }
+    ) == ("No such entity with customerId = 7")
     assert format_magento_message("<html>oops</html>") == "<html>oops</html>"
 
 

@@ -12,20 +12,30 @@ from zoho_store_sync.customers import conform
 from zoho_store_sync.scope import ScopeError, claimed_stores, scope_customers
 
 # store 1 is the site owner's, 2-4 belong to affiliates; one buyer has no known store (a guest)
-CUSTOMERS = conform(pd.DataFrame([
-    {"customer_key": "1", "email": "a@example.com", "store_id": "1", "store_is_mine": True},
-    {"customer_key": "2", "email": "b@example.com", "store_id": "1", "store_is_mine": True},
-    {"customer_key": "3", "email": "c@example.com", "store_id": "2", "store_is_mine": False},
-    {"customer_key": "4", "email": "d@example.com", "store_id": "3", "store_is_mine": False},
-    {"customer_key": "5", "email": "e@example.com", "store_id": "4", "store_is_mine": False},
-    {"customer_key": "email:g@example.com", "email": "g@example.com", "store_id": None, "store_is_mine": True},
-]))
+CUSTOMERS = conform(
+    pd.DataFrame(
+        [
+            {"customer_key": "1", "email": "a@example.com", "store_id": "1", "store_is_mine": True},
+            {"customer_key": "2", "email": "b@example.com", "store_id": "1", "store_is_mine": True},
+            {"customer_key": "3", "email": "c@example.com", "store_id": "2", "store_is_mine": False},
+            {"customer_key": "4", "email": "d@example.com", "store_id": "3", "store_is_mine": False},
+            {"customer_key": "5", "email": "e@example.com", "store_id": "4", "store_is_mine": False},
+            {"customer_key": "email:g@example.com", "email": "g@example.com", "store_id": None, "store_is_mine": True},
+        ]
+    )
+)
 
 
 def tenant(tenant_id: str = "acme", **fields: Any) -> TenantConfig:
     deco = fields.pop("deconetwork", {})
-    return TenantConfig(tenant_id=tenant_id, source=fields.pop("source", "deconetwork"), store_conn_id="deco",
-                        zoho_conn_id=f"zoho_{tenant_id}", deconetwork=deco, **fields)
+    return TenantConfig(
+        tenant_id=tenant_id,
+        source=fields.pop("source", "deconetwork"),
+        store_conn_id="deco",
+        zoho_conn_id=f"zoho_{tenant_id}",
+        deconetwork=deco,
+        **fields,
+    )
 
 
 def keys(frame: pd.DataFrame) -> list[str]:
@@ -42,8 +52,11 @@ def test_dont_sync_any_customer_data_scopes_out_everyone() -> None:
 def test_all_stores_keeps_every_store_including_affiliates() -> None:
     t = tenant(sync_option="all_stores")
     scoped, counts = scope_customers(CUSTOMERS, t, [t])
-    assert keys(scoped) == keys(CUSTOMERS) and counts == {"out_of_scope": 0, "affiliate_owned": 0,
-                                                          "affiliate_not_allowed": 0}
+    assert keys(scoped) == keys(CUSTOMERS) and counts == {
+        "out_of_scope": 0,
+        "affiliate_owned": 0,
+        "affiliate_not_allowed": 0,
+    }
 
 
 def test_my_stores_keeps_only_the_site_owners_stores_and_storeless_buyers() -> None:
@@ -102,8 +115,13 @@ def test_affiliate_settings_that_cannot_work_fail_naming_the_tenant_and_field() 
     from zoho_store_sync.config import parse_tenants
 
     base = {"source": "deconetwork", "store_conn_id": "deco", "zoho_conn_id": "zoho"}
-    result = parse_tenants([{**base, "tenant_id": "acme"}, {**base, "tenant_id": "club", "deconetwork": {"affiliate_of": "acme"}},
-                            {**base, "tenant_id": "lost", "deconetwork": {"affiliate_of": "gone", "store_ids": ["2"]}}])
+    result = parse_tenants(
+        [
+            {**base, "tenant_id": "acme"},
+            {**base, "tenant_id": "club", "deconetwork": {"affiliate_of": "acme"}},
+            {**base, "tenant_id": "lost", "deconetwork": {"affiliate_of": "gone", "store_ids": ["2"]}},
+        ]
+    )
     assert [t.tenant_id for t in result.tenants] == ["acme"]
     assert any("tenant 'club'" in e and "deconetwork.store_ids" in e for e in result.errors)
     assert any("tenant 'lost'" in e and "'deconetwork.affiliate_of'" in e and "'gone'" in e for e in result.errors)
@@ -119,8 +137,14 @@ def test_another_parents_affiliates_do_not_claim_stores() -> None:
 
 
 def test_a_magento_frame_passes_through_every_option_but_none() -> None:
-    magento = conform(pd.DataFrame([{"customer_key": str(i), "email": f"m{i}@example.com", "store_id": str(w),
-                                     "store_is_mine": True} for i, w in ((1, 1), (2, 2), (3, 1))]))
+    magento = conform(
+        pd.DataFrame(
+            [
+                {"customer_key": str(i), "email": f"m{i}@example.com", "store_id": str(w), "store_is_mine": True}
+                for i, w in ((1, 1), (2, 2), (3, 1))
+            ]
+        )
+    )
     for option in ("all_stores", "my_stores"):
         t = tenant("shop", source="magento", sync_option=option)
         scoped, counts = scope_customers(magento, t, [t, tenant("acme")])

@@ -12,16 +12,19 @@ from zoho_store_sync.settings import mappings_dir
 from zoho_store_sync.sources import SourceExtract, registry
 
 TOY = {"tenant_id": "toy_shop", "source": "toy", "store_conn_id": "toy_store", "zoho_conn_id": "zoho_test"}
-PEOPLE = [{"customer_key": "1", "email": "ada@example.com", "lastname": "Lovelace", "order_count": 2},
-          {"customer_key": "2", "email": "alan@example.com", "lastname": "Turing", "order_count": 0}]
+PEOPLE = [
+    {"customer_key": "1", "email": "ada@example.com", "lastname": "Lovelace", "order_count": 2},
+    {"customer_key": "2", "email": "alan@example.com", "lastname": "Turing", "order_count": 0},
+]
 
 
 def toy_extract(tenant, cursor, *, state_url, full_every_hours) -> SourceExtract:  # type: ignore[no-untyped-def]
     from zoho_store_sync.customers import conform
 
     customers = conform(pd.DataFrame(PEOPLE).assign(registered=True, store_is_mine=True))
-    return SourceExtract(customers, full=True, cursor={"people": len(PEOPLE)},
-                         all_customer_keys=customers["customer_key"].tolist())
+    return SourceExtract(
+        customers, full=True, cursor={"people": len(PEOPLE)}, all_customer_keys=customers["customer_key"].tolist()
+    )
 
 
 @pytest.fixture
@@ -31,7 +34,8 @@ def toy():  # type: ignore[no-untyped-def]
 
 
 def test_a_toy_store_registered_in_one_line_is_extracted_and_planned_like_any_store(
-        toy, configure_tenant, zoho_sandbox, sqlite_state_url):  # type: ignore[no-untyped-def]
+    toy, configure_tenant, zoho_sandbox, sqlite_state_url
+):  # type: ignore[no-untyped-def]
     from zoho_store_sync import pipeline
     from zoho_store_sync.state_migrations import migrate
 
@@ -46,8 +50,10 @@ def test_a_toy_store_registered_in_one_line_is_extracted_and_planned_like_any_st
 def test_an_unknown_source_is_a_broken_tenant_entry_naming_the_field_and_the_known_stores() -> None:
     parsed = parse_tenants([TOY, {**TOY, "tenant_id": "fine", "source": "magento"}])
     assert [t.tenant_id for t in parsed.tenants] == ["fine"]
-    assert parsed.errors == ["tenant 'toy_shop': field 'source': Value error, unknown source 'toy': the known "
-                             "sources are 'deconetwork', 'magento'"]
+    assert parsed.errors == [
+        "tenant 'toy_shop': field 'source': Value error, unknown source 'toy': the known "
+        "sources are 'deconetwork', 'magento'"
+    ]
 
 
 def test_the_pipeline_never_runs_another_store_for_a_source_it_does_not_know() -> None:

@@ -14,9 +14,18 @@ from zoho_store_sync.state_migrations import migrate
 
 
 def _row(key: str, **overrides) -> dict:
-    row = {"customer_key": key, "email": f"{key}@example.com", "module": "Contacts", "zoho_id": f"900{key}",
-           "payload_hash": int(key) * 7919, "status": "synced", "error_code": None, "error_message": None,
-           "retryable": None, "attempts": 0}
+    row = {
+        "customer_key": key,
+        "email": f"{key}@example.com",
+        "module": "Contacts",
+        "zoho_id": f"900{key}",
+        "payload_hash": int(key) * 7919,
+        "status": "synced",
+        "error_code": None,
+        "error_message": None,
+        "retryable": None,
+        "attempts": 0,
+    }
     row.update(overrides)
     return row
 
@@ -90,8 +99,19 @@ def test_run_history_keeps_one_row_per_run(store):
 
 
 def test_rejected_records_are_queryable_by_tenant(store):
-    store.record_errors("run-1", [{"customer_key": "1", "email": "a@b.co", "module": "Leads",
-                                   "code": "INVALID_DATA", "message": "too long", "retryable": False}])
+    store.record_errors(
+        "run-1",
+        [
+            {
+                "customer_key": "1",
+                "email": "a@b.co",
+                "module": "Leads",
+                "code": "INVALID_DATA",
+                "message": "too long",
+                "retryable": False,
+            }
+        ],
+    )
     assert store.errors()[0]["code"] == "INVALID_DATA"
     assert StateStore(store.engine, "tenant_b").errors() == []
 
@@ -125,8 +145,9 @@ def test_token_cache_stores_tokens_encrypted(store):
 
     cache = DatabaseTokenCache(store.engine)
     key, cipher = cache_key("client", "refresh"), cipher_for("secret", "refresh")
-    cache.refresh_exclusively(key, cipher, lambda t: False,
-                              lambda h: AccessToken("1000.plain-token", "https://x", time.time() + 60))
+    cache.refresh_exclusively(
+        key, cipher, lambda t: False, lambda h: AccessToken("1000.plain-token", "https://x", time.time() + 60)
+    )
     with store.engine.connect() as conn:
         blob = conn.execute(sa.text("SELECT sealed_token FROM zoho_sync_access_tokens")).scalar()
     assert b"1000.plain-token" not in bytes(blob)
@@ -140,18 +161,27 @@ def _updated_at(store, key: str):
     from zoho_store_sync.state import customers_state
 
     with store.engine.connect() as conn:
-        return conn.execute(sa.select(customers_state.c.updated_at).where(
-            customers_state.c.tenant_id == store.tenant_id, customers_state.c.customer_key == key)).scalar()
+        return conn.execute(
+            sa.select(customers_state.c.updated_at).where(
+                customers_state.c.tenant_id == store.tenant_id, customers_state.c.customer_key == key
+            )
+        ).scalar()
 
 
 def test_a_small_batch_sets_every_column_and_the_update_time(store):
-    store.save_outcomes([_row("1", status="failed", error_code="INVALID_DATA", error_message="bad phone",
-                                  retryable=True, attempts=2)])
+    store.save_outcomes(
+        [_row("1", status="failed", error_code="INVALID_DATA", error_message="bad phone", retryable=True, attempts=2)]
+    )
     first = _updated_at(store, "1")
     store.save_outcomes([_row("1", email="new@example.com", module="Leads", zoho_id="777", payload_hash=-1)])
     row = store.load().iloc[0]
     assert (row["email"], row["module"], row["zoho_id"], row["payload_hash"], row["status"]) == (
-        "new@example.com", "Leads", "777", -1, "synced")
+        "new@example.com",
+        "Leads",
+        "777",
+        -1,
+        "synced",
+    )
     assert pd.isna(row["error_code"]) and pd.isna(row["error_message"]) and pd.isna(row["retryable"])
     assert row["attempts"] == 0
     assert _updated_at(store, "1") > first
@@ -185,9 +215,13 @@ def test_a_bulk_write_over_some_existing_rows_updates_them_and_adds_the_others(s
 def test_the_state_table_leaves_room_for_in_page_updates_and_indexes_zoho_ids_and_emails(store):
     import sqlalchemy as sa
 
-    indexes = {index["name"]: index["column_names"] for index in sa.inspect(store.engine).get_indexes("zoho_sync_state")}
-    assert indexes == {"ix_zoho_sync_state_zoho_id_any": ["zoho_id"],
-                       "ix_zoho_sync_state_tenant_email": ["tenant_id", "email"]}
+    indexes = {
+        index["name"]: index["column_names"] for index in sa.inspect(store.engine).get_indexes("zoho_sync_state")
+    }
+    assert indexes == {
+        "ix_zoho_sync_state_zoho_id_any": ["zoho_id"],
+        "ix_zoho_sync_state_tenant_email": ["tenant_id", "email"],
+    }
     if store.engine.dialect.name == "postgresql":
         with store.engine.connect() as conn:
             options = conn.exec_driver_sql("SELECT reloptions FROM pg_class WHERE relname = 'zoho_sync_state'").scalar()
@@ -195,16 +229,29 @@ def test_the_state_table_leaves_room_for_in_page_updates_and_indexes_zoho_ids_an
 
 
 def test_a_reset_s_progress_counts_the_confirmed_rows_of_its_record_types(store):
-    store.save_outcomes([_row("1"), _row("2", status="failed"), _row("3", module="Leads"),
-                         _row("4", status="deleted_in_zoho")])
+    store.save_outcomes(
+        [_row("1"), _row("2", status="failed"), _row("3", module="Leads"), _row("4", status="deleted_in_zoho")]
+    )
     StateStore(store.engine, "tenant_b").save_outcomes([_row("5")])
     assert store.count_confirmed(["Contacts"]) == 2
     assert store.count_confirmed(["Contacts", "Leads"]) == 3
 
 
 def _some_rows() -> list[dict]:
-    return [_row("1"), _row("2", module="Leads", status="failed", error_code="INVALID_DATA", error_message="bad",
-                            retryable=False, attempts=3), _row("3", zoho_id=None), _row("4")]
+    return [
+        _row("1"),
+        _row(
+            "2",
+            module="Leads",
+            status="failed",
+            error_code="INVALID_DATA",
+            error_message="bad",
+            retryable=False,
+            attempts=3,
+        ),
+        _row("3", zoho_id=None),
+        _row("4"),
+    ]
 
 
 def test_loading_some_keys_gives_those_rows_as_the_full_load_does(store):
@@ -213,8 +260,10 @@ def test_loading_some_keys_gives_those_rows_as_the_full_load_does(store):
     full = store.load()
     some = store.load(["2", "3", "3", "9"])  # a repeated key, a key without a row
     expected = full.loc[full["customer_key"].isin(["2", "3"])]
-    pd.testing.assert_frame_equal(some.sort_values("customer_key").reset_index(drop=True),
-                                  expected.sort_values("customer_key").reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        some.sort_values("customer_key").reset_index(drop=True),
+        expected.sort_values("customer_key").reset_index(drop=True),
+    )
     assert store.load(["5"]).empty  # tenant_b's row
 
 
@@ -241,11 +290,18 @@ def test_marking_deleted_in_zoho_reports_then_applies_only_not_yet_marked_rows(s
     assert set(store.load()["status"]) == {"synced", "failed", "deleted_in_zoho"}  # nothing written
 
     applied = store.mark_deleted_in_zoho(iter(ids), apply=True)
-    pd.testing.assert_frame_equal(applied.sort_values("customer_key").reset_index(drop=True),
-                                  dry.sort_values("customer_key").reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        applied.sort_values("customer_key").reset_index(drop=True),
+        dry.sort_values("customer_key").reset_index(drop=True),
+    )
     state = store.load().set_index("customer_key")
-    assert list(state["status"].sort_index()) == ["deleted_in_zoho", "deleted_in_zoho", "synced", "synced",
-                                                  "deleted_in_zoho"]
+    assert list(state["status"].sort_index()) == [
+        "deleted_in_zoho",
+        "deleted_in_zoho",
+        "synced",
+        "synced",
+        "deleted_in_zoho",
+    ]
     assert state.loc["2", "error_code"] == "INVALID_DATA"  # the rest of the row is kept
     assert _updated_at(store, "1") > before
     assert other.load().iloc[0]["status"] == "synced"
@@ -256,8 +312,10 @@ def test_marking_deleted_in_zoho_reports_then_applies_only_not_yet_marked_rows(s
 @pytest.mark.parametrize("size", [1, 2500], ids=["batch", "bulk"])
 def test_text_with_quotes_backslashes_and_braces_is_stored_as_given(store, size):
     awkward = ['say "hi"', "back\\slash", "{braces},comma", "NULL", "", "tab\tnew\nline", "ünï €", "it's"]
-    rows = [_row(str(i), error_message=awkward[i % len(awkward)], email=awkward[(i + 1) % len(awkward)])
-            for i in range(1, size + 1)]
+    rows = [
+        _row(str(i), error_message=awkward[i % len(awkward)], email=awkward[(i + 1) % len(awkward)])
+        for i in range(1, size + 1)
+    ]
     store.save_outcomes(rows)
     state = store.load().set_index("customer_key")
     for row in rows:

@@ -9,8 +9,9 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -21,8 +22,12 @@ from zoho_store_sync.errors import StateSchemaError
 from zoho_store_sync.state import make_engine
 from zoho_store_sync.state_migrations import VERSION_TABLE, migrate
 
-TENANT = {"tenant_id": "upgraded_shop", "source": "magento", "store_conn_id": "magento_test",
-          "zoho_conn_id": "zoho_test"}
+TENANT = {
+    "tenant_id": "upgraded_shop",
+    "source": "magento",
+    "store_conn_id": "magento_test",
+    "zoho_conn_id": "zoho_test",
+}
 WRITES = {"insert", "update", "upsert", "delete", "convert", "upload", "bulk_write"}
 # Each schema of a release before versioned migrations, and the revision whose schema it is.
 LEGACY = {"890de3b": "0001", "695bf6d": "0002", "330cfa3": "0003", "dfa3ca1": "0007"}
@@ -76,29 +81,45 @@ def schema_snapshot(url: str) -> dict[str, Any]:
         for table in sorted(set(inspector.get_table_names()) - {VERSION_TABLE}):
             key = inspector.get_pk_constraint(table)
             snapshot[table] = {
-                "columns": [(c["name"], str(c["type"]), c["nullable"], str(c.get("default"))) for c in
-                            inspector.get_columns(table)],
+                "columns": [
+                    (c["name"], str(c["type"]), c["nullable"], str(c.get("default")))
+                    for c in inspector.get_columns(table)
+                ],
                 "primary_key": (key.get("name"), tuple(key["constrained_columns"])),
-                "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in
-                                  inspector.get_indexes(table)),
-                "unique": sorted((u["name"], tuple(u["column_names"]))
-                                 for u in inspector.get_unique_constraints(table)),
+                "indexes": sorted(
+                    (i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in inspector.get_indexes(table)
+                ),
+                "unique": sorted(
+                    (u["name"], tuple(u["column_names"])) for u in inspector.get_unique_constraints(table)
+                ),
             }
         if engine.dialect.name == "postgresql":
             with engine.connect() as conn:
-                snapshot["collations"] = conn.execute(sa.text(
-                    "SELECT c.relname, a.attname, l.collname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
-                    "JOIN pg_collation l ON l.oid = a.attcollation WHERE c.relnamespace = 'public'::regnamespace "
-                    f"AND c.relkind = 'r' AND c.relname <> '{VERSION_TABLE}' AND a.attnum > 0 AND NOT a.attisdropped "
-                    "ORDER BY 1, 2")).all()
-                snapshot["storage"] = conn.execute(sa.text(
-                    "SELECT relname, reloptions FROM pg_class WHERE relnamespace = 'public'::regnamespace "
-                    "AND relkind IN ('r', 'i') AND reloptions IS NOT NULL ORDER BY 1")).all()
-                snapshot["index_definitions"] = conn.execute(sa.text(
-                    "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
-                    f"AND tablename <> '{VERSION_TABLE}' ORDER BY 1")).all()
-                snapshot["invalid_indexes"] = conn.execute(sa.text(
-                    "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid")).all()
+                snapshot["collations"] = conn.execute(
+                    sa.text(
+                        "SELECT c.relname, a.attname, l.collname FROM pg_attribute a "
+                        "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_collation l ON l.oid = a.attcollation "
+                        "WHERE c.relnamespace = 'public'::regnamespace "
+                        f"AND c.relkind = 'r' AND c.relname <> '{VERSION_TABLE}' "
+                        "AND a.attnum > 0 AND NOT a.attisdropped "
+                        "ORDER BY 1, 2"
+                    )
+                ).all()
+                snapshot["storage"] = conn.execute(
+                    sa.text(
+                        "SELECT relname, reloptions FROM pg_class WHERE relnamespace = 'public'::regnamespace "
+                        "AND relkind IN ('r', 'i') AND reloptions IS NOT NULL ORDER BY 1"
+                    )
+                ).all()
+                snapshot["index_definitions"] = conn.execute(
+                    sa.text(
+                        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
+                        f"AND tablename <> '{VERSION_TABLE}' ORDER BY 1"
+                    )
+                ).all()
+                snapshot["invalid_indexes"] = conn.execute(
+                    sa.text("SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid")
+                ).all()
         return snapshot
     finally:
         engine.dispose()
@@ -167,8 +188,9 @@ def _run_first_steps_at_once(env: dict[str, str], n: int, monkeypatch: pytest.Mo
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["zoho_store_sync.pipeline", __name__])
     barrier, results = context.Barrier(n), context.Queue()
-    processes = [context.Process(target=_acquire_lock_in_another_process, args=(i, env, barrier, results))
-                 for i in range(n)]
+    processes = [
+        context.Process(target=_acquire_lock_in_another_process, args=(i, env, barrier, results)) for i in range(n)
+    ]
     for process in processes:
         process.start()
     received = sorted(results.get(timeout=180) for _ in processes)
@@ -178,8 +200,9 @@ def _run_first_steps_at_once(env: dict[str, str], n: int, monkeypatch: pytest.Mo
 
 
 @pytest.mark.parametrize("kind", ["postgres", "sqlite"])
-def test_eight_first_runs_at_once_on_a_fresh_database_all_succeed(kind: str, new_database: NewDatabase,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_eight_first_runs_at_once_on_a_fresh_database_all_succeed(
+    kind: str, new_database: NewDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The issue: two tenants' first runs on a fresh PostgreSQL database, one failing in create_all's race."""
     n = 8
     url = new_database(kind)
@@ -188,9 +211,17 @@ def test_eight_first_runs_at_once_on_a_fresh_database_all_succeed(kind: str, new
     env["AIRFLOW_VAR_ZOHO_SYNC_TENANTS"] = json.dumps(tenants)
     if kind == "postgres":
         # The documented command, from eight processes at once: one migrates, the others wait, then find it done.
-        commands = [subprocess.Popen([sys.executable, "-m", "zoho_store_sync.cli", "db", "migrate"], cwd=REPO,
-                                     env={**os.environ, **env, "PYTHONPATH": str(REPO / "plugins")},
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(n)]
+        commands = [
+            subprocess.Popen(
+                [sys.executable, "-m", "zoho_store_sync.cli", "db", "migrate"],
+                cwd=REPO,
+                env={**os.environ, **env, "PYTHONPATH": str(REPO / "plugins")},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(n)
+        ]
         outputs = [(command.wait(timeout=300), *command.communicate()) for command in commands]
         assert [rc for rc, _, _ in outputs] == [0] * n, outputs
         assert sum("(empty) -> " in out for _, out, _ in outputs) == 1, outputs
@@ -206,8 +237,9 @@ def test_eight_first_runs_at_once_on_a_fresh_database_all_succeed(kind: str, new
     assert _revision(url) == state_migrations.head()
 
 
-def test_a_task_on_an_unmigrated_postgres_database_fails_naming_the_command(new_database: NewDatabase,
-                                                                            configure_tenant: Any) -> None:
+def test_a_task_on_an_unmigrated_postgres_database_fails_naming_the_command(
+    new_database: NewDatabase, configure_tenant: Any
+) -> None:
     from zoho_store_sync import pipeline
 
     url = new_database("postgres")
@@ -222,8 +254,9 @@ def test_a_task_on_an_unmigrated_postgres_database_fails_naming_the_command(new_
     engine.dispose()
 
 
-def test_a_task_on_a_postgres_database_of_an_earlier_release_fails_until_migrated(new_database: NewDatabase,
-                                                                                  configure_tenant: Any) -> None:
+def test_a_task_on_a_postgres_database_of_an_earlier_release_fails_until_migrated(
+    new_database: NewDatabase, configure_tenant: Any
+) -> None:
     from zoho_store_sync import pipeline
 
     url = new_database("postgres")
@@ -240,9 +273,9 @@ def test_a_task_on_a_postgres_database_of_an_earlier_release_fails_until_migrate
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
-def test_a_database_ahead_of_the_code_fails_and_is_left_alone(kind: str, new_database: NewDatabase,
-                                                              configure_tenant: Any,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_database_ahead_of_the_code_fails_and_is_left_alone(
+    kind: str, new_database: NewDatabase, configure_tenant: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     from zoho_store_sync import pipeline
 
     url = new_database(kind)
@@ -294,8 +327,9 @@ def test_an_index_build_interrupted_by_a_crash_is_built_again(new_database: NewD
     migrate(url, "0006")
     engine = make_engine(url)
     with engine.begin() as conn:  # as a killed migration leaves it (the test user is a superuser)
-        conn.execute(sa.text("UPDATE pg_index SET indisvalid = false "
-                             "WHERE indexrelid = 'ix_zoho_sync_state_zoho_id'::regclass"))
+        conn.execute(
+            sa.text("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'ix_zoho_sync_state_zoho_id'::regclass")
+        )
         conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = '0005'"))
     engine.dispose()
     migrate(url)
@@ -339,28 +373,64 @@ def reference_rows(sandboxes: tuple[Any, Any], tmp_path_factory: pytest.TempPath
     url = f"sqlite:///{tmp_path_factory.mktemp('reference') / 'state.db'}"
     migrate(url)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(*connection_env("zoho_test", conn_type="http", login=zoho.client_id, password=zoho.client_secret,
-                              extra={"refresh_token": zoho.refresh_token, "accounts_url": zoho.url,
-                                     "api_domain": zoho.url, "allow_custom_hosts": True}))
-        patch.setenv(*connection_env("magento_test", conn_type="http", host=magento.url, password=magento.integration_token,
-                              extra={"auth": "integration_token"}))
+        patch.setenv(
+            *connection_env(
+                "zoho_test",
+                conn_type="http",
+                login=zoho.client_id,
+                password=zoho.client_secret,
+                extra={
+                    "refresh_token": zoho.refresh_token,
+                    "accounts_url": zoho.url,
+                    "api_domain": zoho.url,
+                    "allow_custom_hosts": True,
+                },
+            )
+        )
+        patch.setenv(
+            *connection_env(
+                "magento_test",
+                conn_type="http",
+                host=magento.url,
+                password=magento.integration_token,
+                extra={"auth": "integration_token"},
+            )
+        )
         patch.setenv(*connection_env("zoho_sync_state_db", **sqlite_conn_fields(url)))
         patch.setenv("AIRFLOW_VAR_ZOHO_SYNC_TENANTS", json.dumps([TENANT]))
         summary = _sync("scheduled__reference")
     assert summary["inserted"] > 300 and summary["failed"] == 0
     engine = make_engine(url)
-    RefreshTokenStore(engine).save("zoho_other", "other-secret", "1000.refresh.token", scope="ZohoCRM.modules.ALL",
-                                   api_domain="https://www.zohoapis.eu")
+    RefreshTokenStore(engine).save(
+        "zoho_other",
+        "other-secret",
+        "1000.refresh.token",
+        scope="ZohoCRM.modules.ALL",
+        api_domain="https://www.zohoapis.eu",
+    )
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO zoho_sync_errors (tenant_id, run_id, customer_key, email, module, code, "
-                             "message, retryable, at) VALUES ('upgraded_shop', 'scheduled__old', '17', "
-                             "'x@example.com', 'Contacts', 'INVALID_DATA', 'invalid data ü', 0, :at)"),
-                     {"at": "2024-05-01 10:00:00.000000"})
-        conn.execute(sa.text("INSERT INTO zoho_sync_resets (tenant_id, modules, status, run_id, started_at, "
-                             "finished_at) VALUES ('other_shop', 'Contacts,Leads', 'done', 'manual__1', :at, :at)"),
-                     {"at": "2024-05-02 10:00:00.000000"})
-        conn.execute(sa.text("INSERT INTO zoho_sync_locks (tenant_id, holder, run_id, expires_at) "
-                             "VALUES ('other_shop', 'reset', 'manual__2', :at)"), {"at": "2099-01-01 00:00:00.000000"})
+        conn.execute(
+            sa.text(
+                "INSERT INTO zoho_sync_errors (tenant_id, run_id, customer_key, email, module, code, "
+                "message, retryable, at) VALUES ('upgraded_shop', 'scheduled__old', '17', "
+                "'x@example.com', 'Contacts', 'INVALID_DATA', 'invalid data ü', 0, :at)"
+            ),
+            {"at": "2024-05-01 10:00:00.000000"},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO zoho_sync_resets (tenant_id, modules, status, run_id, started_at, "
+                "finished_at) VALUES ('other_shop', 'Contacts,Leads', 'done', 'manual__1', :at, :at)"
+            ),
+            {"at": "2024-05-02 10:00:00.000000"},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO zoho_sync_locks (tenant_id, holder, run_id, expires_at) "
+                "VALUES ('other_shop', 'reset', 'manual__2', :at)"
+            ),
+            {"at": "2099-01-01 00:00:00.000000"},
+        )
     rows: dict[str, list[dict]] = {}
     metadata = sa.MetaData()
     metadata.reflect(engine)
@@ -370,8 +440,15 @@ def reference_rows(sandboxes: tuple[Any, Any], tmp_path_factory: pytest.TempPath
                 rows[name] = [dict(row._mapping) for row in conn.execute(sa.select(table))]
     engine.dispose()
     assert {name for name, table_rows in rows.items() if table_rows} >= {
-        "zoho_sync_state", "zoho_sync_runs", "zoho_sync_cursors", "zoho_sync_access_tokens", "zoho_sync_errors",
-        "zoho_sync_refresh_tokens", "zoho_sync_resets", "zoho_sync_locks"}
+        "zoho_sync_state",
+        "zoho_sync_runs",
+        "zoho_sync_cursors",
+        "zoho_sync_access_tokens",
+        "zoho_sync_errors",
+        "zoho_sync_refresh_tokens",
+        "zoho_sync_resets",
+        "zoho_sync_locks",
+    }
     return rows
 
 
@@ -404,8 +481,10 @@ def _raw_rows(url: str) -> RawRows:
                 # byte order: migration 0005 changes the keys' collation, not their order here
                 order = ", ".join(f'"{c}"::text COLLATE "C"' if postgres else f'"{c}"' for c in keys)
                 values = ", ".join(f'"{c}"::text' if postgres else f'"{c}"' for c in columns)
-                out[table] = (columns, [tuple(r) for r in conn.exec_driver_sql(
-                    f"SELECT {values} FROM {table} ORDER BY {order}")])
+                out[table] = (
+                    columns,
+                    [tuple(r) for r in conn.exec_driver_sql(f"SELECT {values} FROM {table} ORDER BY {order}")],
+                )
     finally:
         engine.dispose()
     return out
@@ -433,8 +512,14 @@ def _noop_sync_sends_nothing(url: str, sandboxes: tuple[Any, Any], configure_ten
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 @pytest.mark.parametrize("commit", list(LEGACY))
 def test_a_database_of_an_earlier_release_upgrades_keeping_every_row(
-        kind: str, commit: str, new_database: NewDatabase, reference_rows: dict[str, list[dict]],
-        sandboxes: tuple[Any, Any], configure_tenant: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    kind: str,
+    commit: str,
+    new_database: NewDatabase,
+    reference_rows: dict[str, list[dict]],
+    sandboxes: tuple[Any, Any],
+    configure_tenant: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     url = new_database(kind)
     engine = make_engine(url)
     _legacy(commit).create(engine)
@@ -457,14 +542,19 @@ def test_a_database_of_an_earlier_release_upgrades_keeping_every_row(
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 @pytest.mark.parametrize("start", state_migrations.revisions()[:-1])
 def test_a_database_at_each_revision_upgrades_step_by_step_keeping_every_row(
-        kind: str, start: str, new_database: NewDatabase, reference_rows: dict[str, list[dict]],
-        sandboxes: tuple[Any, Any], configure_tenant: Any) -> None:
+    kind: str,
+    start: str,
+    new_database: NewDatabase,
+    reference_rows: dict[str, list[dict]],
+    sandboxes: tuple[Any, Any],
+    configure_tenant: Any,
+) -> None:
     url = new_database(kind)
     migrate(url, start)
     _fill(url, reference_rows)
     chain = state_migrations.revisions()
     before = _raw_rows(url)
-    for revision in chain[chain.index(start) + 1:]:
+    for revision in chain[chain.index(start) + 1 :]:
         assert migrate(url, revision).after == revision
         _assert_kept(before, _raw_rows(url))
     fresh = new_database(kind)

@@ -51,12 +51,19 @@ class ScriptedSession:
 def transport(session: Any, **options: Any) -> tuple[RetryingTransport, list[float]]:
     """A transport over ``session`` whose waits are recorded, never slept."""
     waits: list[float] = []
-    settings: dict[str, Any] = {"max_retries": 3, "backoff": Backoff(base=1.0, cap=8.0), "sleep": waits.append,
-                                "wall_clock": lambda: NOW, "rng": random.Random(7), **options}
+    settings: dict[str, Any] = {
+        "max_retries": 3,
+        "backoff": Backoff(base=1.0, cap=8.0),
+        "sleep": waits.append,
+        "wall_clock": lambda: NOW,
+        "rng": random.Random(7),
+        **options,
+    }
     return RetryingTransport("test", session_factory=lambda: session, **settings), waits
 
 
 # ---- what counts as temporary -------------------------------------------------------------------------------
+
 
 def test_a_429_with_retry_after_waits_that_long_then_retries() -> None:
     session = ScriptedSession(answer(429, {"Retry-After": "5"}), answer(200))
@@ -95,9 +102,15 @@ def test_any_other_answer_is_returned_at_once(status: int) -> None:
     assert waits == [] and not transient_status(status)
 
 
-@pytest.mark.parametrize("error", [requests.ConnectionError("refused"), requests.ConnectTimeout("slow connect"),
-                                   requests.ReadTimeout("slow answer"),
-                                   requests.exceptions.ChunkedEncodingError("cut mid-body")])
+@pytest.mark.parametrize(
+    "error",
+    [
+        requests.ConnectionError("refused"),
+        requests.ConnectTimeout("slow connect"),
+        requests.ReadTimeout("slow answer"),
+        requests.exceptions.ChunkedEncodingError("cut mid-body"),
+    ],
+)
 def test_connection_failures_timeouts_and_bodies_cut_short_are_retried(error: Exception) -> None:
     session = ScriptedSession(error, answer(200))
     http, waits = transport(session)
@@ -114,6 +127,7 @@ def test_a_request_that_cannot_work_is_raised_at_once() -> None:
 
 
 # ---- when the retries run out --------------------------------------------------------------------------------
+
 
 def test_the_last_answer_is_returned_once_the_retries_run_out() -> None:
     session = ScriptedSession(*(answer(503, body=f'{{"n": {n}}}'.encode()) for n in range(4)))
@@ -141,6 +155,7 @@ def test_a_call_may_ask_for_fewer_retries_than_the_transport_allows() -> None:
 
 # ---- backoff -----------------------------------------------------------------------------------------------
 
+
 def test_backoff_ceilings_double_per_retry_up_to_the_cap() -> None:
     assert [Backoff(base=0.5, cap=3.0).ceiling(n) for n in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
 
@@ -165,17 +180,27 @@ def test_without_retry_after_the_waits_follow_the_backoff() -> None:
     assert all(ceiling / 2 <= wait <= ceiling for wait, ceiling in zip(waits, (1.0, 2.0, 4.0)))
 
 
-@pytest.mark.parametrize(("header", "seconds"), [
-    ("0", 0.0), ("12", 12.0), ("1.5", 1.5), (" 3 ", 3.0), ("-4", 0.0),
-    (email.utils.formatdate(NOW + 90, usegmt=True), 90.0),
-    (email.utils.formatdate(NOW - 90, usegmt=True), 0.0),  # a date already past: no wait
-    (None, None), ("", None), ("soon", None),
-])
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("0", 0.0),
+        ("12", 12.0),
+        ("1.5", 1.5),
+        (" 3 ", 3.0),
+        ("-4", 0.0),
+        (email.utils.formatdate(NOW + 90, usegmt=True), 90.0),
+        (email.utils.formatdate(NOW - 90, usegmt=True), 0.0),  # a date already past: no wait
+        (None, None),
+        ("", None),
+        ("soon", None),
+    ],
+)
 def test_retry_after_is_read_as_seconds_or_an_http_date(header: str | None, seconds: float | None) -> None:
     assert retry_after_seconds(header, now=NOW) == seconds
 
 
 # ---- a system's own signals ---------------------------------------------------------------------------------
+
 
 def test_a_systems_own_try_again_signal_in_an_answer_is_retried_like_a_429() -> None:
     session = ScriptedSession(answer(200, body=b'{"error": "busy"}'), answer(200, body=b'{"ok": true}'))
@@ -242,8 +267,10 @@ def test_url_and_auth_functions_are_asked_again_before_every_attempt() -> None:
     hosts = iter(["https://a.example", "https://b.example"])
     http, _ = transport(session)
     http.request("GET", lambda: next(hosts) + "/x", auth=lambda: Token(next(tokens)))
-    assert [(s["url"], s["auth"].value) for s in session.sent] == [("https://a.example/x", "first"),
-                                                                   ("https://b.example/x", "second")]
+    assert [(s["url"], s["auth"].value) for s in session.sent] == [
+        ("https://a.example/x", "first"),
+        ("https://b.example/x", "second"),
+    ]
 
 
 def test_an_auth_object_is_sent_as_it_is() -> None:
@@ -261,8 +288,12 @@ def test_every_answer_and_failure_is_seen_and_every_retry_reported() -> None:
     seen: list[Any] = []
     retries: list[tuple[str, int, float]] = []
     http, waits = transport(session, on_retry=lambda failure, n, delay: retries.append((str(failure), n, delay)))
-    http.request("GET", "https://api.example/x", on_answer=lambda r: seen.append(r.status_code),
-                 on_failure=lambda e: seen.append(type(e).__name__))
+    http.request(
+        "GET",
+        "https://api.example/x",
+        on_answer=lambda r: seen.append(r.status_code),
+        on_failure=lambda e: seen.append(type(e).__name__),
+    )
     assert seen == ["ConnectionError", 500, 200]
     assert [(reason, n) for reason, n, _ in retries] == [("connection failed (ConnectionError)", 0), ("HTTP 500", 1)]
     assert [delay for *_, delay in retries] == waits
@@ -270,6 +301,7 @@ def test_every_answer_and_failure_is_seen_and_every_retry_reported() -> None:
 
 
 # ---- keep_trying: any step, by retries or by a time budget --------------------------------------------------
+
 
 def test_keep_trying_retries_a_step_that_raises_its_temporary_error() -> None:
     answers = iter([LookupError("not yet"), "done"])
@@ -327,9 +359,15 @@ def test_an_error_that_is_not_temporary_goes_straight_through_keep_trying() -> N
 
 # ---- the session ------------------------------------------------------------------------------------------
 
+
 def test_the_plain_session_asks_for_json_with_no_basic_auth_and_no_extra_as_a_header() -> None:
-    extras = {"refresh_token": "1000.secret", "X-Leak": "v", "verify": False, "proxies": {"https": "http://proxy:3128"},
-              "max_redirects": 3}
+    extras = {
+        "refresh_token": "1000.secret",
+        "X-Leak": "v",
+        "verify": False,
+        "proxies": {"https": "http://proxy:3128"},
+        "max_redirects": 3,
+    }
     session = plain_session({"X-Mine": "1"}, options=extras)
     prepared = session.prepare_request(requests.Request("GET", "https://api.example/x"))
     assert session.auth is None and prepared.headers["Accept"] == "application/json"

@@ -13,8 +13,9 @@ import multiprocessing
 import threading
 import time
 import zipfile
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import requests
@@ -46,19 +47,33 @@ VOLATILE = {"id", "Created_Time", "Modified_Time", "Created_By", "Modified_By", 
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def conn_env(sandbox: ZohoSandbox, *, conn_id: str = CONN_ID, login: str | None = None,
-             password: str | None = None, **extra: Any) -> tuple[str, str]:
+def conn_env(
+    sandbox: ZohoSandbox, *, conn_id: str = CONN_ID, login: str | None = None, password: str | None = None, **extra: Any
+) -> tuple[str, str]:
     """The AIRFLOW_CONN_<ID> env var (JSON) of a connection to the sandbox, like conftest.configure_tenant."""
-    fields = {"refresh_token": sandbox.refresh_token, "accounts_url": sandbox.url, "api_domain": sandbox.url,
-              "allow_custom_hosts": True, **extra}
-    conn = {"conn_type": "http", "login": login or sandbox.client_id, "password": password or sandbox.client_secret,
-            "extra": fields}
+    fields = {
+        "refresh_token": sandbox.refresh_token,
+        "accounts_url": sandbox.url,
+        "api_domain": sandbox.url,
+        "allow_custom_hosts": True,
+        **extra,
+    }
+    conn = {
+        "conn_type": "http",
+        "login": login or sandbox.client_id,
+        "password": password or sandbox.client_secret,
+        "extra": fields,
+    }
     return f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn)
 
 
 def dc_env(conn_id: str, **extra: Any) -> tuple[str, str]:
-    conn = {"conn_type": "http", "login": "1000.CLIENT", "password": "dc-secret", "extra": {"refresh_token": "1000.rt",
-                                                                                         **extra}}
+    conn = {
+        "conn_type": "http",
+        "login": "1000.CLIENT",
+        "password": "dc-secret",
+        "extra": {"refresh_token": "1000.rt", **extra},
+    }
     return f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn)
 
 
@@ -83,7 +98,7 @@ def contact(n: int, **extra: Any) -> dict[str, Any]:
 
 def upsert_all(hook: ZohoCrmHook, module: str, records: list[dict]) -> list[RecordOutcome]:
     """What the loader does: 100 records per upsert call."""
-    return [o for start in range(0, len(records), 100) for o in hook.upsert(module, records[start:start + 100])]
+    return [o for start in range(0, len(records), 100) for o in hook.upsert(module, records[start : start + 100])]
 
 
 def calls(sandbox: ZohoSandbox, operation: str) -> list[dict]:
@@ -127,7 +142,8 @@ def sandbox_factory(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Z
 
 @pytest.mark.parametrize("n", [1, 100, 101, 250])
 def test_n_changed_records_cost_ceil_n_over_100_upsert_calls_and_one_credit_per_10_records(
-        sandbox: ZohoSandbox, hook: ZohoCrmHook, n: int) -> None:
+    sandbox: ZohoSandbox, hook: ZohoCrmHook, n: int
+) -> None:
     outcomes = upsert_all(hook, "Contacts", [contact(i) for i in range(n)])
     assert all(o.ok and o.action == "insert" for o in outcomes) and len(outcomes) == n
     assert len(calls(sandbox, "upsert")) == math.ceil(n / 100) == hook.stats.by_operation["upsert"]
@@ -136,8 +152,9 @@ def test_n_changed_records_cost_ceil_n_over_100_upsert_calls_and_one_credit_per_
     assert hook.stats.token_calls == 1
 
 
-def test_records_given_as_json_text_are_stored_as_the_same_records_given_as_dicts(sandbox: ZohoSandbox,
-                                                                                   hook: ZohoCrmHook) -> None:
+def test_records_given_as_json_text_are_stored_as_the_same_records_given_as_dicts(
+    sandbox: ZohoSandbox, hook: ZohoCrmHook
+) -> None:
     as_text = [RecordJSON(json.dumps(contact(i, First_Name="Zoë"), ensure_ascii=False)) for i in range(3)]
     outcomes = hook.upsert("Contacts", [*as_text, contact(3, First_Name="Zoë")])
     assert [o.action for o in outcomes] == ["insert"] * 4
@@ -145,8 +162,9 @@ def test_records_given_as_json_text_are_stored_as_the_same_records_given_as_dict
     assert stored == [(f"person{i}@example.com", "Zoë", f"Person{i}") for i in range(4)]
 
 
-def test_more_than_100_records_in_one_upsert_are_refused_before_any_call(sandbox: ZohoSandbox,
-                                                                         hook: ZohoCrmHook) -> None:
+def test_more_than_100_records_in_one_upsert_are_refused_before_any_call(
+    sandbox: ZohoSandbox, hook: ZohoCrmHook
+) -> None:
     with pytest.raises(ValueError, match="at most 100"):
         hook.upsert("Contacts", [contact(i) for i in range(101)])
     assert sandbox.calls() == []
@@ -175,30 +193,46 @@ def test_choose_write_path_switches_to_bulk_exactly_where_bulk_becomes_cheaper()
         estimate_write_credits(10, "carrier-pigeon")
 
 
-def test_bulk_credit_estimate_matches_what_a_bulk_upsert_spends(sandbox: ZohoSandbox,
-                                                                hook: ZohoCrmHook) -> None:
+def test_bulk_credit_estimate_matches_what_a_bulk_upsert_spends(sandbox: ZohoSandbox, hook: ZohoCrmHook) -> None:
     sandbox.bulk_step_seconds = 0.02
     hook.bulk_upsert("Contacts", [contact(i) for i in range(30)], poll_interval=0.01)
     polls = hook.stats.by_operation["bulk_status"]
-    assert hook.stats.credits == sandbox.credits_used() == \
-        estimate_write_credits(30, "bulk") - BULK_POLLS_ESTIMATE + polls
-    assert {op: hook.stats.by_operation[op] for op in ("org", "upload", "bulk_write", "bulk_download")} == \
-        {"org": 1, "upload": 1, "bulk_write": 1, "bulk_download": 1}
+    assert (
+        hook.stats.credits == sandbox.credits_used() == estimate_write_credits(30, "bulk") - BULK_POLLS_ESTIMATE + polls
+    )
+    assert {op: hook.stats.by_operation[op] for op in ("org", "upload", "bulk_write", "bulk_download")} == {
+        "org": 1,
+        "upload": 1,
+        "bulk_write": 1,
+        "bulk_download": 1,
+    }
 
 
 # --------------------------------------------------------------------------------- per-record outcomes
 
 
-def test_207_mixed_results_give_one_positional_outcome_per_record_with_zoho_details(sandbox: ZohoSandbox,
-                                                                                    hook: ZohoCrmHook) -> None:
+def test_207_mixed_results_give_one_positional_outcome_per_record_with_zoho_details(
+    sandbox: ZohoSandbox, hook: ZohoCrmHook
+) -> None:
     existing = hook.upsert("Contacts", [contact(0)])[0].zoho_id
-    records = [contact(0, Phone="555"), contact(1, First_Name="x" * 41), contact(2, Order_Count="many"),
-               {"Email": "nolastname@example.com"}, contact(3, Favourite_Colour="blue"), contact(4)]
+    records = [
+        contact(0, Phone="555"),
+        contact(1, First_Name="x" * 41),
+        contact(2, Order_Count="many"),
+        {"Email": "nolastname@example.com"},
+        contact(3, Favourite_Colour="blue"),
+        contact(4),
+    ]
     outcomes = hook.upsert("Contacts", records)
     assert calls(sandbox, "upsert")[-1]["status"] == 207
     assert [(o.ok, o.code, o.action) for o in outcomes] == [
-        (True, "SUCCESS", "update"), (False, "INVALID_DATA", None), (False, "INVALID_DATA", None),
-        (False, "MANDATORY_NOT_FOUND", None), (False, "INVALID_DATA", None), (True, "SUCCESS", "insert")]
+        (True, "SUCCESS", "update"),
+        (False, "INVALID_DATA", None),
+        (False, "INVALID_DATA", None),
+        (False, "MANDATORY_NOT_FOUND", None),
+        (False, "INVALID_DATA", None),
+        (True, "SUCCESS", "insert"),
+    ]
     assert outcomes[0].zoho_id == existing and outcomes[5].zoho_id
     assert outcomes[1].details["maximum_length"] == 40 and outcomes[1].details["api_name"] == "First_Name"
     assert outcomes[2].details["expected_data_type"] == "integer"
@@ -209,7 +243,8 @@ def test_207_mixed_results_give_one_positional_outcome_per_record_with_zoho_deta
 
 
 def test_upsert_where_every_record_fails_answers_400_and_each_record_keeps_its_own_error(
-        sandbox: ZohoSandbox, hook: ZohoCrmHook) -> None:
+    sandbox: ZohoSandbox, hook: ZohoCrmHook
+) -> None:
     outcomes = hook.upsert("Contacts", [{"Email": "a@example.com"}, contact(1, Email="not an email")])
     assert calls(sandbox, "upsert")[-1]["status"] == 400
     assert [o.code for o in outcomes] == ["MANDATORY_NOT_FOUND", "INVALID_DATA"]
@@ -231,20 +266,23 @@ def test_upsert_matches_existing_records_on_email_ignoring_case(sandbox: ZohoSan
 
 
 @pytest.mark.parametrize("kind", ["429", "500", "drop", "expire_token", "apply_then_500"])
-def test_each_fault_kind_is_survived_without_losing_or_duplicating_a_record(sandbox: ZohoSandbox,
-                                                                            hook: ZohoCrmHook, kind: str) -> None:
+def test_each_fault_kind_is_survived_without_losing_or_duplicating_a_record(
+    sandbox: ZohoSandbox, hook: ZohoCrmHook, kind: str
+) -> None:
     hook.upsert("Contacts", [contact(0)])
     sandbox.inject_fault(kind, operation="upsert")
     outcomes = hook.upsert("Contacts", [contact(0, Phone="1"), contact(1), contact(2)])
     assert all(o.ok for o in outcomes)
-    assert sorted(r["Email"] for r in sandbox.records("Contacts")) == \
-        ["person0@example.com", "person1@example.com", "person2@example.com"]
+    assert sorted(r["Email"] for r in sandbox.records("Contacts")) == [
+        "person0@example.com",
+        "person1@example.com",
+        "person2@example.com",
+    ]
     assert len(calls(sandbox, "upsert")) == 3  # the first call, the faulty one and its one retry
     assert hook.stats.credits == sandbox.credits_used()  # failed attempts are not billed, by either side
 
 
-def test_apply_then_500_retry_updates_instead_of_creating_a_duplicate(sandbox: ZohoSandbox,
-                                                                      hook: ZohoCrmHook) -> None:
+def test_apply_then_500_retry_updates_instead_of_creating_a_duplicate(sandbox: ZohoSandbox, hook: ZohoCrmHook) -> None:
     sandbox.inject_fault("apply_then_500", operation="upsert")
     outcomes = hook.upsert("Contacts", [contact(i) for i in range(5)])
     # Zoho applied the first attempt; the retry matches each record on Email and updates it.
@@ -258,7 +296,7 @@ def test_429_is_retried_with_exponential_backoff_and_jitter(sandbox: ZohoSandbox
     hook = make_hook(backoff_base=0.004, backoff_cap=0.02)
     sandbox.inject_fault("429", times=4, operation="upsert")
     assert hook.upsert("Contacts", [contact(1)])[0].ok
-    ceilings = [min(0.02, 0.004 * 2 ** attempt) for attempt in range(4)]
+    ceilings = [min(0.02, 0.004 * 2**attempt) for attempt in range(4)]
     assert len(hook.waits) == 4 and hook.stats.retries == 4
     assert all(ceiling / 2 <= wait <= ceiling for wait, ceiling in zip(hook.waits, ceilings))
 
@@ -277,8 +315,9 @@ def test_retry_after_is_capped_by_the_backoff_cap(sandbox: ZohoSandbox, hook: Zo
 
 
 @pytest.mark.parametrize("kind", ["429", "500", "drop"])
-def test_persistent_load_failures_give_up_after_max_retries_with_a_retryable_error(sandbox: ZohoSandbox,
-                                                                                  kind: str) -> None:
+def test_persistent_load_failures_give_up_after_max_retries_with_a_retryable_error(
+    sandbox: ZohoSandbox, kind: str
+) -> None:
     hook = make_hook(max_retries=2)
     sandbox.inject_fault(kind, times=10, operation="upsert")
     with pytest.raises(ZohoUnavailable) as raised:
@@ -288,7 +327,8 @@ def test_persistent_load_failures_give_up_after_max_retries_with_a_retryable_err
 
 
 def test_many_threads_sharing_a_hook_never_exceed_its_concurrency_cap(
-        sandbox_factory: Callable[..., ZohoSandbox]) -> None:
+    sandbox_factory: Callable[..., ZohoSandbox],
+) -> None:
     sandbox = sandbox_factory(concurrency_limit=3, latency=0.03)
     hook = make_hook(max_concurrency=3)
     results: list[list[RecordOutcome]] = []
@@ -308,12 +348,14 @@ def test_many_threads_sharing_a_hook_never_exceed_its_concurrency_cap(
 
 
 def test_an_org_concurrency_limit_below_the_cap_is_survived_by_backing_off(
-        sandbox_factory: Callable[..., ZohoSandbox]) -> None:
+    sandbox_factory: Callable[..., ZohoSandbox],
+) -> None:
     sandbox = sandbox_factory(concurrency_limit=2, latency=0.02)
     hook = make_hook(max_concurrency=8, max_retries=30, backoff_base=0.005, backoff_cap=0.05)
     results: list[RecordOutcome] = []
-    threads = [threading.Thread(target=lambda n=n: results.extend(hook.upsert("Contacts", [contact(n)])))
-               for n in range(8)]
+    threads = [
+        threading.Thread(target=lambda n=n: results.extend(hook.upsert("Contacts", [contact(n)]))) for n in range(8)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -327,8 +369,7 @@ def test_an_org_concurrency_limit_below_the_cap_is_survived_by_backing_off(
 # ---------------------------------------------------------------------------------- auth and scopes
 
 
-def test_expired_token_is_refreshed_once_and_the_call_retried_once(sandbox: ZohoSandbox,
-                                                                   hook: ZohoCrmHook) -> None:
+def test_expired_token_is_refreshed_once_and_the_call_retried_once(sandbox: ZohoSandbox, hook: ZohoCrmHook) -> None:
     hook.upsert("Contacts", [contact(1)])
     sandbox.inject_fault("expire_token", operation="upsert")
     assert hook.upsert("Contacts", [contact(2)])[0].ok
@@ -336,8 +377,9 @@ def test_expired_token_is_refreshed_once_and_the_call_retried_once(sandbox: Zoho
     assert [c["status"] for c in calls(sandbox, "upsert")] == [200, 401, 200]
 
 
-def test_authentication_failure_is_treated_like_an_invalid_token(sandbox: ZohoSandbox, hook: ZohoCrmHook,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_authentication_failure_is_treated_like_an_invalid_token(
+    sandbox: ZohoSandbox, hook: ZohoCrmHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sandboxes.zoho_crm as sandbox_module
 
     # Zoho sometimes answers AUTHENTICATION_FAILURE for an expired token (zoho-crm-api.md §10.4).
@@ -347,8 +389,9 @@ def test_authentication_failure_is_treated_like_an_invalid_token(sandbox: ZohoSa
     assert sandbox.token_calls() == 2
 
 
-def test_a_token_refused_after_its_refresh_fails_without_a_third_attempt(sandbox: ZohoSandbox,
-                                                                         hook: ZohoCrmHook) -> None:
+def test_a_token_refused_after_its_refresh_fails_without_a_third_attempt(
+    sandbox: ZohoSandbox, hook: ZohoCrmHook
+) -> None:
     sandbox.inject_fault("expire_token", times=2, operation="upsert")
     with pytest.raises(ZohoAuthError, match="INVALID_TOKEN"):
         hook.upsert("Contacts", [contact(1)])
@@ -356,7 +399,8 @@ def test_a_token_refused_after_its_refresh_fails_without_a_third_attempt(sandbox
 
 
 def test_access_token_is_refreshed_before_it_expires_so_no_call_is_refused(
-        sandbox_factory: Callable[..., ZohoSandbox]) -> None:
+    sandbox_factory: Callable[..., ZohoSandbox],
+) -> None:
     sandbox = sandbox_factory(access_token_ttl=2)
     hook = make_hook(token_refresh_margin=1.5)
     hook.upsert("Contacts", [contact(1)])
@@ -367,8 +411,9 @@ def test_access_token_is_refreshed_before_it_expires_so_no_call_is_refused(
     assert all(c["status"] == 200 for c in calls(sandbox, "upsert"))  # never refused: no 401 and no retry
 
 
-def test_scope_mismatch_fails_fast_naming_the_missing_scope(sandbox: ZohoSandbox,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scope_mismatch_fails_fast_naming_the_missing_scope(
+    sandbox: ZohoSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
     read_only = sandbox.add_refresh_token(sandbox.client_id, ("ZohoCRM.modules.READ",))
     monkeypatch.setenv(*conn_env(sandbox, refresh_token=read_only))
     hook = make_hook()
@@ -393,8 +438,9 @@ def test_missing_permission_fails_fast_naming_the_permission(sandbox: ZohoSandbo
 # ------------------------------------------------------------------------------------ shared tokens
 
 
-def test_concurrent_tasks_in_one_process_share_one_access_token_refresh(sandbox: ZohoSandbox,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_concurrent_tasks_in_one_process_share_one_access_token_refresh(
+    sandbox: ZohoSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(*conn_env(sandbox))
     cache = MemoryTokenCache()  # what DatabaseTokenCache is across processes
     hooks = [make_hook(token_cache=cache) for _ in range(16)]
@@ -438,7 +484,8 @@ def _task_in_another_process(n: int, env: dict[str, str], state_url: str, barrie
 
 
 def test_concurrent_tasks_in_separate_processes_share_one_access_token_refresh(
-        sandbox: ZohoSandbox, state_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    sandbox: ZohoSandbox, state_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import os
     import sys
 
@@ -453,8 +500,9 @@ def test_concurrent_tasks_in_separate_processes_share_one_access_token_refresh(
     n = 8
     barrier, results = context.Barrier(n), context.Queue()
     env = dict([conn_env(sandbox)])
-    processes = [context.Process(target=_task_in_another_process, args=(i, env, state_url, barrier, results))
-                 for i in range(n)]
+    processes = [
+        context.Process(target=_task_in_another_process, args=(i, env, state_url, barrier, results)) for i in range(n)
+    ]
     for process in processes:
         process.start()
     received = [results.get(timeout=90) for _ in processes]
@@ -489,8 +537,12 @@ def test_own_token_budget_waits_for_the_window_instead_of_failing(sandbox: ZohoS
 
 def test_zoho_token_throttle_answer_means_wait_then_retry(sandbox: ZohoSandbox) -> None:
     sandbox.token_throttle_window = 2.0
-    form = {"grant_type": "refresh_token", "client_id": sandbox.client_id,
-            "client_secret": sandbox.client_secret, "refresh_token": sandbox.refresh_token}
+    form = {
+        "grant_type": "refresh_token",
+        "client_id": sandbox.client_id,
+        "client_secret": sandbox.client_secret,
+        "refresh_token": sandbox.refresh_token,
+    }
     for _ in range(10):  # something else used up the refresh token's budget
         requests.post(f"{sandbox.url}/oauth/v2/token", data=form, timeout=10).raise_for_status()
     hook = make_hook(token_throttle_pause=0.25, max_token_wait=10)
@@ -501,9 +553,16 @@ def test_zoho_token_throttle_answer_means_wait_then_retry(sandbox: ZohoSandbox) 
 
 def test_zoho_token_throttle_fails_retryably_once_the_wait_budget_is_spent(sandbox: ZohoSandbox) -> None:
     for _ in range(10):  # something else used up the refresh token's budget
-        requests.post(f"{sandbox.url}/oauth/v2/token", timeout=10, data={
-            "grant_type": "refresh_token", "client_id": sandbox.client_id,
-            "client_secret": sandbox.client_secret, "refresh_token": sandbox.refresh_token})
+        requests.post(
+            f"{sandbox.url}/oauth/v2/token",
+            timeout=10,
+            data={
+                "grant_type": "refresh_token",
+                "client_id": sandbox.client_id,
+                "client_secret": sandbox.client_secret,
+                "refresh_token": sandbox.refresh_token,
+            },
+        )
     hook = make_hook(token_throttle_pause=60, max_token_wait=1)
     with pytest.raises(ZohoTokenThrottled, match="Access Denied.*too many requests.*What to do") as raised:
         hook.get_access_token()
@@ -513,13 +572,17 @@ def test_zoho_token_throttle_fails_retryably_once_the_wait_budget_is_spent(sandb
 # ---------------------------------------------------------------------------------------------- OAuth
 
 
-@pytest.mark.parametrize(("change", "code", "advice"), [
-    ({"login": "1000.UNKNOWN"}, "invalid_client", "data_centre"),
-    ({"password": "wrong-secret"}, "invalid_client_secret", "copy it again"),
-    ({"refresh_token": "1000.revoked-or-wrong"}, "invalid_code", "generate a new grant code"),
-])
+@pytest.mark.parametrize(
+    ("change", "code", "advice"),
+    [
+        ({"login": "1000.UNKNOWN"}, "invalid_client", "data_centre"),
+        ({"password": "wrong-secret"}, "invalid_client_secret", "copy it again"),
+        ({"refresh_token": "1000.revoked-or-wrong"}, "invalid_code", "generate a new grant code"),
+    ],
+)
 def test_oauth_errors_in_http_200_bodies_become_messages_saying_what_to_do(
-        sandbox: ZohoSandbox, monkeypatch: pytest.MonkeyPatch, change: dict, code: str, advice: str) -> None:
+    sandbox: ZohoSandbox, monkeypatch: pytest.MonkeyPatch, change: dict, code: str, advice: str
+) -> None:
     monkeypatch.setenv(*conn_env(sandbox, **change))
     with pytest.raises(ZohoOAuthError) as raised:
         make_hook().get_access_token()
@@ -527,8 +590,9 @@ def test_oauth_errors_in_http_200_bodies_become_messages_saying_what_to_do(
     assert calls(sandbox, "token")[0]["status"] == 200
 
 
-def test_grant_code_becomes_a_refresh_token_and_a_reused_code_is_invalid_code(sandbox: ZohoSandbox,
-                                                                              hook: ZohoCrmHook) -> None:
+def test_grant_code_becomes_a_refresh_token_and_a_reused_code_is_invalid_code(
+    sandbox: ZohoSandbox, hook: ZohoCrmHook
+) -> None:
     code = sandbox.issue_grant_code(sandbox.client_id, ("ZohoCRM.modules.ALL",))
     body = hook.exchange_grant_code(code)
     assert body["refresh_token"].startswith("1000.") and body["api_domain"] == sandbox.url
@@ -537,8 +601,7 @@ def test_grant_code_becomes_a_refresh_token_and_a_reused_code_is_invalid_code(sa
     assert raised.value.code == "invalid_code"
 
 
-def test_grant_code_with_another_redirect_uri_is_invalid_redirect_uri(sandbox: ZohoSandbox,
-                                                                      hook: ZohoCrmHook) -> None:
+def test_grant_code_with_another_redirect_uri_is_invalid_redirect_uri(sandbox: ZohoSandbox, hook: ZohoCrmHook) -> None:
     sandbox.add_client(sandbox.client_id, sandbox.client_secret, "https://ops.example/callback")
     code = sandbox.issue_grant_code(sandbox.client_id, ("ZohoCRM.modules.ALL",))
     with pytest.raises(ZohoOAuthError, match="registered") as raised:
@@ -550,20 +613,23 @@ def test_grant_code_with_another_redirect_uri_is_invalid_redirect_uri(sandbox: Z
 # -------------------------------------------------------------------------------------- data centres
 
 
-@pytest.mark.parametrize(("dc", "accounts", "api", "upload", "download"), [
-    ("us", "accounts.zoho.com", "www.zohoapis.com", "content.zohoapis.com", "download.zohocrm.com"),
-    ("eu", "accounts.zoho.eu", "www.zohoapis.eu", "content.zohoapis.eu", "download.zohocrm.eu"),
-    ("in", "accounts.zoho.in", "www.zohoapis.in", "content.zohoapis.in", "download.zohocrm.in"),
-    ("au", "accounts.zoho.com.au", "www.zohoapis.com.au", "content.zohoapis.com.au", "download.zohocrm.com.au"),
-    ("jp", "accounts.zoho.jp", "www.zohoapis.jp", "content.zohoapis.jp", "download.zohocrm.jp"),
-    ("ca", "accounts.zohocloud.ca", "www.zohoapis.ca", "upload.zohocloud.ca", "download.zohocrm.ca"),
-    ("sa", "accounts.zoho.sa", "www.zohoapis.sa", "files.zoho.sa", "download.zohocrm.sa"),
-    ("cn", "accounts.zoho.com.cn", "www.zohoapis.com.cn", "content.zohoapis.com.cn", "download.zohocrm.com.cn"),
-    ("uk", "accounts.zoho.uk", "www.zohoapis.uk", "content.zohoapis.uk", "download.zohocrm.uk"),
-])
-def test_each_data_centre_uses_its_own_accounts_api_and_file_hosts(monkeypatch: pytest.MonkeyPatch, dc: str,
-                                                                   accounts: str, api: str, upload: str,
-                                                                   download: str) -> None:
+@pytest.mark.parametrize(
+    ("dc", "accounts", "api", "upload", "download"),
+    [
+        ("us", "accounts.zoho.com", "www.zohoapis.com", "content.zohoapis.com", "download.zohocrm.com"),
+        ("eu", "accounts.zoho.eu", "www.zohoapis.eu", "content.zohoapis.eu", "download.zohocrm.eu"),
+        ("in", "accounts.zoho.in", "www.zohoapis.in", "content.zohoapis.in", "download.zohocrm.in"),
+        ("au", "accounts.zoho.com.au", "www.zohoapis.com.au", "content.zohoapis.com.au", "download.zohocrm.com.au"),
+        ("jp", "accounts.zoho.jp", "www.zohoapis.jp", "content.zohoapis.jp", "download.zohocrm.jp"),
+        ("ca", "accounts.zohocloud.ca", "www.zohoapis.ca", "upload.zohocloud.ca", "download.zohocrm.ca"),
+        ("sa", "accounts.zoho.sa", "www.zohoapis.sa", "files.zoho.sa", "download.zohocrm.sa"),
+        ("cn", "accounts.zoho.com.cn", "www.zohoapis.com.cn", "content.zohoapis.com.cn", "download.zohocrm.com.cn"),
+        ("uk", "accounts.zoho.uk", "www.zohoapis.uk", "content.zohoapis.uk", "download.zohocrm.uk"),
+    ],
+)
+def test_each_data_centre_uses_its_own_accounts_api_and_file_hosts(
+    monkeypatch: pytest.MonkeyPatch, dc: str, accounts: str, api: str, upload: str, download: str
+) -> None:
     monkeypatch.setenv(*dc_env("zoho_dc", data_centre=dc.upper() if dc == "eu" else dc))  # any letter case
     endpoints = ZohoCrmHook("zoho_dc").endpoints()
     assert endpoints["token_url"] == f"https://{accounts}/oauth/v2/token"
@@ -571,18 +637,25 @@ def test_each_data_centre_uses_its_own_accounts_api_and_file_hosts(monkeypatch: 
     assert endpoints["file_upload_url"] == f"https://{upload}/crm/v8/upload"
     assert endpoints["bulk_download_url"] == f"https://{download}"
     suffix = api.removeprefix("www.")
-    assert set(endpoints["allowed_hosts"]) == {f"www.{suffix}", f"sandbox.{suffix}", f"developer.{suffix}", upload,
-                                               download}
+    assert set(endpoints["allowed_hosts"]) == {
+        f"www.{suffix}",
+        f"sandbox.{suffix}",
+        f"developer.{suffix}",
+        upload,
+        download,
+    }
 
 
 @pytest.mark.parametrize("environment", ["sandbox", "developer"])
 def test_sandbox_and_developer_orgs_use_their_own_api_host_even_when_the_token_names_www(
-        monkeypatch: pytest.MonkeyPatch, environment: str) -> None:
+    monkeypatch: pytest.MonkeyPatch, environment: str
+) -> None:
     monkeypatch.setenv(*dc_env("zoho_dc", data_centre="eu", environment=environment))
     hook = ZohoCrmHook("zoho_dc")
     assert hook.endpoints()["api_domain"] == f"https://{environment}.zohoapis.eu"
-    token = hook.client.oauth.to_access_token({"access_token": "1000.x", "api_domain": "https://www.zohoapis.eu",
-                                               "expires_in": 3600})
+    token = hook.client.oauth.to_access_token(
+        {"access_token": "1000.x", "api_domain": "https://www.zohoapis.eu", "expires_in": 3600}
+    )
     assert token.api_domain == f"https://{environment}.zohoapis.eu"
 
 
@@ -595,8 +668,12 @@ def test_a_token_is_never_sent_to_a_host_outside_the_data_centre(monkeypatch: py
     with pytest.raises(ZohoConfigError, match="www.zohoapis.com"):
         hook.client.oauth.to_access_token({"access_token": "1000.x", "api_domain": "https://www.zohoapis.com"})
     hook.client.oauth.token = AccessToken("1000.secret-token", "https://www.zohoapis.eu", time.time() + 3600)
-    for url in ("https://evil.example", "https://www.zohoapis.eu.evil.example", "http://www.zohoapis.eu",
-                "https://www.zohoapis.com"):
+    for url in (
+        "https://evil.example",
+        "https://www.zohoapis.eu.evil.example",
+        "http://www.zohoapis.eu",
+        "https://www.zohoapis.com",
+    ):
         with pytest.raises(ZohoConfigError, match="refusing to send a Zoho token"):
             hook.request("GET", "/crm/v8/org", operation="org", base_url=url)
     with pytest.raises(ZohoConfigError):
@@ -623,18 +700,17 @@ def test_a_sandbox_connection_refuses_every_host_but_its_own(sandbox: ZohoSandbo
 # ------------------------------------------------------------------------------------------- secrets
 
 
-def test_nothing_from_the_connection_extras_becomes_an_http_header(sandbox: ZohoSandbox,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(*conn_env(sandbox, **{"X-Leak": "extra-value", "client_secret": "copied-secret",
-                                                  "timeout": 5}))
+def test_nothing_from_the_connection_extras_becomes_an_http_header(
+    sandbox: ZohoSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(*conn_env(sandbox, **{"X-Leak": "extra-value", "client_secret": "copied-secret", "timeout": 5}))
     hook = make_hook()
     seen: list[requests.PreparedRequest] = []
     hook.client.transport.session.hooks["response"].append(lambda response, *a, **k: seen.append(response.request))
     sandbox.bulk_step_seconds = 0.01
     hook.upsert("Contacts", [contact(1)])
     hook.bulk_upsert("Contacts", [contact(2)], poll_interval=0.01)
-    extras = {"refresh_token", "accounts_url", "api_domain", "allow_custom_hosts", "x-leak", "client_secret",
-              "timeout"}
+    extras = {"refresh_token", "accounts_url", "api_domain", "allow_custom_hosts", "x-leak", "client_secret", "timeout"}
     values = {sandbox.refresh_token, sandbox.client_secret, "extra-value", "copied-secret"}
     assert len(seen) >= 7
     for request in seen:
@@ -644,7 +720,8 @@ def test_nothing_from_the_connection_extras_becomes_an_http_header(sandbox: Zoho
 
 
 def test_no_token_or_secret_appears_in_any_log_line_or_exception_message(
-        sandbox: ZohoSandbox, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    sandbox: ZohoSandbox, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     issued: list[str] = []
     original = ZohoOAuth.to_access_token
@@ -664,10 +741,12 @@ def test_no_token_or_secret_appears_in_any_log_line_or_exception_message(
     sandbox.inject_fault("expire_token", times=2, operation="upsert")
     sandbox.inject_fault("429", times=5, operation="get")
     grant = sandbox.issue_grant_code(sandbox.client_id, ("ZohoCRM.modules.READ",))
-    for action in (lambda: hook.upsert("Contacts", [contact(2)]),
-                   lambda: hook.get_records("Contacts", ["1"], ["Email"]),
-                   lambda: hook.exchange_grant_code(grant),
-                   lambda: hook.exchange_grant_code(grant)):
+    for action in (
+        lambda: hook.upsert("Contacts", [contact(2)]),
+        lambda: hook.get_records("Contacts", ["1"], ["Email"]),
+        lambda: hook.exchange_grant_code(grant),
+        lambda: hook.exchange_grant_code(grant),
+    ):
         try:
             action()
         except Exception as exc:  # noqa: BLE001 - every message is scanned below
@@ -690,8 +769,7 @@ def test_no_token_or_secret_appears_in_any_log_line_or_exception_message(
 # -------------------------------------------------------------------------------- other operations
 
 
-def test_update_records_puts_by_id_100_a_call_and_reports_unknown_ids(sandbox: ZohoSandbox,
-                                                                      hook: ZohoCrmHook) -> None:
+def test_update_records_puts_by_id_100_a_call_and_reports_unknown_ids(sandbox: ZohoSandbox, hook: ZohoCrmHook) -> None:
     ids = [o.zoho_id for o in upsert_all(hook, "Contacts", [contact(i) for i in range(150)])]
     outcomes = hook.update_records("Contacts", [{"id": i, "Phone": "42"} for i in ids] + [{"id": "1", "Phone": "1"}])
     assert [c["method"] for c in calls(sandbox, "update")] == ["PUT", "PUT"]
@@ -703,14 +781,16 @@ def test_update_records_puts_by_id_100_a_call_and_reports_unknown_ids(sandbox: Z
         hook.update_records("Contacts", [{"Phone": "1"}])
 
 
-def test_delete_records_sends_100_ids_a_call_and_reports_unknown_ids(sandbox: ZohoSandbox,
-                                                                     hook: ZohoCrmHook) -> None:
+def test_delete_records_sends_100_ids_a_call_and_reports_unknown_ids(sandbox: ZohoSandbox, hook: ZohoCrmHook) -> None:
     ids = [o.zoho_id for o in upsert_all(hook, "Contacts", [contact(i) for i in range(150)])]
     outcomes = hook.delete_records("Contacts", ids + ["42"], wf_trigger=False)
     assert [c["query"]["wf_trigger"] for c in calls(sandbox, "delete")] == ["false", "false"]
     assert [o.zoho_id for o in outcomes[:150]] == ids and all(o.ok for o in outcomes[:150])
-    assert (outcomes[150].ok, outcomes[150].code, outcomes[150].message) == (False, "INVALID_DATA",
-                                                                             "record not deleted")
+    assert (outcomes[150].ok, outcomes[150].code, outcomes[150].message) == (
+        False,
+        "INVALID_DATA",
+        "record not deleted",
+    )
     assert sandbox.records("Contacts") == []
 
 
@@ -728,20 +808,23 @@ def test_deleted_records_pages_until_more_records_is_false(sandbox: ZohoSandbox,
 
 
 def test_deleted_records_since_sends_if_modified_since_and_returns_only_later_deletions(
-        sandbox: ZohoSandbox, hook: ZohoCrmHook) -> None:
+    sandbox: ZohoSandbox, hook: ZohoCrmHook
+) -> None:
     seen: list[requests.PreparedRequest] = []
     hook.client.transport.session.hooks["response"].append(lambda response, *a, **k: seen.append(response.request))
     record_id = hook.upsert("Contacts", [contact(1)])[0].zoho_id
     sandbox.delete_record_in_ui("Contacts", record_id)
-    assert [d["id"] for d in hook.deleted_records("Contacts", since=datetime.now(timezone.utc)
-                                                  - timedelta(minutes=5))] == [record_id]
-    assert hook.deleted_records("Contacts", since=datetime.now(timezone.utc) + timedelta(minutes=5)) == []
+    assert [d["id"] for d in hook.deleted_records("Contacts", since=datetime.now(UTC) - timedelta(minutes=5))] == [
+        record_id
+    ]
+    assert hook.deleted_records("Contacts", since=datetime.now(UTC) + timedelta(minutes=5)) == []
     headers = [r.headers.get("If-Modified-Since") for r in seen if r.path_url.startswith("/crm/v8/Contacts/deleted")]
     assert len(headers) == 2 and all(h and datetime.fromisoformat(h).tzinfo for h in headers)
 
 
 def test_convert_lead_returns_the_contact_id_and_a_second_convert_keeps_id_already_converted(
-        sandbox: ZohoSandbox, hook: ZohoCrmHook) -> None:
+    sandbox: ZohoSandbox, hook: ZohoCrmHook
+) -> None:
     lead_id = hook.upsert("Leads", [contact(1, Company="Acme")])[0].zoho_id
     converted = hook.convert_lead(lead_id)
     [new_contact] = sandbox.records("Contacts")
@@ -753,8 +836,9 @@ def test_convert_lead_returns_the_contact_id_and_a_second_convert_keeps_id_alrea
     assert hook.stats.credits == sandbox.credits_used()
 
 
-def test_convert_lead_links_the_given_contact_and_overwrites_it_when_asked(sandbox: ZohoSandbox,
-                                                                            hook: ZohoCrmHook) -> None:
+def test_convert_lead_links_the_given_contact_and_overwrites_it_when_asked(
+    sandbox: ZohoSandbox, hook: ZohoCrmHook
+) -> None:
     contact_id = hook.upsert("Contacts", [contact(9, Phone="old")])[0].zoho_id
     lead_id = hook.upsert("Leads", [contact(1, Company="Acme", Phone="new")])[0].zoho_id
     converted = hook.convert_lead(lead_id, contact_id=contact_id, overwrite=True)
@@ -778,8 +862,15 @@ def test_get_org_fields_and_records(sandbox: ZohoSandbox, hook: ZohoCrmHook) -> 
 
 def _changes() -> list[dict[str, Any]]:
     """A reset's worth of edge cases; every record has the same keys, None clears a field."""
-    base = {"First_Name": None, "Phone": None, "Mailing_City": None, "Order_Count": None,
-            "Total_Order_Value": None, "Newsletter_Subscriber": None, "Description": None}
+    base = {
+        "First_Name": None,
+        "Phone": None,
+        "Mailing_City": None,
+        "Order_Count": None,
+        "Total_Order_Value": None,
+        "Newsletter_Subscriber": None,
+        "Description": None,
+    }
 
     def rec(n: int, **values: Any) -> dict[str, Any]:
         return {**base, **contact(n), **values}
@@ -814,8 +905,7 @@ def test_bulk_upsert_gives_the_same_zoho_state_and_outcomes_as_upsert(monkeypatc
         assert [bulked[i].zoho_id for i in (0, 1)] == [upserted[i].zoho_id for i in (0, 1)]
 
 
-def test_bulk_upsert_leaves_fields_missing_from_a_record_untouched_like_upsert(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bulk_upsert_leaves_fields_missing_from_a_record_untouched_like_upsert(monkeypatch: pytest.MonkeyPatch) -> None:
     initial = [contact(i, Phone="1", Mailing_City="Leeds") for i in range(3)]
     changes = [contact(0, Phone="2"), contact(1, Mailing_City="York"), contact(2, Phone=None, Order_Count=3)]
     with ZohoSandbox() as by_upsert, ZohoSandbox() as by_bulk:
@@ -834,7 +924,8 @@ def test_bulk_upsert_leaves_fields_missing_from_a_record_untouched_like_upsert(
 
 
 def test_bulk_upsert_uploads_a_zipped_csv_with_the_bulk_headers_and_maps_columns_by_index(
-        sandbox: ZohoSandbox, hook: ZohoCrmHook) -> None:
+    sandbox: ZohoSandbox, hook: ZohoCrmHook
+) -> None:
     sandbox.bulk_step_seconds = 0.01
     seen: list[requests.PreparedRequest] = []
     hook.client.transport.session.hooks["response"].append(lambda response, *a, **k: seen.append(response.request))
@@ -844,34 +935,42 @@ def test_bulk_upsert_uploads_a_zipped_csv_with_the_bulk_headers_and_maps_columns
     job = json.loads(next(r for r in seen if r.path_url == "/crm/bulk/v8/write").body)
     [resource] = job["resource"]
     assert job["operation"] == "upsert" and resource["find_by"] == "Email"
-    assert resource["field_mappings"] == [{"api_name": "Last_Name", "index": 0}, {"api_name": "Email", "index": 1},
-                                          {"api_name": "Company", "index": 2}]
+    assert resource["field_mappings"] == [
+        {"api_name": "Last_Name", "index": 0},
+        {"api_name": "Email", "index": 1},
+        {"api_name": "Company", "index": 2},
+    ]
     assert {r["Company"] for r in sandbox.records("Leads")} == {"Acme", "Beta"}
 
 
-def test_bulk_upsert_splits_inputs_larger_than_a_job_into_several_jobs(sandbox: ZohoSandbox, hook: ZohoCrmHook,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bulk_upsert_splits_inputs_larger_than_a_job_into_several_jobs(
+    sandbox: ZohoSandbox, hook: ZohoCrmHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(zoho_bulk, "BULK_MAX_RECORDS", 3)  # stands for Zoho's 25,000 records per file
     sandbox.bulk_step_seconds = 0.01
     outcomes = hook.bulk_upsert("Contacts", [contact(i) for i in range(7)], poll_interval=0.01)
     assert [o.action for o in outcomes] == ["insert"] * 7
     assert hook.stats.by_operation["bulk_write"] == 3 and hook.stats.by_operation["org"] == 1
-    assert sorted(r["Email"] for r in sandbox.records("Contacts")) == sorted(c["Email"] for c in
-                                                                                 (contact(i) for i in range(7)))
+    assert sorted(r["Email"] for r in sandbox.records("Contacts")) == sorted(
+        c["Email"] for c in (contact(i) for i in range(7))
+    )
 
 
-def test_bulk_row_errors_give_the_first_code_and_a_message_listing_every_error(sandbox: ZohoSandbox,
-                                                                               hook: ZohoCrmHook) -> None:
+def test_bulk_row_errors_give_the_first_code_and_a_message_listing_every_error(
+    sandbox: ZohoSandbox, hook: ZohoCrmHook
+) -> None:
     sandbox.bulk_step_seconds = 0.01
-    [outcome] = hook.bulk_upsert("Contacts", [{"Email": "x@example.com", "Last_Name": "", "Order_Count": "x"}],
-                                 poll_interval=0.01)
+    [outcome] = hook.bulk_upsert(
+        "Contacts", [{"Email": "x@example.com", "Last_Name": "", "Order_Count": "x"}], poll_interval=0.01
+    )
     assert (outcome.ok, outcome.code) == (False, "INVALID_DATA")
     assert outcome.message == "INVALID_DATA (Order_Count); MANDATORY_NOT_FOUND (Last_Name)"
     assert outcome.details["api_name"] == "Order_Count" and not outcome.retryable
 
 
-def test_bulk_upsert_follows_a_relative_download_url_on_the_allowed_host(sandbox: ZohoSandbox,
-                                                                         hook: ZohoCrmHook) -> None:
+def test_bulk_upsert_follows_a_relative_download_url_on_the_allowed_host(
+    sandbox: ZohoSandbox, hook: ZohoCrmHook
+) -> None:
     sandbox.bulk_step_seconds = 0.01
     sandbox.bulk_relative_download_url = True
     assert [o.ok for o in hook.bulk_upsert("Contacts", [contact(1)], poll_interval=0.01)] == [True]
@@ -888,10 +987,12 @@ def test_bulk_upsert_survives_faults_on_every_step(sandbox: ZohoSandbox, hook: Z
 
 def test_bulk_result_rows_are_matched_by_find_by_when_not_in_input_order() -> None:
     records = [contact(1), contact(2), contact(3)]
-    text = "Email,Last_Name,STATUS,RECORD_ID,ERRORS\n" \
-           "person2@example.com,Person2,updated,22,\n" \
-           "PERSON1@example.com,Person1,added,11,\n" \
-           "person3@example.com,,skipped,,MANDATORY_NOT_FOUND-Last_Name\n"
+    text = (
+        "Email,Last_Name,STATUS,RECORD_ID,ERRORS\n"
+        "person2@example.com,Person2,updated,22,\n"
+        "PERSON1@example.com,Person1,added,11,\n"
+        "person3@example.com,,skipped,,MANDATORY_NOT_FOUND-Last_Name\n"
+    )
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("Contacts.csv", text)

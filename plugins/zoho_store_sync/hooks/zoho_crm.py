@@ -14,12 +14,13 @@ download host), so a token cannot be sent elsewhere. Nothing from the extras bec
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import requests
-
 from airflow.sdk import BaseHook
+
 from zoho_store_sync.errors import (  # noqa: F401 - re-exported: the hook raises these
     ZohoAuthError,
     ZohoConfigError,
@@ -115,22 +116,39 @@ class ZohoCrmHook(BaseHook):
         # Where zoho_connect stored the refresh token when the Connection holds none (state.RefreshTokenStore).
         self.refresh_token_store = refresh_token_store
         self.client = ZohoClient(
-            self._read_settings, token_cache=self.token_cache, max_concurrency=max_concurrency,
-            max_retries=max_retries, backoff=Backoff(base=backoff_base, cap=backoff_cap, floor=0.5), timeout=timeout,
-            token_policy=TokenPolicy(refresh_margin=token_refresh_margin, throttle_pause=token_throttle_pause,
-                                     max_wait=max_token_wait, per_window=tokens_per_window, window_s=token_window_s),
-            session_factory=lambda: self.get_conn(), mask=_mask)
+            self._read_settings,
+            token_cache=self.token_cache,
+            max_concurrency=max_concurrency,
+            max_retries=max_retries,
+            backoff=Backoff(base=backoff_base, cap=backoff_cap, floor=0.5),
+            timeout=timeout,
+            token_policy=TokenPolicy(
+                refresh_margin=token_refresh_margin,
+                throttle_pause=token_throttle_pause,
+                max_wait=max_token_wait,
+                per_window=tokens_per_window,
+                window_s=token_window_s,
+            ),
+            session_factory=lambda: self.get_conn(),
+            mask=_mask,
+        )
 
     # --- the Connection ----------------------------------------------------------------------------
     def _read_settings(self) -> ZohoSettings:
         conn = self.get_connection(self.zoho_conn_id)
         store = self.refresh_token_store
         return ZohoSettings.from_connection(
-            self.zoho_conn_id, conn.login, conn.password, conn.extra_dejson, mask=_mask,
-            stored_refresh_token=(lambda: store.load(self.zoho_conn_id, conn.password)) if store else None)
+            self.zoho_conn_id,
+            conn.login,
+            conn.password,
+            conn.extra_dejson,
+            mask=_mask,
+            stored_refresh_token=(lambda: store.load(self.zoho_conn_id, conn.password)) if store else None,
+        )
 
-    def get_conn(self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None
-                 ) -> requests.Session:
+    def get_conn(
+        self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None
+    ) -> requests.Session:
         """A plain requests session: no basic auth, and nothing from the Connection's extras as a header."""
         return plain_session(headers)
 
@@ -190,15 +208,22 @@ class ZohoCrmHook(BaseHook):
         """One API call (see ``ZohoClient.request``)."""
         return self.client.request(method, path, operation=operation, **options)
 
-    def upsert(self, module: str, records: Sequence[dict[str, Any] | RecordJSON], *,
-               duplicate_check_fields: Sequence[str] = ("Email",), trigger: Sequence[str] | None = None
-               ) -> list[RecordOutcome]:
+    def upsert(
+        self,
+        module: str,
+        records: Sequence[dict[str, Any] | RecordJSON],
+        *,
+        duplicate_check_fields: Sequence[str] = ("Email",),
+        trigger: Sequence[str] | None = None,
+    ) -> list[RecordOutcome]:
         """Insert-or-update up to 100 records matched on ``duplicate_check_fields``; one outcome per record."""
-        return self.client.records.upsert(module, records, duplicate_check_fields=duplicate_check_fields,
-                                          trigger=trigger)
+        return self.client.records.upsert(
+            module, records, duplicate_check_fields=duplicate_check_fields, trigger=trigger
+        )
 
-    def update_records(self, module: str, records: Sequence[dict[str, Any]], *,
-                       trigger: Sequence[str] | None = None) -> list[RecordOutcome]:
+    def update_records(
+        self, module: str, records: Sequence[dict[str, Any]], *, trigger: Sequence[str] | None = None
+    ) -> list[RecordOutcome]:
         """Update records by their ``id``, 100 a call; one outcome per record."""
         return self.client.records.update(module, records, trigger=trigger)
 
@@ -226,11 +251,17 @@ class ZohoCrmHook(BaseHook):
         """The org (``id``, ``zgid``, ``company_name``, ...)."""
         return self.client.records.org()
 
-    def bulk_upsert(self, module: str, records: Sequence[dict[str, Any]], *, find_by: str = "Email",
-                    poll_interval: float = 2.0, timeout: float = 3600.0) -> list[RecordOutcome]:
+    def bulk_upsert(
+        self,
+        module: str,
+        records: Sequence[dict[str, Any]],
+        *,
+        find_by: str = "Email",
+        poll_interval: float = 2.0,
+        timeout: float = 3600.0,
+    ) -> list[RecordOutcome]:
         """Upsert through Bulk Write; one outcome per record. Use it when ``choose_write_path`` says "bulk"."""
-        return self.client.bulk.upsert(module, records, find_by=find_by, poll_interval=poll_interval,
-                                       timeout=timeout)
+        return self.client.bulk.upsert(module, records, find_by=find_by, poll_interval=poll_interval, timeout=timeout)
 
     def test_connection(self) -> tuple[bool, str]:
         try:

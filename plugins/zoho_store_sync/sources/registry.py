@@ -52,9 +52,10 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from zoho_store_sync.errors import TenantConfigError
 
@@ -110,17 +111,18 @@ class Source:
         if (self.options_field is None) != (self.options_model is None):
             raise ValueError(f"source {self.name!r}: options_field and options_model go together")
 
-    def extract(self, tenant: TenantConfig, cursor: dict[str, Any] | None, *, state_url: str,
-                full_every_hours: float) -> SourceExtract:
+    def extract(
+        self, tenant: TenantConfig, cursor: dict[str, Any] | None, *, state_url: str, full_every_hours: float
+    ) -> SourceExtract:
         """The tenant's customers from this store, by the contract in the module docstring."""
         extractor: Extractor = _resolve(self.extractor)
         return extractor(tenant, cursor, state_url=state_url, full_every_hours=full_every_hours)
 
     def hook_class(self) -> type | None:
-        return _resolve(self.hook)  # type: ignore[no-any-return]
+        return _resolve(self.hook)
 
     def options_class(self) -> type[BaseModel] | None:
-        return _resolve(self.options_model)  # type: ignore[no-any-return]
+        return _resolve(self.options_model)
 
     def options(self, tenant: TenantConfig) -> BaseModel | None:
         """The tenant's options for this store (its ``options_field``), or None."""

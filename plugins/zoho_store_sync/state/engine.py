@@ -18,8 +18,12 @@ def engine_url_from_connection(conn: Any) -> str:
         return f"sqlite:///{path}" if path else "sqlite://"
     if conn_type in ("postgres", "postgresql"):
         url = sa.engine.URL.create(
-            "postgresql+psycopg2", username=conn.login or None, password=conn.password or None,
-            host=conn.host or "127.0.0.1", port=conn.port or 5432, database=conn.schema or "postgres",
+            "postgresql+psycopg2",
+            username=conn.login or None,
+            password=conn.password or None,
+            host=conn.host or "127.0.0.1",
+            port=conn.port or 5432,
+            database=conn.schema or "postgres",
         )
         return url.render_as_string(hide_password=False)
     raise StateConnectionError(f"state connection type {conn_type!r} is not supported: use sqlite or postgres")
@@ -52,7 +56,7 @@ def make_engine(url: str) -> sa.Engine:
         engine = sa.create_engine(url, connect_args={"timeout": 60})
 
         @sa.event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (BEGIN IMMEDIATE for the token lock)
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")  # readers don't block the writer
@@ -60,9 +64,8 @@ def make_engine(url: str) -> sa.Engine:
             cursor.close()
 
         @sa.event.listens_for(engine, "begin")
-        def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
+        def _sqlite_begin(conn: sa.Connection) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.pop("immediate", False) else "BEGIN")
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
-

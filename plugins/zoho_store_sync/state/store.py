@@ -1,11 +1,16 @@
-"""``StateStore``: every read and write of the sync's own tables for one tenant."""
+"""``StateStore``: every read and write of the sync's own tables for one tenant.
+
+(Over 400 lines: one class, so every rule about a tenant's rows (statuses, locks, cursors, resets, run records)
+is in one place; the schema is ``tables.py``, the bulk writes ``writes.py``, the token cache ``tokens.py``.)
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -89,7 +94,8 @@ class StateStore:
         hit = sa.and_(self._one_of(customers_state.c.zoho_id, ids), customers_state.c.status.in_(LIVE_STATUSES))
         query = self._select().where(hit)
         ours = sa.select(own_deletions.c.zoho_id, own_deletions.c.tenant_id).where(
-            self._one_of(own_deletions.c.zoho_id, ids))
+            self._one_of(own_deletions.c.zoho_id, ids)
+        )
         with self.engine.connect() as conn:
             if apply:
                 conn.info["immediate"] = True  # SQLite: hold the write lock from the read on
@@ -101,36 +107,62 @@ class StateStore:
                 frame.loc[~(mine | other), "status"] = DELETED_IN_ZOHO
                 frame.loc[mine, "status"] = DELETED_IN_SOURCE
                 frame.loc[other, ["status", "retryable", "zoho_id", "error_code"]] = [
-                    FAILED, True, None, DELETED_BY_OTHER_TENANT]
+                    FAILED,
+                    True,
+                    None,
+                    DELETED_BY_OTHER_TENANT,
+                ]
                 if apply:
                     for status in (DELETED_IN_ZOHO, DELETED_IN_SOURCE):
                         keys = frame.loc[frame["status"] == status, "customer_key"].tolist()
                         if keys:
-                            conn.execute(sa.update(customers_state).where(
-                                customers_state.c.tenant_id == self.tenant_id,
-                                self._one_of(customers_state.c.customer_key, keys)).values(
-                                status=status, updated_at=now_utc()))
+                            conn.execute(
+                                sa.update(customers_state)
+                                .where(
+                                    customers_state.c.tenant_id == self.tenant_id,
+                                    self._one_of(customers_state.c.customer_key, keys),
+                                )
+                                .values(status=status, updated_at=now_utc())
+                            )
                     keys = frame.loc[other, "customer_key"].tolist()
                     if keys:
-                        conn.execute(sa.update(customers_state).where(
-                            customers_state.c.tenant_id == self.tenant_id,
-                            self._one_of(customers_state.c.customer_key, keys)).values(
-                            status=FAILED, retryable=True, zoho_id=None, error_code=DELETED_BY_OTHER_TENANT,
-                            error_message="deleted in Zoho by this product for another tenant of the same org; "
-                                          "sent again because this tenant's store still has the customer",
-                            updated_at=now_utc()))
+                        conn.execute(
+                            sa.update(customers_state)
+                            .where(
+                                customers_state.c.tenant_id == self.tenant_id,
+                                self._one_of(customers_state.c.customer_key, keys),
+                            )
+                            .values(
+                                status=FAILED,
+                                retryable=True,
+                                zoho_id=None,
+                                error_code=DELETED_BY_OTHER_TENANT,
+                                error_message="deleted in Zoho by this product for another tenant of the same org; "
+                                "sent again because this tenant's store still has the customer",
+                                updated_at=now_utc(),
+                            )
+                        )
         return frame
 
     def record_own_deletions(self, rows: Iterable[tuple[str, str, str]]) -> None:
         """Write ahead of a delete call: (zoho_id, customer_key, module) this tenant is about to delete."""
-        values = [{"zoho_id": str(zoho_id), "tenant_id": self.tenant_id, "customer_key": str(key), "module": module,
-                   "deleted_at": now_utc()} for zoho_id, key, module in rows]
+        values = [
+            {
+                "zoho_id": str(zoho_id),
+                "tenant_id": self.tenant_id,
+                "customer_key": str(key),
+                "module": module,
+                "deleted_at": now_utc(),
+            }
+            for zoho_id, key, module in rows
+        ]
         if not values:
             return
         insert = _dialect_insert(self.engine)(own_deletions)
         statement = insert.on_conflict_do_update(
-            index_elements=["zoho_id"], set_={k: insert.excluded[k] for k in ("tenant_id", "customer_key", "module",
-                                                                             "deleted_at")})
+            index_elements=["zoho_id"],
+            set_={k: insert.excluded[k] for k in ("tenant_id", "customer_key", "module", "deleted_at")},
+        )
         with self.engine.begin() as conn:
             conn.execute(statement, values)
 
@@ -139,9 +171,15 @@ class StateStore:
         ids = list(dict.fromkeys(map(str, zoho_ids)))
         if not ids:
             return set()
-        query = sa.select(customers_state.c.zoho_id).where(
-            self._one_of(customers_state.c.zoho_id, ids), customers_state.c.tenant_id != self.tenant_id,
-            customers_state.c.status.in_(LIVE_STATUSES)).distinct()
+        query = (
+            sa.select(customers_state.c.zoho_id)
+            .where(
+                self._one_of(customers_state.c.zoho_id, ids),
+                customers_state.c.tenant_id != self.tenant_id,
+                customers_state.c.status.in_(LIVE_STATUSES),
+            )
+            .distinct()
+        )
         with self.engine.connect() as conn:
             return {str(value) for value in conn.execute(query).scalars()}
 
@@ -151,14 +189,16 @@ class StateStore:
         if not wanted:
             return pd.DataFrame({"customer_key": pd.Series(dtype="string"), "email": pd.Series(dtype="string")})
         query = sa.select(customers_state.c.customer_key, customers_state.c.email).where(
-            customers_state.c.tenant_id == self.tenant_id, self._one_of(customers_state.c.email, wanted))
+            customers_state.c.tenant_id == self.tenant_id, self._one_of(customers_state.c.email, wanted)
+        )
         with self.engine.connect() as conn:
             frame = pd.read_sql(query, conn)
         return frame.astype({"customer_key": "string", "email": "string"})
 
     def _select(self) -> sa.Select:
         return sa.select(*[customers_state.c[name] for name in STATE_COLUMNS]).where(
-            customers_state.c.tenant_id == self.tenant_id)
+            customers_state.c.tenant_id == self.tenant_id
+        )
 
     def _one_of(self, column: sa.Column, values: list[str]) -> sa.ColumnElement[bool]:
         """``column IN values`` with one bound parameter however many values: an array on PostgreSQL, a JSON
@@ -207,13 +247,19 @@ class StateStore:
 
     def count_retryable_failures(self) -> int:
         """Rows the next run must send again: retryable failures and writes a crash left unconfirmed."""
-        return self._count(sa.or_(sa.and_(customers_state.c.status == FAILED, customers_state.c.retryable.is_(True)),
-                                  customers_state.c.status.in_((UNCONFIRMED, CONVERTING))))
+        return self._count(
+            sa.or_(
+                sa.and_(customers_state.c.status == FAILED, customers_state.c.retryable.is_(True)),
+                customers_state.c.status.in_((UNCONFIRMED, CONVERTING)),
+            )
+        )
 
     def count_confirmed(self, modules: Iterable[str]) -> int:
         """Rows of ``modules`` whose last outcome Zoho confirmed (a reset's progress, counted in the database)."""
-        return self._count(customers_state.c.module.in_(list(modules)),
-                           customers_state.c.status.not_in((FAILED, UNCONFIRMED, CONVERTING)))
+        return self._count(
+            customers_state.c.module.in_(list(modules)),
+            customers_state.c.status.not_in((FAILED, UNCONFIRMED, CONVERTING)),
+        )
 
     def count_live_in_zoho(self) -> int:
         """Rows of customers this tenant keeps in Zoho (a live status and a Zoho id): the base of the
@@ -221,8 +267,11 @@ class StateStore:
         return self._count(customers_state.c.status.in_(LIVE_STATUSES), customers_state.c.zoho_id.is_not(None))
 
     def _count(self, *conditions: sa.ColumnElement[bool]) -> int:
-        query = sa.select(sa.func.count()).select_from(customers_state).where(
-            customers_state.c.tenant_id == self.tenant_id, *conditions)
+        query = (
+            sa.select(sa.func.count())
+            .select_from(customers_state)
+            .where(customers_state.c.tenant_id == self.tenant_id, *conditions)
+        )
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar() or 0)
 
@@ -248,15 +297,14 @@ class StateStore:
         """Save a cursor; call only once the data it covers is safely planned and sent."""
         insert = _dialect_insert(self.engine)(cursors)
         statement = insert.on_conflict_do_update(
-            index_elements=["tenant_id", "stream"], set_={"value": insert.excluded.value, "updated_at": insert.excluded.updated_at}
+            index_elements=["tenant_id", "stream"],
+            set_={"value": insert.excluded.value, "updated_at": insert.excluded.updated_at},
         )
         with self.engine.begin() as conn:
-            conn.execute(statement, {"tenant_id": self.tenant_id, "stream": stream, "value": json.dumps(value),
-                                     "updated_at": now_utc()})
-
-    def forget_cursors(self) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(sa.delete(cursors).where(cursors.c.tenant_id == self.tenant_id))
+            conn.execute(
+                statement,
+                {"tenant_id": self.tenant_id, "stream": stream, "value": json.dumps(value), "updated_at": now_utc()},
+            )
 
     # --- tenant lock -----------------------------------------------------------------------------
     def acquire_lock(self, holder: str, run_id: str, ttl: timedelta) -> tuple[bool, dict[str, Any] | None]:
@@ -279,16 +327,24 @@ class StateStore:
                 if row is None:
                     conn.execute(sa.insert(tenant_locks).values(tenant_id=self.tenant_id, **values))
                 else:
-                    conn.execute(sa.update(tenant_locks).where(tenant_locks.c.tenant_id == self.tenant_id).values(**values))
+                    conn.execute(
+                        sa.update(tenant_locks).where(tenant_locks.c.tenant_id == self.tenant_id).values(**values)
+                    )
                 return True, None
 
     def renew_lock(self, holder: str, run_id: str, ttl: timedelta) -> bool:
         """Push the lease of the run that holds the lock to now + ``ttl``; False when it holds it no longer
         (its lease ended and another run took the tenant: this run must stop writing)."""
         with self.engine.begin() as conn:
-            renewed = conn.execute(sa.update(tenant_locks).where(
-                tenant_locks.c.tenant_id == self.tenant_id, tenant_locks.c.holder == holder,
-                tenant_locks.c.run_id == run_id).values(expires_at=now_utc() + ttl))
+            renewed = conn.execute(
+                sa.update(tenant_locks)
+                .where(
+                    tenant_locks.c.tenant_id == self.tenant_id,
+                    tenant_locks.c.holder == holder,
+                    tenant_locks.c.run_id == run_id,
+                )
+                .values(expires_at=now_utc() + ttl)
+            )
             return renewed.rowcount == 1
 
     def lock_holder(self) -> dict[str, Any] | None:
@@ -298,14 +354,20 @@ class StateStore:
 
     def release_lock(self, holder: str, run_id: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(sa.delete(tenant_locks).where(tenant_locks.c.tenant_id == self.tenant_id,
-                                                       tenant_locks.c.holder == holder, tenant_locks.c.run_id == run_id))
+            conn.execute(
+                sa.delete(tenant_locks).where(
+                    tenant_locks.c.tenant_id == self.tenant_id,
+                    tenant_locks.c.holder == holder,
+                    tenant_locks.c.run_id == run_id,
+                )
+            )
 
     # --- resets ----------------------------------------------------------------------------------
     def reset_in_progress(self) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(resets).where(resets.c.tenant_id == self.tenant_id,
-                                                       resets.c.status == "in_progress")).first()
+            row = conn.execute(
+                sa.select(resets).where(resets.c.tenant_id == self.tenant_id, resets.c.status == "in_progress")
+            ).first()
         return dict(row._mapping) if row else None
 
     def begin_reset(self, modules: Iterable[str], run_id: str) -> bool:
@@ -318,26 +380,41 @@ class StateStore:
         if current is not None and current["modules"] == key:
             return True
         with self.engine.begin() as conn:
-            conn.execute(sa.delete(customers_state).where(customers_state.c.tenant_id == self.tenant_id,
-                                                          customers_state.c.module.in_(sorted(modules))))
+            conn.execute(
+                sa.delete(customers_state).where(
+                    customers_state.c.tenant_id == self.tenant_id, customers_state.c.module.in_(sorted(modules))
+                )
+            )
             conn.execute(sa.delete(cursors).where(cursors.c.tenant_id == self.tenant_id))
             conn.execute(sa.delete(resets).where(resets.c.tenant_id == self.tenant_id))
-            conn.execute(sa.insert(resets).values(tenant_id=self.tenant_id, modules=key, status="in_progress",
-                                                  run_id=run_id, started_at=now_utc()))
+            conn.execute(
+                sa.insert(resets).values(
+                    tenant_id=self.tenant_id, modules=key, status="in_progress", run_id=run_id, started_at=now_utc()
+                )
+            )
         return False
 
     def finish_reset(self) -> None:
         with self.engine.begin() as conn:
-            conn.execute(sa.update(resets).where(resets.c.tenant_id == self.tenant_id)
-                         .values(status="done", finished_at=now_utc()))
+            conn.execute(
+                sa.update(resets)
+                .where(resets.c.tenant_id == self.tenant_id)
+                .values(status="done", finished_at=now_utc())
+            )
 
     # --- history ---------------------------------------------------------------------------------
     def record_run(self, run_id: str, kind: str, summary: dict[str, Any], started_at: datetime | None) -> None:
         values = {
-            "tenant_id": self.tenant_id, "run_id": run_id, "kind": kind, "started_at": started_at,
-            "finished_at": now_utc(), "summary": json.dumps(summary, ensure_ascii=False),
-            **{k: summary.get(k) for k in ("extracted", "inserted", "updated", "unchanged", "failed", "api_calls",
-                                           "credits")},
+            "tenant_id": self.tenant_id,
+            "run_id": run_id,
+            "kind": kind,
+            "started_at": started_at,
+            "finished_at": now_utc(),
+            "summary": json.dumps(summary, ensure_ascii=False),
+            **{
+                k: summary.get(k)
+                for k in ("extracted", "inserted", "updated", "unchanged", "failed", "api_calls", "credits")
+            },
         }
         insert = _dialect_insert(self.engine)(runs)
         statement = insert.on_conflict_do_update(
@@ -367,12 +444,23 @@ class StateStore:
         (``read_keys`` None) the list is replaced; otherwise the rows of the customers read (``read_keys``) are."""
         keys = invalid["customer_key"].astype("string").tolist()
         read = None if read_keys is None else list(dict.fromkeys([*map(str, read_keys), *keys]))
-        rows = [{"tenant_id": self.tenant_id, "run_id": run_id, "at": now_utc(), "kind": "invalid",
-                 "customer_key": key, "email": None if is_missing(email) else str(email)[:320],
-                 "code": "INVALID_" + str(reason).split()[0].upper(), "message": str(reason), "retryable": False}
-                for key, email, reason in zip(keys, invalid["email"].tolist(), invalid["reason"].tolist())]
-        forget = sa.delete(record_errors).where(record_errors.c.tenant_id == self.tenant_id,
-                                                record_errors.c.kind == "invalid")
+        rows = [
+            {
+                "tenant_id": self.tenant_id,
+                "run_id": run_id,
+                "at": now_utc(),
+                "kind": "invalid",
+                "customer_key": key,
+                "email": None if is_missing(email) else str(email)[:320],
+                "code": "INVALID_" + str(reason).split()[0].upper(),
+                "message": str(reason),
+                "retryable": False,
+            }
+            for key, email, reason in zip(keys, invalid["email"].tolist(), invalid["reason"].tolist())
+        ]
+        forget = sa.delete(record_errors).where(
+            record_errors.c.tenant_id == self.tenant_id, record_errors.c.kind == "invalid"
+        )
         with self.engine.begin() as conn:
             if read is None:
                 conn.execute(forget)
@@ -389,4 +477,3 @@ class StateStore:
             query = query.where(record_errors.c.kind == kind)
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
-

@@ -139,8 +139,18 @@ resets = sa.Table(
     sa.Column("finished_at", sa.DateTime(timezone=True)),
 )
 
-STATE_COLUMNS = ["customer_key", "email", "module", "zoho_id", "payload_hash", "status", "error_code",
-                 "error_message", "retryable", "attempts"]
+STATE_COLUMNS = [
+    "customer_key",
+    "email",
+    "module",
+    "zoho_id",
+    "payload_hash",
+    "status",
+    "error_code",
+    "error_message",
+    "retryable",
+    "attempts",
+]
 # A state row's status. The two write-ahead statuses are written before a call whose outcome the row does not
 # hold yet, so a crash at any point leaves the next run enough to finish the work without a twin record:
 SYNCED, FAILED = "synced", "failed"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
@@ -25,18 +26,27 @@ class DatabaseTokenCache:
 
     def get(self, key: str, cipher: Fernet) -> AccessToken | None:
         with self.engine.connect() as conn:
-            blob = conn.execute(sa.select(access_tokens.c.sealed_token).where(access_tokens.c.cache_key == key)).scalar()
+            blob = conn.execute(
+                sa.select(access_tokens.c.sealed_token).where(access_tokens.c.cache_key == key)
+            ).scalar()
         return unseal(blob, cipher) if blob else None
 
-    def refresh_exclusively(self, key, cipher, still_good, refresh):  # type: ignore[no-untyped-def]
+    def refresh_exclusively(
+        self,
+        key: str,
+        cipher: Fernet,
+        still_good: Callable[[AccessToken], bool],
+        refresh: Callable[[list[float]], AccessToken],
+    ) -> AccessToken:
         with self.engine.connect() as conn:
             conn.info["immediate"] = True
             with conn.begin():
                 if self.engine.dialect.name == "postgresql":
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
                 row = conn.execute(
-                    sa.select(access_tokens.c.sealed_token, access_tokens.c.refreshed_at)
-                    .where(access_tokens.c.cache_key == key)
+                    sa.select(access_tokens.c.sealed_token, access_tokens.c.refreshed_at).where(
+                        access_tokens.c.cache_key == key
+                    )
                 ).first()
                 current = unseal(row[0], cipher) if row and row[0] else None
                 if current is not None and still_good(current):
@@ -72,13 +82,20 @@ class RefreshTokenStore:
         digest = hashlib.sha256(f"zoho-refresh-token\0{client_secret}".encode()).digest()
         return Fernet(base64.urlsafe_b64encode(digest))
 
-    def save(self, zoho_conn_id: str, client_secret: str, refresh_token: str, *, scope: str = "",
-             api_domain: str = "") -> None:
-        values = {"zoho_conn_id": zoho_conn_id, "sealed_token": self._cipher(client_secret).encrypt(refresh_token.encode()),
-                  "scope": scope, "api_domain": api_domain, "connected_at": now_utc()}
+    def save(
+        self, zoho_conn_id: str, client_secret: str, refresh_token: str, *, scope: str = "", api_domain: str = ""
+    ) -> None:
+        values = {
+            "zoho_conn_id": zoho_conn_id,
+            "sealed_token": self._cipher(client_secret).encrypt(refresh_token.encode()),
+            "scope": scope,
+            "api_domain": api_domain,
+            "connected_at": now_utc(),
+        }
         insert = _dialect_insert(self.engine)(refresh_tokens)
         statement = insert.on_conflict_do_update(
-            index_elements=["zoho_conn_id"], set_={k: insert.excluded[k] for k in values if k != "zoho_conn_id"})
+            index_elements=["zoho_conn_id"], set_={k: insert.excluded[k] for k in values if k != "zoho_conn_id"}
+        )
         with self.engine.begin() as conn:
             conn.execute(statement, values)
 
@@ -99,4 +116,3 @@ class RefreshTokenStore:
             return self._cipher(client_secret).decrypt(bytes(blob)).decode()
         except InvalidToken:
             return None  # the client secret changed since connect: connect again
-

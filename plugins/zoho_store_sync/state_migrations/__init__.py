@@ -28,14 +28,15 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
-from alembic.runtime.migration import MigrationContext
+from alembic.runtime.migration import MigrationContext, MigrationInfo
 from alembic.script import ScriptDirectory
 
 from zoho_store_sync.errors import StateSchemaError
@@ -92,13 +93,20 @@ class SchemaStatus:
             return f"the state database is at revision {self.head} (head)"
         command = f"`{MIGRATE_COMMAND} {target}`"
         if self.state == "ahead":
-            return (f"the state database is at revision {self.current}, which this code does not know (its newest "
-                    f"is {self.head}): a newer release migrated it. Deploy that release on every worker, or restore "
-                    "the backup taken before that migration")
-        where = ("has no schema version (empty, or created by a release before versioned migrations)"
-                 if self.current is None else f"is at revision {self.current}")
-        return (f"the state database {where}; this code needs revision {self.head}. Back the database up, then run "
-                f"{command} (README: Upgrading); tasks never change the schema themselves")
+            return (
+                f"the state database is at revision {self.current}, which this code does not know (its newest "
+                f"is {self.head}): a newer release migrated it. Deploy that release on every worker, or restore "
+                "the backup taken before that migration"
+            )
+        where = (
+            "has no schema version (empty, or created by a release before versioned migrations)"
+            if self.current is None
+            else f"is at revision {self.current}"
+        )
+        return (
+            f"the state database {where}; this code needs revision {self.head}. Back the database up, then run "
+            f"{command} (README: Upgrading); tasks never change the schema themselves"
+        )
 
 
 @dataclass
@@ -181,8 +189,13 @@ def migrate(target: sa.Engine | str, revision: str = "head", *, wait_seconds: fl
             engine.dispose()
     result.seconds = time.perf_counter() - started
     if result.steps or result.stamped:
-        log.info("state database migrated %s -> %s in %.1f s (%s)", result.before, result.after, result.seconds,
-                 ", ".join(f"{rev} {seconds:.2f} s" for rev, seconds in result.steps))
+        log.info(
+            "state database migrated %s -> %s in %.1f s (%s)",
+            result.before,
+            result.after,
+            result.seconds,
+            ", ".join(f"{rev} {seconds:.2f} s" for rev, seconds in result.steps),
+        )
     return result
 
 
@@ -217,16 +230,25 @@ def _upgrade(conn: sa.Connection, revision: str, steps: list[tuple[str, float]])
     def upgrade_revs(rev: Any, _context: Any) -> Any:
         return scripts._upgrade_revs(revision, rev)
 
-    def on_version_apply(*, step: Any, **_: Any) -> None:
+    def on_version_apply(
+        ctx: MigrationContext, step: MigrationInfo, heads: Collection[Any], run_args: Mapping[str, Any]
+    ) -> None:
         now = time.perf_counter()
+        assert step.up_revision_id is not None  # None only for a stamp, which an upgrade never is
         steps.append((step.up_revision_id, now - clock[0]))
         clock[0] = now
 
     from zoho_store_sync.state import metadata
 
     with EnvironmentContext(alembic_config(), scripts, fn=upgrade_revs, destination_rev=revision) as env:
-        env.configure(connection=conn, target_metadata=metadata, version_table=VERSION_TABLE,
-                      transaction_per_migration=True, transactional_ddl=True, on_version_apply=on_version_apply)
+        env.configure(
+            connection=conn,
+            target_metadata=metadata,
+            version_table=VERSION_TABLE,
+            transaction_per_migration=True,
+            transactional_ddl=True,
+            on_version_apply=on_version_apply,
+        )
         with env.begin_transaction():
             env.run_migrations()
         return env.get_context().get_current_revision()
@@ -285,6 +307,7 @@ def schema_differences(engine: sa.Engine) -> list[Any]:
     from zoho_store_sync.state import metadata
 
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE, "compare_type": True,
-                                                         "target_metadata": metadata})
+        context = MigrationContext.configure(
+            conn, opts={"version_table": VERSION_TABLE, "compare_type": True, "target_metadata": metadata}
+        )
         return compare_metadata(context, metadata)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -24,8 +25,9 @@ def add_column(table: str, column: sa.Column) -> None:
         op.add_column(table, column)
 
 
-def create_index(name: str, table: str, columns: Sequence[str], *, unique: bool = False,
-                 concurrently: bool = True) -> None:
+def create_index(
+    name: str, table: str, columns: Sequence[str], *, unique: bool = False, concurrently: bool = True
+) -> None:
     """CREATE INDEX IF NOT EXISTS. PostgreSQL: CONCURRENTLY (writes go on while it builds; it waits for the
     transactions already writing), outside the revision's transaction, after dropping the invalid leftover of an
     interrupted build. ``columns`` may carry a collation: ``'tenant_id COLLATE "C"'``."""
@@ -35,8 +37,10 @@ def create_index(name: str, table: str, columns: Sequence[str], *, unique: bool 
     with op.get_context().autocommit_block():
         if index_state(name) == "invalid":
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
-        op.execute(f"CREATE {'UNIQUE ' if unique else ''}INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} "
-                   f"({', '.join(columns)})")
+        op.execute(
+            f"CREATE {'UNIQUE ' if unique else ''}INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} "
+            f"({', '.join(columns)})"
+        )
 
 
 def drop_index(name: str) -> None:
@@ -50,7 +54,15 @@ def drop_index(name: str) -> None:
 
 def index_state(name: str) -> str | None:
     """PostgreSQL: "valid", "invalid" (an interrupted CONCURRENTLY build) or None (no such index)."""
-    valid = op.get_bind().execute(sa.text(
-        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-        "WHERE c.relname = :name AND c.relnamespace = current_schema()::regnamespace"), {"name": name}).scalar()
+    valid = (
+        op.get_bind()
+        .execute(
+            sa.text(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname = :name AND c.relnamespace = current_schema()::regnamespace"
+            ),
+            {"name": name},
+        )
+        .scalar()
+    )
     return None if valid is None else "valid" if valid else "invalid"

@@ -11,12 +11,22 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "ZohoClient": "client", "CallStats": "client", "RECOMMENDED_SCOPES": "client",
+    "ZohoClient": "client",
+    "CallStats": "client",
+    "RECOMMENDED_SCOPES": "client",
     "ZohoSettings": "settings",
-    "AccessToken": "oauth", "TokenCache": "oauth", "MemoryTokenCache": "oauth", "TokenPolicy": "oauth",
+    "AccessToken": "oauth",
+    "TokenCache": "oauth",
+    "MemoryTokenCache": "oauth",
+    "TokenPolicy": "oauth",
     "ZohoOAuth": "oauth",
-    "RecordOutcome": "records", "RecordJSON": "records", "ZohoRecords": "records", "PERMANENT_CODES": "records",
-    "ZohoBulkWrite": "bulk", "choose_write_path": "bulk", "estimate_write_credits": "bulk",
+    "RecordOutcome": "records",
+    "RecordJSON": "records",
+    "ZohoRecords": "records",
+    "PERMANENT_CODES": "records",
+    "ZohoBulkWrite": "bulk",
+    "choose_write_path": "bulk",
+    "estimate_write_credits": "bulk",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -7,8 +7,9 @@ import io
 import logging
 import math
 import zipfile
+from collections.abc import Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from zoho_store_sync.errors import ZohoRequestError, ZohoUnavailable
@@ -45,9 +46,10 @@ def estimate_write_credits(n_records: int, path: str) -> int:
 
 
 def choose_write_path(n_records: int) -> str:
-    """"bulk" when Bulk Write costs fewer credits than batched upsert (above ~5,000 records), else "upsert"."""
-    return "bulk" if estimate_write_credits(n_records, "bulk") < estimate_write_credits(n_records, "upsert") \
-        else "upsert"
+    """ "bulk" when Bulk Write costs fewer credits than batched upsert (above ~5,000 records), else "upsert"."""
+    return (
+        "bulk" if estimate_write_credits(n_records, "bulk") < estimate_write_credits(n_records, "upsert") else "upsert"
+    )
 
 
 # ---- the job ----------------------------------------------------------------------------------------------
@@ -77,12 +79,14 @@ class ZohoBulkWrite:
             raise ValueError(f"bulk_upsert: every record needs the find_by field {find_by!r}")
         outcomes: list[RecordOutcome] = []
         for start in range(0, len(records), BULK_MAX_RECORDS):
-            outcomes += self._upsert_uniform(module, list(records[start:start + BULK_MAX_RECORDS]), find_by,
-                                             poll_interval, timeout)
+            outcomes += self._upsert_uniform(
+                module, list(records[start : start + BULK_MAX_RECORDS]), find_by, poll_interval, timeout
+            )
         return outcomes
 
-    def _upsert_uniform(self, module: str, records: list[dict[str, Any]], find_by: str, poll_interval: float,
-                        timeout: float) -> list[RecordOutcome]:
+    def _upsert_uniform(
+        self, module: str, records: list[dict[str, Any]], find_by: str, poll_interval: float, timeout: float
+    ) -> list[RecordOutcome]:
         # In a CSV an empty cell either clears the field or (ignore_empty) leaves it: upsert semantics need
         # one of the two for the whole file. Records that both omit keys and clear others go in groups.
         columns = _columns(records)
@@ -96,49 +100,84 @@ class ZohoBulkWrite:
         outcomes: list[RecordOutcome | None] = [None] * len(records)
         for positions in groups.values():
             part = [records[i] for i in positions]
-            for i, outcome in zip(positions, self._job(module, part, _columns(part), find_by, False,
-                                                       poll_interval, timeout)):
+            for i, outcome in zip(
+                positions, self._job(module, part, _columns(part), find_by, False, poll_interval, timeout)
+            ):
                 outcomes[i] = outcome
         return [o for o in outcomes if o is not None]
 
-    def _job(self, module: str, records: list[dict[str, Any]], columns: list[str], find_by: str,
-             ignore_empty: bool, poll_interval: float, timeout: float) -> list[RecordOutcome]:
+    def _job(
+        self,
+        module: str,
+        records: list[dict[str, Any]],
+        columns: list[str],
+        find_by: str,
+        ignore_empty: bool,
+        poll_interval: float,
+        timeout: float,
+    ) -> list[RecordOutcome]:
         csv_name = f"{module}.csv"
         payload, mappings = bulk_csv_zip(records, columns, csv_name)
         if len(payload) > BULK_MAX_ZIP_BYTES and len(records) > 1:  # Zoho takes at most 25 MB per zip
             half = len(records) // 2
-            return (self._job(module, records[:half], columns, find_by, ignore_empty, poll_interval, timeout)
-                    + self._job(module, records[half:], columns, find_by, ignore_empty, poll_interval, timeout))
+            return self._job(
+                module, records[:half], columns, find_by, ignore_empty, poll_interval, timeout
+            ) + self._job(module, records[half:], columns, find_by, ignore_empty, poll_interval, timeout)
         file_id = self.upload(payload, f"{module}.zip")
         job_body = {
-            "operation": "upsert", "ignore_empty": ignore_empty, "character_encoding": "UTF-8",
-            "resource": [{"type": "data", "module": {"api_name": module}, "file_id": file_id,
-                          "file_names": [csv_name], "find_by": find_by, "field_mappings": mappings}],
+            "operation": "upsert",
+            "ignore_empty": ignore_empty,
+            "character_encoding": "UTF-8",
+            "resource": [
+                {
+                    "type": "data",
+                    "module": {"api_name": module},
+                    "file_id": file_id,
+                    "file_names": [csv_name],
+                    "find_by": find_by,
+                    "field_mappings": mappings,
+                }
+            ],
         }
-        response = self._client.request("POST", f"/crm/bulk/{ZOHO_API_VERSION}/write", operation="bulk_write",
-                                        write=True, credits=ZOHO_CREDITS["bulk_write_job"], json=job_body,
-                                        module=module)
+        response = self._client.request(
+            "POST",
+            f"/crm/bulk/{ZOHO_API_VERSION}/write",
+            operation="bulk_write",
+            write=True,
+            credits=ZOHO_CREDITS["bulk_write_job"],
+            json=job_body,
+            module=module,
+        )
         body = json_body(response) or {}
         if response.status_code not in (200, 201) or not (body.get("details") or {}).get("id"):
-            raise ZohoRequestError(f"bulk write job: HTTP {response.status_code} {body.get('code', '')} "
-                                   f"{body.get('message', '')}".rstrip(), code=body.get("code"),
-                                   status=response.status_code)
+            raise ZohoRequestError(
+                f"bulk write job: HTTP {response.status_code} {body.get('code', '')} "
+                f"{body.get('message', '')}".rstrip(),
+                code=body.get("code"),
+                status=response.status_code,
+            )
         job_id = str(body["details"]["id"])
         log.info("zoho bulk write job %s: %d %s records", job_id, len(records), module)
         job = self.wait(job_id, poll_interval, timeout)
         download_url = (job.get("result") or {}).get("download_url")
         if str(job.get("status", "")).upper() != "COMPLETED" or not download_url:
             log.warning("zoho bulk write job %s ended %s without a result", job_id, job.get("status"))
-            return [RecordOutcome(False, "BULK_JOB_FAILED", f"bulk write job {job_id} ended {job.get('status')}")
-                    for _ in records]
+            return [
+                RecordOutcome(False, "BULK_JOB_FAILED", f"bulk write job {job_id} ended {job.get('status')}")
+                for _ in records
+            ]
         return parse_bulk_result(self.download(str(download_url)), records, find_by)
 
     def upload(self, payload: bytes, file_name: str) -> str:
         """The zip to Zoho's file-upload host; its file id."""
         zgid = self._client.records.zgid()
         response = self._client.request(
-            "POST", f"/crm/{ZOHO_API_VERSION}/upload", operation="upload", write=True,
-            base_url=self._file_upload_base(), headers={"feature": "bulk-write", "X-CRM-ORG": zgid},
+            "POST",
+            f"/crm/{ZOHO_API_VERSION}/upload",
+            operation="upload",
+            write=True,
+            base_url=self._file_upload_base(),
+            headers={"feature": "bulk-write", "X-CRM-ORG": zgid},
             files={"file": (file_name, payload, "application/zip")},
         )
         body = json_body(response) or {}
@@ -146,8 +185,11 @@ class ZohoBulkWrite:
         if response.status_code != 200 or not file_id:
             code = body.get("code") or body.get("ERROR_CODE") if isinstance(body, dict) else None
             message = (body.get("message") or body.get("x-error") or "") if isinstance(body, dict) else ""
-            raise ZohoRequestError(f"bulk upload: HTTP {response.status_code} {code or ''} {message}".rstrip(),
-                                   code=str(code) if code else None, status=response.status_code)
+            raise ZohoRequestError(
+                f"bulk upload: HTTP {response.status_code} {code or ''} {message}".rstrip(),
+                code=str(code) if code else None,
+                status=response.status_code,
+            )
         return str(file_id)
 
     def _file_upload_base(self) -> str:
@@ -162,16 +204,19 @@ class ZohoBulkWrite:
         interval = max(poll_interval, 0.0)
         while True:
             transport.sleep(interval)  # a job is never done the moment it is created
-            response = self._client.request("GET", f"/crm/bulk/{ZOHO_API_VERSION}/write/{job_id}",
-                                            operation="bulk_status")
+            response = self._client.request(
+                "GET", f"/crm/bulk/{ZOHO_API_VERSION}/write/{job_id}", operation="bulk_status"
+            )
             raise_for_request_error(response, "bulk status")
             job = response.json() or {}
             status = str(job.get("status", "")).upper()
             if status in ("COMPLETED", "FAILED"):
                 return job
             if transport.clock() + interval > deadline:
-                raise ZohoUnavailable(f"bulk write job {job_id} not finished after {timeout:.0f} s (status {status}); "
-                                      "its records are not confirmed")
+                raise ZohoUnavailable(
+                    f"bulk write job {job_id} not finished after {timeout:.0f} s (status {status}); "
+                    "its records are not confirmed"
+                )
             interval = min(interval * 1.5, max(poll_interval, 0.0) * 8)
 
     def download(self, download_url: str) -> bytes:
@@ -179,13 +224,14 @@ class ZohoBulkWrite:
         settings = self._client.settings
         parts = urlsplit(download_url)
         if parts.scheme and parts.netloc:
-            base, path = f"{parts.scheme}://{parts.netloc}", download_url[len(f"{parts.scheme}://{parts.netloc}"):]
+            base, path = f"{parts.scheme}://{parts.netloc}", download_url[len(f"{parts.scheme}://{parts.netloc}") :]
         elif settings.environment == "custom":
             base, path = self._client.oauth.access_token().api_domain, download_url
         else:  # a relative download_url (v7 samples) is served by the download host
             base, path = settings.download_url, download_url
-        response = self._client.request("GET", path if path.startswith("/") else f"/{path}",
-                                        operation="bulk_download", base_url=base)
+        response = self._client.request(
+            "GET", path if path.startswith("/") else f"/{path}", operation="bulk_download", base_url=base
+        )
         if response.status_code != 200:
             raise_for_request_error(response, "bulk download")
             raise ZohoRequestError(f"bulk download: HTTP {response.status_code}", status=response.status_code)
@@ -264,11 +310,18 @@ def _bulk_outcome(row: dict[str, str]) -> RecordOutcome:
     status = (row.get("STATUS") or "").strip().lower()
     record_id = (row.get("RECORD_ID") or "").strip() or None
     if status in ("added", "updated"):
-        return RecordOutcome(True, "SUCCESS", "record added" if status == "added" else "record updated",
-                             action="insert" if status == "added" else "update", zoho_id=record_id)
+        return RecordOutcome(
+            True,
+            "SUCCESS",
+            "record added" if status == "added" else "record updated",
+            action="insert" if status == "added" else "update",
+            zoho_id=record_id,
+        )
     errors = parse_bulk_errors(row.get("ERRORS") or "")
-    details: dict[str, Any] = {"bulk_status": status or None,
-                               "errors": [{"code": code, "api_names": names} for code, names in errors]}
+    details: dict[str, Any] = {
+        "bulk_status": status or None,
+        "errors": [{"code": code, "api_names": names} for code, names in errors],
+    }
     if record_id:
         details["id"] = record_id
     if errors:
@@ -297,6 +350,7 @@ def parse_bulk_result(payload: bytes, records: Sequence[dict[str, Any]], find_by
     rows = list(reader)
     outcomes = [_bulk_outcome(row) for row in rows]
     if find_by in (reader.fieldnames or []):
+
         def key(value: Any) -> str:
             return _csv_cell(value).strip().lower()
 
@@ -306,7 +360,7 @@ def parse_bulk_result(payload: bytes, records: Sequence[dict[str, Any]], find_by
             for row, outcome in zip(rows, outcomes):
                 by_value.setdefault(key(row.get(find_by)), []).append(outcome)
             outcomes = [(by_value.get(key(r.get(find_by))) or [_missing_row()]).pop(0) for r in records]
-    outcomes = outcomes[:len(records)]
+    outcomes = outcomes[: len(records)]
     return outcomes + [_missing_row() for _ in range(len(records) - len(outcomes))]
 
 

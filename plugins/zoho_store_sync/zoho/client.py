@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import requests
 from requests.auth import AuthBase
@@ -21,8 +22,13 @@ from zoho_store_sync.zoho.settings import ZohoSettings
 log = logging.getLogger(__name__)
 
 # The scopes a tenant's grant code should be generated with (zoho-crm-api.md §2.7).
-RECOMMENDED_SCOPES = ("ZohoCRM.modules.ALL", "ZohoCRM.settings.fields.READ", "ZohoCRM.org.READ", "ZohoCRM.bulk.ALL",
-                      "ZohoFiles.files.ALL")
+RECOMMENDED_SCOPES = (
+    "ZohoCRM.modules.ALL",
+    "ZohoCRM.settings.fields.READ",
+    "ZohoCRM.org.READ",
+    "ZohoCRM.bulk.ALL",
+    "ZohoFiles.files.ALL",
+)
 # Scope each operation needs, named in OAUTH_SCOPE_MISMATCH errors (Zoho's own answer names none).
 _SCOPE_NEEDED = {
     "upsert": "ZohoCRM.modules.{module}.WRITE (or ZohoCRM.modules.ALL)",
@@ -71,9 +77,15 @@ class CallStats:
             self.retries += 1
 
     def as_dict(self) -> dict[str, Any]:
-        return {"api_calls": self.api_calls, "write_calls": self.write_calls, "credits": self.credits,
-                "token_calls": self.token_calls, "retries": self.retries,
-                "credits_remaining": self.credits_remaining, "by_operation": dict(self.by_operation)}
+        return {
+            "api_calls": self.api_calls,
+            "write_calls": self.write_calls,
+            "credits": self.credits,
+            "token_calls": self.token_calls,
+            "retries": self.retries,
+            "credits_remaining": self.credits_remaining,
+            "by_operation": dict(self.by_operation),
+        }
 
 
 class _ZohoTokenAuth(AuthBase):
@@ -120,10 +132,22 @@ class ZohoClient:
         self._settings_lock = threading.Lock()
         self.stats = CallStats()
         self.transport = RetryingTransport(
-            "zoho", max_retries=max_retries, backoff=backoff, timeout=timeout, session_factory=session_factory,
-            max_in_flight=max_concurrency, on_retry=lambda *_: self.stats.count_retry())
-        self.oauth = ZohoOAuth(lambda: self.settings, self.transport, token_cache or MemoryTokenCache(),
-                               policy=token_policy, on_token_request=self.stats.count_token_call, mask=mask)
+            "zoho",
+            max_retries=max_retries,
+            backoff=backoff,
+            timeout=timeout,
+            session_factory=session_factory,
+            max_in_flight=max_concurrency,
+            on_retry=lambda *_: self.stats.count_retry(),
+        )
+        self.oauth = ZohoOAuth(
+            lambda: self.settings,
+            self.transport,
+            token_cache or MemoryTokenCache(),
+            policy=token_policy,
+            on_token_request=self.stats.count_token_call,
+            mask=mask,
+        )
         self.records = ZohoRecords(self)
         self.bulk = ZohoBulkWrite(self)
 
@@ -162,26 +186,46 @@ class ZohoClient:
         call = _ApiCall(self, operation, credits, write, path, base_url, module)
         try:
             response = self.transport.request(
-                method, call.url, auth=call.auth, on_answer=call.on_answer, on_failure=call.on_failure,
-                renew_auth=call.renew, what=f"zoho {operation}",
-                params=params, json=json, data=data, headers=headers, files=files)
+                method,
+                call.url,
+                auth=call.auth,
+                on_answer=call.on_answer,
+                on_failure=call.on_failure,
+                renew_auth=call.renew,
+                what=f"zoho {operation}",
+                params=params,
+                json=json,
+                data=data,
+                headers=headers,
+                files=files,
+            )
         except TRANSIENT_ERRORS as exc:
-            raise ZohoUnavailable(f"{operation}: connection failed {self.transport.max_retries + 1} times "
-                                  f"({type(exc).__name__})") from None
+            raise ZohoUnavailable(
+                f"{operation}: connection failed {self.transport.max_retries + 1} times ({type(exc).__name__})"
+            ) from None
         status = response.status_code
         if status == 401:
             raise ZohoAuthError(f"{operation}: Zoho refused a freshly refreshed token ({call.code})")
         if transient_status(status):
-            raise ZohoUnavailable(f"{operation}: Zoho answered HTTP {status} ({call.code}) "
-                                  f"{self.transport.max_retries + 1} times")
+            raise ZohoUnavailable(
+                f"{operation}: Zoho answered HTTP {status} ({call.code}) {self.transport.max_retries + 1} times"
+            )
         return response
 
 
 class _ApiCall:
     """One API call across its attempts: the token each attempt sends, and what Zoho's answers mean."""
 
-    def __init__(self, client: ZohoClient, operation: str, credits: int, write: bool, path: str,
-                 base_url: str | None, module: str | None) -> None:
+    def __init__(
+        self,
+        client: ZohoClient,
+        operation: str,
+        credits: int,
+        write: bool,
+        path: str,
+        base_url: str | None,
+        module: str | None,
+    ) -> None:
         self.client, self.operation, self.credits, self.write = client, operation, credits, write
         self.path, self.base_url, self.module = path, base_url, module
         self.token: AccessToken | None = None
@@ -210,7 +254,8 @@ class _ApiCall:
             stats.credits_remaining = int(remaining)
         if code == "OAUTH_SCOPE_MISMATCH":
             needed = _SCOPE_NEEDED.get(self.operation, "the scope of this API").format(
-                module=(self.module or _module_of(self.path) or "<module>").lower())
+                module=(self.module or _module_of(self.path) or "<module>").lower()
+            )
             raise ZohoScopeError(
                 f"{self.operation}: the refresh token lacks the OAuth scope {needed} (OAUTH_SCOPE_MISMATCH; "
                 f"granted: {(self.token.scope if self.token else '') or 'unknown'}); generate a new grant code "

@@ -8,8 +8,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
 from cryptography.fernet import Fernet, InvalidToken
@@ -142,9 +143,16 @@ class ZohoOAuth:
     requests (once each: the throttle is waited out here, outside the cache's lock).
     """
 
-    def __init__(self, settings: Callable[[], ZohoSettings], transport: RetryingTransport, cache: TokenCache, *,
-                 policy: TokenPolicy = TokenPolicy(), on_token_request: Callable[[], None] = lambda: None,
-                 mask: Callable[[str], None] = lambda secret: None) -> None:
+    def __init__(
+        self,
+        settings: Callable[[], ZohoSettings],
+        transport: RetryingTransport,
+        cache: TokenCache,
+        *,
+        policy: TokenPolicy = TokenPolicy(),
+        on_token_request: Callable[[], None] = lambda: None,
+        mask: Callable[[str], None] = lambda secret: None,
+    ) -> None:
         self._settings = settings
         self.transport = transport
         self.cache = cache
@@ -208,8 +216,14 @@ class ZohoOAuth:
                 retry_after=wait,
             )
         try:
-            body = self._token_request({"grant_type": "refresh_token", "client_id": s.client_id,
-                                        "client_secret": s.client_secret, "refresh_token": s.refresh_token})
+            body = self._token_request(
+                {
+                    "grant_type": "refresh_token",
+                    "client_id": s.client_id,
+                    "client_secret": s.client_secret,
+                    "refresh_token": s.refresh_token,
+                }
+            )
         except ZohoTokenThrottled as exc:
             exc.retry_after = policy.throttle_pause
             raise
@@ -236,8 +250,12 @@ class ZohoOAuth:
 
         def usable(candidate: AccessToken) -> bool:
             # A token cached for another host (the connection's data centre changed) is useless here.
-            return (not force and candidate.value != rejected and candidate.valid_for(self.policy.refresh_margin)
-                    and s.host_allowed(candidate.api_domain))
+            return (
+                not force
+                and candidate.value != rejected
+                and candidate.valid_for(self.policy.refresh_margin)
+                and s.host_allowed(candidate.api_domain)
+            )
 
         def fetch() -> AccessToken:
             cached = self.cache.get(key, cipher)
@@ -246,8 +264,12 @@ class ZohoOAuth:
             return self.cache.refresh_exclusively(key, cipher, usable, self._refresh)
 
         token = self.transport.keep_trying(
-            fetch, temporary=ZohoTokenThrottled, budget=self.policy.max_wait, what="zoho token refresh",
-            wait=lambda exc, _: exc.retry_after if exc.retry_after is not None else self.policy.throttle_pause)
+            fetch,
+            temporary=ZohoTokenThrottled,
+            budget=self.policy.max_wait,
+            what="zoho token refresh",
+            wait=lambda exc, _: exc.retry_after if exc.retry_after is not None else self.policy.throttle_pause,
+        )
         s.check_host(token.api_domain)
         self._mask(token.value)
         self.token = token
@@ -257,10 +279,14 @@ class ZohoOAuth:
         """Grant code → refresh token (returned, never logged). The code is single use and lives minutes."""
         self._mask(code)
         s = self._settings()
-        form = {"grant_type": "authorization_code", "client_id": s.client_id, "client_secret": s.client_secret,
-                "code": code}
-        if redirect_uri or s.redirect_uri:
-            form["redirect_uri"] = redirect_uri or s.redirect_uri  # type: ignore[assignment]
+        form = {
+            "grant_type": "authorization_code",
+            "client_id": s.client_id,
+            "client_secret": s.client_secret,
+            "code": code,
+        }
+        if uri := redirect_uri or s.redirect_uri:
+            form["redirect_uri"] = uri
         body = self._token_request(form)
         if "refresh_token" not in body:
             raise ZohoOAuthError("no_refresh_token", "the grant was not requested with access_type=offline")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from typing import Any, Iterable, Protocol, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import requests
 
@@ -15,9 +16,23 @@ from zoho_store_sync.settings import ZOHO_API_VERSION, ZOHO_CREDITS, ZOHO_MAX_PE
 
 # Record-level codes that a retry cannot fix until the data changes.
 PERMANENT_CODES = frozenset(
-    {"INVALID_DATA", "MANDATORY_NOT_FOUND", "DUPLICATE_DATA", "MULTIPLE_OR_MULTI_ERRORS", "DEPENDENT_FIELD_MISSING",
-     "DEPENDENT_MISMATCH", "INVALID_MODULE", "INVALID_REQUEST_METHOD", "AUTHORIZATION_FAILED", "NOT_APPROVED",
-     "ID_ALREADY_CONVERTED", "LIMIT_EXCEEDED", "CONVERTED_RECORD", "RECORD_LOCKED", "BLOCKED_RECORD"}
+    {
+        "INVALID_DATA",
+        "MANDATORY_NOT_FOUND",
+        "DUPLICATE_DATA",
+        "MULTIPLE_OR_MULTI_ERRORS",
+        "DEPENDENT_FIELD_MISSING",
+        "DEPENDENT_MISMATCH",
+        "INVALID_MODULE",
+        "INVALID_REQUEST_METHOD",
+        "AUTHORIZATION_FAILED",
+        "NOT_APPROVED",
+        "ID_ALREADY_CONVERTED",
+        "LIMIT_EXCEEDED",
+        "CONVERTED_RECORD",
+        "RECORD_LOCKED",
+        "BLOCKED_RECORD",
+    }
 )
 
 
@@ -48,7 +63,22 @@ class RecordJSON(str):
 class Caller(Protocol):
     """What the record calls need: ``ZohoClient.request``."""
 
-    def request(self, method: str, path: str, *, operation: str, **options: Any) -> requests.Response: ...
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        credits: int = ...,
+        write: bool = ...,
+        params: dict[str, Any] | None = ...,
+        json: Any = ...,
+        data: bytes | None = ...,
+        headers: dict[str, str] | None = ...,
+        files: Any = ...,
+        base_url: str | None = ...,
+        module: str | None = ...,
+    ) -> requests.Response: ...
 
 
 def write_credits(n_records: int) -> int:
@@ -80,14 +110,15 @@ def raise_for_request_error(response: requests.Response, operation: str) -> None
         body = body if isinstance(body, dict) else {}
         raise ZohoRequestError(
             f"{operation}: HTTP {response.status_code} {body.get('code', '')} {body.get('message', '')}".rstrip(),
-            code=body.get("code"), status=response.status_code,
+            code=body.get("code"),
+            status=response.status_code,
         )
 
 
 def zoho_time(moment: datetime) -> str:
     """ISO 8601 with offset, Zoho's date-time format (naive means UTC)."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.isoformat(timespec="seconds")
 
 
@@ -97,8 +128,9 @@ def parse_record_outcomes(response: requests.Response, expected: int) -> list[Re
     data = body.get("data") if isinstance(body, dict) else None
     if isinstance(data, list) and len(data) == expected:
         return [_outcome(item) for item in data]
-    code: Any = body.get("code", f"HTTP_{response.status_code}") if isinstance(body, dict) else \
-        f"HTTP_{response.status_code}"
+    code: Any = (
+        body.get("code", f"HTTP_{response.status_code}") if isinstance(body, dict) else f"HTTP_{response.status_code}"
+    )
     message: Any = body.get("message", "unexpected response") if isinstance(body, dict) else "unexpected response"
     if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):  # e.g. INVALID_MODULE in data
         code, message = data[0].get("code", code), data[0].get("message", message)
@@ -145,8 +177,13 @@ class ZohoRecords:
         if trigger is not None:
             rest["trigger"] = list(trigger)
         response = self._caller.request(
-            "POST", f"/crm/{ZOHO_API_VERSION}/{module}/upsert", operation="upsert",
-            credits=write_credits(len(records)), write=True, data=records_body(records, rest), module=module,
+            "POST",
+            f"/crm/{ZOHO_API_VERSION}/{module}/upsert",
+            operation="upsert",
+            credits=write_credits(len(records)),
+            write=True,
+            data=records_body(records, rest),
+            module=module,
         )
         return parse_record_outcomes(response, len(records))
 
@@ -159,16 +196,22 @@ class ZohoRecords:
             raise ValueError(f"update_records: records at positions {missing[:10]} have no 'id'")
         outcomes: list[RecordOutcome] = []
         for start in range(0, len(records), ZOHO_MAX_RECORDS_PER_WRITE):
-            chunk = list(records[start:start + ZOHO_MAX_RECORDS_PER_WRITE])
+            chunk = list(records[start : start + ZOHO_MAX_RECORDS_PER_WRITE])
             body: dict[str, Any] = {"data": chunk}
             if trigger is not None:
                 body["trigger"] = list(trigger)
             response = self._caller.request(
-                "PUT", f"/crm/{ZOHO_API_VERSION}/{module}", operation="update",
-                credits=write_credits(len(chunk)), write=True, json=body, module=module,
+                "PUT",
+                f"/crm/{ZOHO_API_VERSION}/{module}",
+                operation="update",
+                credits=write_credits(len(chunk)),
+                write=True,
+                json=body,
+                module=module,
             )
-            outcomes += [replace(o, action="update") if o.ok else o
-                         for o in parse_record_outcomes(response, len(chunk))]
+            outcomes += [
+                replace(o, action="update") if o.ok else o for o in parse_record_outcomes(response, len(chunk))
+            ]
         return outcomes
 
     def delete(self, module: str, ids: Sequence[str], *, wf_trigger: bool = True) -> list[RecordOutcome]:
@@ -180,13 +223,18 @@ class ZohoRecords:
         ids = [str(i) for i in ids]
         outcomes: list[RecordOutcome] = []
         for start in range(0, len(ids), ZOHO_MAX_RECORDS_PER_WRITE):
-            chunk = ids[start:start + ZOHO_MAX_RECORDS_PER_WRITE]
+            chunk = ids[start : start + ZOHO_MAX_RECORDS_PER_WRITE]
             response = self._caller.request(
-                "DELETE", f"/crm/{ZOHO_API_VERSION}/{module}", operation="delete", write=True, module=module,
+                "DELETE",
+                f"/crm/{ZOHO_API_VERSION}/{module}",
+                operation="delete",
+                write=True,
+                module=module,
                 params={"ids": ",".join(chunk), "wf_trigger": "true" if wf_trigger else "false"},
             )
-            outcomes += [replace(o, action="delete") if o.ok else o
-                         for o in parse_record_outcomes(response, len(chunk))]
+            outcomes += [
+                replace(o, action="delete") if o.ok else o for o in parse_record_outcomes(response, len(chunk))
+            ]
         return outcomes
 
     def get(self, module: str, ids: Iterable[str], fields: Sequence[str]) -> list[dict[str, Any]]:
@@ -195,8 +243,11 @@ class ZohoRecords:
         found: list[dict[str, Any]] = []
         for start in range(0, len(ids), 100):
             response = self._caller.request(
-                "GET", f"/crm/{ZOHO_API_VERSION}/{module}", operation="get", module=module,
-                params={"ids": ",".join(ids[start:start + 100]), "fields": ",".join(fields)},
+                "GET",
+                f"/crm/{ZOHO_API_VERSION}/{module}",
+                operation="get",
+                module=module,
+                params={"ids": ",".join(ids[start : start + 100]), "fields": ",".join(fields)},
             )
             if response.status_code == 204:
                 continue
@@ -215,8 +266,12 @@ class ZohoRecords:
         page = 1
         while True:
             response = self._caller.request(
-                "GET", f"/crm/{ZOHO_API_VERSION}/{module}/deleted", operation="deleted", module=module,
-                credits=ZOHO_CREDITS["deleted"], headers=headers,
+                "GET",
+                f"/crm/{ZOHO_API_VERSION}/{module}/deleted",
+                operation="deleted",
+                module=module,
+                credits=ZOHO_CREDITS["deleted"],
+                headers=headers,
                 params={"type": type, "page": page, "per_page": ZOHO_MAX_PER_PAGE},
             )
             if response.status_code in (204, 304):  # nothing (more) deleted
@@ -237,27 +292,46 @@ class ZohoRecords:
         if contact_id:
             options["Contacts"] = {"id": str(contact_id)}
         response = self._caller.request(
-            "POST", f"/crm/{ZOHO_API_VERSION}/Leads/{lead_id}/actions/convert", operation="convert", module="Leads",
-            credits=ZOHO_CREDITS["convert"], write=True, json={"data": [options]},
+            "POST",
+            f"/crm/{ZOHO_API_VERSION}/Leads/{lead_id}/actions/convert",
+            operation="convert",
+            module="Leads",
+            credits=ZOHO_CREDITS["convert"],
+            write=True,
+            json={"data": [options]},
         )
         [outcome] = parse_record_outcomes(response, 1)
         body = json_body(response)
         item = (body.get("data") or [{}])[0] if isinstance(body, dict) and isinstance(body.get("data"), list) else {}
         if not outcome.ok:
             if isinstance(body, dict) and "data" not in body:
-                return RecordOutcome(False, str(body.get("code", f"HTTP_{response.status_code}")),
-                                     str(body.get("message", "")), details=dict(body.get("details") or {}))
+                return RecordOutcome(
+                    False,
+                    str(body.get("code", f"HTTP_{response.status_code}")),
+                    str(body.get("message", "")),
+                    details=dict(body.get("details") or {}),
+                )
             return outcome
         details = item.get("details") or {}
         contact = details.get("Contacts") or {}
-        return RecordOutcome(True, outcome.code, outcome.message, action="convert",
-                             zoho_id=str(contact["id"]) if contact.get("id") else None,
-                             details={k: details.get(k) for k in ("Contacts", "Accounts", "Deals")})
+        return RecordOutcome(
+            True,
+            outcome.code,
+            outcome.message,
+            action="convert",
+            zoho_id=str(contact["id"]) if contact.get("id") else None,
+            details={k: details.get(k) for k in ("Contacts", "Accounts", "Deals")},
+        )
 
     def fields(self, module: str) -> list[dict[str, Any]]:
         """Field metadata of a module: api_name, data_type, length, read_only, system_mandatory, ..."""
-        response = self._caller.request("GET", f"/crm/{ZOHO_API_VERSION}/settings/fields", operation="fields",
-                                        params={"module": module}, module=module)
+        response = self._caller.request(
+            "GET",
+            f"/crm/{ZOHO_API_VERSION}/settings/fields",
+            operation="fields",
+            params={"module": module},
+            module=module,
+        )
         raise_for_request_error(response, "fields")
         return response.json().get("fields", [])
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 from zoho_store_sync.errors import ZohoConfigError
@@ -56,10 +57,15 @@ class ZohoSettings:
 
     def endpoints(self) -> dict[str, Any]:
         """Where this connection's calls go (no secrets): for checks and the connect/verify DAG."""
-        return {"data_centre": self.data_centre, "environment": self.environment, "token_url": self.token_url,
-                "api_domain": self.api_domain,
-                "file_upload_url": f"{self.file_upload_url}/crm/{ZOHO_API_VERSION}/upload",
-                "bulk_download_url": self.download_url, "allowed_hosts": sorted(self.allowed_api_hosts)}
+        return {
+            "data_centre": self.data_centre,
+            "environment": self.environment,
+            "token_url": self.token_url,
+            "api_domain": self.api_domain,
+            "file_upload_url": f"{self.file_upload_url}/crm/{ZOHO_API_VERSION}/upload",
+            "bulk_download_url": self.download_url,
+            "allowed_hosts": sorted(self.allowed_api_hosts),
+        }
 
     def host_allowed(self, url: str) -> bool:
         parts = urlparse(url)
@@ -70,8 +76,7 @@ class ZohoSettings:
     def check_host(self, url: str) -> None:
         if not self.host_allowed(url):
             raise ZohoConfigError(
-                f"refusing to send a Zoho token to {urlparse(url).netloc!r}: not a host of the connection's "
-                "data centre"
+                f"refusing to send a Zoho token to {urlparse(url).netloc!r}: not a host of the connection's data centre"
             )
 
     @classmethod
@@ -89,8 +94,9 @@ class ZohoSettings:
 
         ``stored_refresh_token`` is asked when the extras hold no ``refresh_token`` (what zoho_connect stored).
         """
-        missing = [name for name, value in (("login (client id)", login), ("password (client secret)", password))
-                   if not value]
+        missing = [
+            name for name, value in (("login (client id)", login), ("password (client secret)", password)) if not value
+        ]
         if missing:
             raise ZohoConfigError(f"Zoho connection {conn_id!r} lacks {', '.join(missing)}")
         assert login is not None and password is not None
@@ -100,7 +106,8 @@ class ZohoSettings:
             api_domain = str(extra.get("api_domain") or "").rstrip("/")
             if not accounts_url or not api_domain:
                 raise ZohoConfigError(
-                    f"Zoho connection {conn_id!r}: allow_custom_hosts needs accounts_url and api_domain")
+                    f"Zoho connection {conn_id!r}: allow_custom_hosts needs accounts_url and api_domain"
+                )
             # A local sandbox serves uploads and bulk results on its API host.
             environment, dc = "custom", None
             file_upload_url = download_url = api_domain
@@ -120,12 +127,24 @@ class ZohoSettings:
             api_domain = f"https://{prefix}.{suffix}"
             file_upload_url = f"https://{file_upload_host(dc, suffix)}"
             download_url = f"https://{download_host(suffix)}"
-            allowed = frozenset({f"{p}.{suffix}" for p in ZOHO_API_HOST_PREFIXES}
-                                | {file_upload_host(dc, suffix), download_host(suffix)})
+            allowed = frozenset(
+                {f"{p}.{suffix}" for p in ZOHO_API_HOST_PREFIXES}
+                | {file_upload_host(dc, suffix), download_host(suffix)}
+            )
         refresh_token = extra.get("refresh_token") or (stored_refresh_token() if stored_refresh_token else None)
         if refresh_token:
             mask(refresh_token)
-        return cls(conn_id=conn_id, client_id=login, client_secret=password, refresh_token=refresh_token,
-                   redirect_uri=extra.get("redirect_uri"), data_centre=dc, environment=environment,
-                   accounts_url=accounts_url, api_domain=api_domain, file_upload_url=file_upload_url,
-                   download_url=download_url, allowed_api_hosts=allowed)
+        return cls(
+            conn_id=conn_id,
+            client_id=login,
+            client_secret=password,
+            refresh_token=refresh_token,
+            redirect_uri=extra.get("redirect_uri"),
+            data_centre=dc,
+            environment=environment,
+            accounts_url=accounts_url,
+            api_domain=api_domain,
+            file_upload_url=file_upload_url,
+            download_url=download_url,
+            allowed_api_hosts=allowed,
+        )

@@ -1,5 +1,6 @@
-"""The DecoNetwork store: ``hook.py`` (the Order Management API), ``extraction.py`` (orders and the customer
-export merged into the canonical frame, full or incremental), mapped by include/mappings/deconetwork.yaml.
+"""The DecoNetwork store: ``hook.py`` (the Order Management API), ``export.py`` (the customer export, read and
+checked), ``merge.py`` (orders and export rows merged into the canonical frame), ``extraction.py`` (the passes, full
+or incremental), mapped by include/mappings/deconetwork.yaml.
 
 Imported when the DAG files are parsed (the registry reads ``SOURCE``): it imports nothing heavy. It also answers
 for the old module ``zoho_store_sync.sources.deconetwork`` (the extraction): ``from

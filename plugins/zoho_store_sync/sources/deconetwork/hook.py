@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import requests
-
 from airflow.sdk import BaseHook
+
 from zoho_store_sync.errors import (  # noqa: F401 - re-exported
-    DecoNetworkConfigError,
     DecoNetworkAuthError,
+    DecoNetworkConfigError,
     DecoNetworkError,
     DecoNetworkHtmlError,
     DecoNetworkNotEnabledError,
@@ -60,13 +61,19 @@ class DecoNetworkHook(BaseHook):
     conn_type = "deconetwork"
     hook_name = "DecoNetwork"
 
-    def __init__(self, deconetwork_conn_id: str = default_conn_name, *, max_retries: int = 5,
-                 timeout: float = 60.0) -> None:
+    def __init__(
+        self, deconetwork_conn_id: str = default_conn_name, *, max_retries: int = 5, timeout: float = 60.0
+    ) -> None:
         super().__init__()
         self.deconetwork_conn_id = deconetwork_conn_id
         self.transport = RetryingTransport(
-            "deconetwork", max_retries=max_retries, backoff=Backoff(base=0.5, cap=30.0, floor=0.5), timeout=timeout,
-            session_factory=lambda: self.get_conn(), sleep=lambda seconds: _sleep(seconds))
+            "deconetwork",
+            max_retries=max_retries,
+            backoff=Backoff(base=0.5, cap=30.0, floor=0.5),
+            timeout=timeout,
+            session_factory=lambda: self.get_conn(),
+            sleep=lambda seconds: _sleep(seconds),
+        )
         self._conn: Any = None
         self._site_url: str | None = None
 
@@ -78,8 +85,9 @@ class DecoNetworkHook(BaseHook):
             "placeholders": {"host": "https://shop.secure-decoration.com"},
         }
 
-    def get_conn(self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None
-                 ) -> requests.Session:
+    def get_conn(
+        self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None
+    ) -> requests.Session:
         """A plain session: no basic auth, and no header taken from the connection's extras."""
         options = {**self._connection.extra_dejson, **(extra_options or {})}
         return plain_session(headers, options=options, tcp_keep_alive=True)
@@ -129,7 +137,8 @@ class DecoNetworkHook(BaseHook):
             host = (conn.host or "").strip()
             if not host:
                 raise DecoNetworkConfigError(
-                    f"DecoNetwork connection {self.deconetwork_conn_id!r}: host must be the site URL")
+                    f"DecoNetwork connection {self.deconetwork_conn_id!r}: host must be the site URL"
+                )
             if "://" not in host:
                 host = f"{conn.schema or 'https'}://{host}"  # a shop is served over https
                 if conn.port:
@@ -140,8 +149,10 @@ class DecoNetworkHook(BaseHook):
     def _credentials(self) -> list[tuple[str, str]]:
         conn = self._connection
         if not conn.login or not conn.password:
-            raise DecoNetworkAuthError(f"DecoNetwork connection {self.deconetwork_conn_id!r}: login and password "
-                                       "must hold the API user's username and password")
+            raise DecoNetworkAuthError(
+                f"DecoNetwork connection {self.deconetwork_conn_id!r}: login and password "
+                "must hold the API user's username and password"
+            )
         # skip_login_token: every known client sends it; its effect is undocumented (store-apis.md A.2).
         return [("username", conn.login), ("password", conn.password), ("skip_login_token", "1")]
 
@@ -152,28 +163,35 @@ class DecoNetworkHook(BaseHook):
         try:
             response = self.transport.request("POST", url, data=form, what=f"deconetwork {path}")
         except TRANSIENT_ERRORS as exc:
-            raise DecoNetworkError(f"DecoNetwork {path}: no answer from {self.site_url} after "
-                                   f"{self.max_retries + 1} attempts ({type(exc).__name__})") from None
+            raise DecoNetworkError(
+                f"DecoNetwork {path}: no answer from {self.site_url} after "
+                f"{self.max_retries + 1} attempts ({type(exc).__name__})"
+            ) from None
         return self._check(path, response)
 
     def _check(self, path: str, response: requests.Response) -> dict[str, Any]:
         text = response.text
         if transient_status(response.status_code):
-            raise DecoNetworkError(f"DecoNetwork {path}: the site is unavailable (HTTP {response.status_code}) "
-                                   f"after {self.max_retries} retries; the next run tries again")
+            raise DecoNetworkError(
+                f"DecoNetwork {path}: the site is unavailable (HTTP {response.status_code}) "
+                f"after {self.max_retries} retries; the next run tries again"
+            )
         if text.lstrip().startswith("<"):
             raise DecoNetworkHtmlError(
                 f"DecoNetwork {path} answered with an HTML page (HTTP {response.status_code}) instead of JSON: "
                 f"check that the connection's host is the DecoNetwork site URL ({self.site_url}) and that the "
                 "API username and password are right (a refused login shows the site's login page)",
-                code=None)
+                code=None,
+            )
         try:
             body = json.loads(text) if text.strip() else None
         except ValueError:
             body = None
         if not isinstance(body, dict) or not isinstance(body.get("response_status"), dict):
-            raise DecoNetworkError(f"DecoNetwork {path} answered HTTP {response.status_code} without the "
-                                   f"response_status envelope: {text[:200]!r}")
+            raise DecoNetworkError(
+                f"DecoNetwork {path} answered HTTP {response.status_code} without the "
+                f"response_status envelope: {text[:200]!r}"
+            )
         status = body["response_status"]
         try:
             code = int(status.get("code"))
@@ -185,19 +203,24 @@ class DecoNetworkHook(BaseHook):
         if code in AUTH_FAILED_CODES:
             raise DecoNetworkAuthError(
                 f"DecoNetwork authentication failed ({code}: {description}): check the API username and "
-                f"password in connection {self.deconetwork_conn_id!r}", code=code)
+                f"password in connection {self.deconetwork_conn_id!r}",
+                code=code,
+            )
         if code in NOT_ENABLED_CODES:
             raise DecoNetworkNotEnabledError(
                 f"DecoNetwork API not enabled on {self.site_url} ({code}: {description}): enable the Order "
-                "Management API app in Admin > Apps Store (Enterprise plan)", code=code)
+                "Management API app in Admin > Apps Store (Enterprise plan)",
+                code=code,
+            )
         if code in REQUEST_ERROR_CODES:
-            raise DecoNetworkRequestError(f"DecoNetwork rejected the {path} request ({code}: {description})",
-                                          code=code)
-        raise DecoNetworkError(f"DecoNetwork {path} failed (HTTP {response.status_code}, code {code}: "
-                               f"{description})", code=code)
+            raise DecoNetworkRequestError(f"DecoNetwork rejected the {path} request ({code}: {description})", code=code)
+        raise DecoNetworkError(
+            f"DecoNetwork {path} failed (HTTP {response.status_code}, code {code}: {description})", code=code
+        )
 
-    def find_orders(self, conditions: Sequence[Condition], limit: int = MAX_LIMIT,
-                    extra: Sequence[tuple[str, Any]] = ()) -> Iterator[list[dict[str, Any]]]:
+    def find_orders(
+        self, conditions: Sequence[Condition], limit: int = MAX_LIMIT, extra: Sequence[tuple[str, Any]] = ()
+    ) -> Iterator[list[dict[str, Any]]]:
         """Yield pages of orders matching all ``conditions`` (AND), stepping ``offset`` until ``total``.
 
         Each condition is ``(field, condition, date1, date2, string)``, sent as ``conditions[n][...]`` with
@@ -232,8 +255,16 @@ class DecoNetworkHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """Airflow's "Test" button: one cheap search (orders modified in the future: none)."""
         try:
-            body = self.call(FIND_ORDERS_PATH, [("field", FIELD_DATE_MODIFIED), ("condition", GREATER),
-                                                ("date1", "2999-01-01T00:00:00"), ("limit", 1), ("offset", 0)])
+            body = self.call(
+                FIND_ORDERS_PATH,
+                [
+                    ("field", FIELD_DATE_MODIFIED),
+                    ("condition", GREATER),
+                    ("date1", "2999-01-01T00:00:00"),
+                    ("limit", 1),
+                    ("offset", 0),
+                ],
+            )
         except DecoNetworkError as exc:
             return False, str(exc)
         return True, f"DecoNetwork Order Management API answered (total {body.get('total', 0)})"

@@ -1,5 +1,6 @@
-"""The Magento 2 store: ``hook.py`` (REST calls, keyset paging; ``oauth1.py`` signs them), ``extraction.py``
-(customers and their orders as the canonical frame, full or incremental), mapped by include/mappings/magento.yaml.
+"""The Magento 2 store: ``hook.py`` (REST calls, keyset paging; ``oauth1.py`` signs them), ``rows.py`` (customers
+and their orders as canonical rows), ``extraction.py`` (the passes, full or incremental), mapped by
+include/mappings/magento.yaml.
 
 Imported when the DAG files are parsed (the registry reads ``SOURCE``): it imports nothing heavy. It also answers
 for the old module ``zoho_store_sync.sources.magento`` (the extraction): ``from zoho_store_sync.sources.magento

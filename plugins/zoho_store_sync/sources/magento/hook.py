@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import requests
+from airflow.sdk import BaseHook
 from requests.auth import AuthBase
 
-from airflow.sdk import BaseHook
 from zoho_store_sync.errors import MagentoAuthError, MagentoError, SourceIncompleteError  # noqa: F401 - re-exported
 from zoho_store_sync.sources.magento.oauth1 import (  # noqa: F401 - re-exported: the signing lived here
     OAuth1,
@@ -95,6 +96,7 @@ class _Bearer(AuthBase):
 
 # ---- paging reports --------------------------------------------------------------------------------------
 
+
 @dataclass
 class PagingReport:
     """What one keyset read proved about itself; ``MagentoHook.search`` fills it when it is given one.
@@ -130,6 +132,7 @@ class Probe(NamedTuple):
 
 # ---- the hook --------------------------------------------------------------------------------------------
 
+
 class _PartialPage(TryAgain):
     """A page that cannot be the store's truth (see ``_page_problem``): read it again."""
 
@@ -151,21 +154,33 @@ class MagentoHook(BaseHook):
     conn_type = "magento"
     hook_name = "Magento 2"
 
-    def __init__(self, magento_conn_id: str = default_conn_name, *, store_code: str = "default",
-                 max_retries: int = 5, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        magento_conn_id: str = default_conn_name,
+        *,
+        store_code: str = "default",
+        max_retries: int = 5,
+        timeout: float = 60.0,
+    ) -> None:
         super().__init__()
         self.magento_conn_id = magento_conn_id
         self.store_code = store_code
         self.page_retries = PAGE_RETRIES
-        self.transport = RetryingTransport("magento", max_retries=max_retries, backoff=RETRY_BACKOFF, timeout=timeout,
-                                           session_factory=lambda: self.get_conn())
+        self.transport = RetryingTransport(
+            "magento",
+            max_retries=max_retries,
+            backoff=RETRY_BACKOFF,
+            timeout=timeout,
+            session_factory=lambda: self.get_conn(),
+        )
         self._lock = threading.Lock()
         self._conn: Any = None
         self._admin_token: str | None = None
         self._oauth1: OAuth1 | None = None
 
-    def get_conn(self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None
-                 ) -> requests.Session:
+    def get_conn(
+        self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None
+    ) -> requests.Session:
         """A session without basic auth and with none of the connection's extras as headers."""
         options = {**self._connection.extra_dejson, **(extra_options or {})}
         return plain_session(headers, options=options, tcp_keep_alive=True)
@@ -205,8 +220,10 @@ class MagentoHook(BaseHook):
     def _auth_mode(self) -> str:
         mode = str(self._connection.extra_dejson.get("auth", "integration_token"))
         if mode not in AUTH_MODES:
-            raise MagentoAuthError(f"Magento connection {self.magento_conn_id!r}: unknown auth {mode!r} "
-                                   f"(use one of {', '.join(AUTH_MODES)})")
+            raise MagentoAuthError(
+                f"Magento connection {self.magento_conn_id!r}: unknown auth {mode!r} "
+                f"(use one of {', '.join(AUTH_MODES)})"
+            )
         return mode
 
     @property
@@ -226,12 +243,16 @@ class MagentoHook(BaseHook):
         mode = self._auth_mode()
         if mode == "integration_token":
             if not conn.password:
-                raise MagentoAuthError(f"Magento connection {self.magento_conn_id!r}: password must hold the "
-                                       "integration access token")
+                raise MagentoAuthError(
+                    f"Magento connection {self.magento_conn_id!r}: password must hold the integration access token"
+                )
             return _Bearer(conn.password)
         if mode == "oauth1":
             if self._oauth1 is None:
-                self._oauth1 = OAuth1(**self._oauth1_credentials())
+                c = self._oauth1_credentials()
+                self._oauth1 = OAuth1(
+                    c["consumer_key"], c["consumer_secret"], c["access_token"], c["access_token_secret"]
+                )
             return self._oauth1
         with self._lock:
             if renew or self._admin_token is None:
@@ -246,18 +267,25 @@ class MagentoHook(BaseHook):
             try:
                 from_password = json.loads(conn.password)
             except ValueError:
-                raise MagentoAuthError(f"Magento connection {self.magento_conn_id!r}: password is not valid JSON "
-                                       "(expected {\"consumer_secret\": ..., \"access_token_secret\": ...})") from None
+                raise MagentoAuthError(
+                    f"Magento connection {self.magento_conn_id!r}: password is not valid JSON "
+                    '(expected {"consumer_secret": ..., "access_token_secret": ...})'
+                ) from None
         values = {name: from_password.get(name) or extra.get(name) for name in OAUTH1_FIELDS}
         missing = [name for name, value in values.items() if not value]
         if missing:  # names only: never a value
-            raise MagentoAuthError(f"Magento connection {self.magento_conn_id!r}: auth 'oauth1' needs "
-                                   f"{', '.join(missing)} (extra, or the secrets as JSON in password)")
+            raise MagentoAuthError(
+                f"Magento connection {self.magento_conn_id!r}: auth 'oauth1' needs "
+                f"{', '.join(missing)} (extra, or the secrets as JSON in password)"
+            )
         return {name: str(value) for name, value in values.items()}
 
     def _fetch_admin_token(self, username: str | None, password: str | None) -> str:
-        response = self.transport.send_once("POST", self._rest_url("integration/admin/token", scoped=False),
-                                            json={"username": username, "password": password})
+        response = self.transport.send_once(
+            "POST",
+            self._rest_url("integration/admin/token", scoped=False),
+            json={"username": username, "password": password},
+        )
         if response.status_code == 200:
             return str(response.json())
         body = _json(response)
@@ -267,9 +295,14 @@ class MagentoHook(BaseHook):
                 f"Magento refused an admin token because two-factor authentication is on ({message}). "
                 "Unattended syncs cannot answer a 2FA prompt: create an integration (System > Extensions > "
                 "Integrations) and use auth 'oauth1' (or 'integration_token' if the store allows bearer tokens).",
-                status=response.status_code, body=body)
-        raise MagentoAuthError(f"Magento admin token refused (HTTP {response.status_code}): {message}",
-                               status=response.status_code, body=body)
+                status=response.status_code,
+                body=body,
+            )
+        raise MagentoAuthError(
+            f"Magento admin token refused (HTTP {response.status_code}): {message}",
+            status=response.status_code,
+            body=body,
+        )
 
     def _renew_admin_token(self, response: requests.Response) -> bool:
         """A 401 in admin mode: the 4-hour admin token expired; fetch a new one (once per call)."""
@@ -282,16 +315,18 @@ class MagentoHook(BaseHook):
         """GET a REST path with auth, one token renewal on 401, and backoff on 429/5xx/dropped connections."""
         query = encode_query(params)
         url = self._rest_url(path) + (f"?{query}" if query else "")
-        response = self.transport.request("GET", url, auth=self._credentials, renew_auth=self._renew_admin_token,
-                                          what=f"magento {path}")
+        response = self.transport.request(
+            "GET", url, auth=self._credentials, renew_auth=self._renew_admin_token, what=f"magento {path}"
+        )
         if response.status_code == 200:
             return response.json()
         body = _json(response)
         message = format_magento_message(body)
         if response.status_code == 401:
             raise MagentoAuthError(self._unauthorized_hint(path, body, message), status=401, body=body)
-        raise MagentoError(f"Magento {path} failed (HTTP {response.status_code}): {message}",
-                           status=response.status_code, body=body)
+        raise MagentoError(
+            f"Magento {path} failed (HTTP {response.status_code}): {message}", status=response.status_code, body=body
+        )
 
     def _unauthorized_hint(self, path: str, body: Any, message: str) -> str:
         text = f"Magento refused {path} (HTTP 401): {message}"
@@ -299,11 +334,15 @@ class MagentoHook(BaseHook):
         resource = parameters.get("resources") if isinstance(parameters, dict) else None
         if not resource:
             return text
-        text += (f" Grant the ACL resource {_text(resource)} to the integration (System > Extensions > "
-                 "Integrations > API) and re-authorise it, or check that the credentials are current.")
+        text += (
+            f" Grant the ACL resource {_text(resource)} to the integration (System > Extensions > "
+            "Integrations > API) and re-authorise it, or check that the credentials are current."
+        )
         if self._auth_mode() == "integration_token":
-            text += (" Magento 2.4.4+ also refuses integration tokens used as bearer tokens unless the store "
-                     "allows it: use auth 'oauth1' instead.")
+            text += (
+                " Magento 2.4.4+ also refuses integration tokens used as bearer tokens unless the store "
+                "allows it: use auth 'oauth1' instead."
+            )
         return text
 
     def search(
@@ -336,9 +375,11 @@ class MagentoHook(BaseHook):
             for f, (field, value, condition) in enumerate(group):
                 base += _filter(g, f, field, value, condition)
         keyset_group = len(filter_groups)
-        base += [("searchCriteria[sortOrders][0][field]", id_field),
-                 ("searchCriteria[sortOrders][0][direction]", "ASC"),
-                 ("searchCriteria[currentPage]", 1)]
+        base += [
+            ("searchCriteria[sortOrders][0][field]", id_field),
+            ("searchCriteria[sortOrders][0][direction]", "ASC"),
+            ("searchCriteria[currentPage]", 1),
+        ]
         if fields:
             base.append(("fields", fields))
         seen: set[Any] = set()
@@ -348,12 +389,14 @@ class MagentoHook(BaseHook):
         drops: list[tuple[Any, Any]] = []  # ranges (previous_id, last_id] read before total_count fell unexplained
         while True:
             try:
-                body, page_size = self._checked_page(resource, base, keyset_group, id_field, last_id, page_size,
-                                                     expected, report)
+                body, page_size = self._checked_page(
+                    resource, base, keyset_group, id_field, last_id, page_size, expected, report
+                )
             except _PartialPage as partial:
                 reported = len(seen) + max(partial.remaining, expected or 0)
-                raise SourceIncompleteError(self._incomplete_message(resource, partial.reason, len(seen), reported,
-                                                                     self.page_retries)) from None
+                raise SourceIncompleteError(
+                    self._incomplete_message(resource, partial.reason, len(seen), reported, self.page_retries)
+                ) from None
             items = body.get("items") or []
             remaining = int(body.get("total_count") or 0)
             if report is not None and report.first_total is None:
@@ -377,13 +420,22 @@ class MagentoHook(BaseHook):
                 break
         if report is not None:
             report.read = len(seen)
-            report.incomplete_reason = self._verify_ranges(resource, filter_groups, id_field, page_size, drops,
-                                                           seen, report)
+            report.incomplete_reason = self._verify_ranges(
+                resource, filter_groups, id_field, page_size, drops, seen, report
+            )
             report.done = True
 
-    def _checked_page(self, resource: str, base: list[tuple[str, Any]], keyset_group: int, id_field: str,
-                      last_id: Any, page_size: int, expected: int | None,
-                      report: PagingReport | None) -> tuple[dict[str, Any], int]:
+    def _checked_page(
+        self,
+        resource: str,
+        base: list[tuple[str, Any]],
+        keyset_group: int,
+        id_field: str,
+        last_id: Any,
+        page_size: int,
+        expected: int | None,
+        report: PagingReport | None,
+    ) -> tuple[dict[str, Any], int]:
         """A keyset page that can be the store's truth, and its page size. A page that cannot (``_page_problem``)
         is read again ``page_retries`` times, with a short backoff; then ``_PartialPage``."""
         size = page_size
@@ -403,11 +455,13 @@ class MagentoHook(BaseHook):
             if report is not None:
                 report.retries += 1
 
-        return self.transport.keep_trying(read, retries=self.page_retries, backoff=PAGE_BACKOFF,
-                                          what=f"magento {resource}", on_retry=count_retry)
+        return self.transport.keep_trying(
+            read, retries=self.page_retries, backoff=PAGE_BACKOFF, what=f"magento {resource}", on_retry=count_retry
+        )
 
-    def _search_page(self, resource: str, base: list[tuple[str, Any]], keyset_group: int, id_field: str,
-                     last_id: Any, page_size: int) -> tuple[dict[str, Any], int]:
+    def _search_page(
+        self, resource: str, base: list[tuple[str, Any]], keyset_group: int, id_field: str, last_id: Any, page_size: int
+    ) -> tuple[dict[str, Any], int]:
         """One keyset page, and the page size it was read with (lowered to the store's maximum if it says so)."""
         while True:
             params = [*base, ("searchCriteria[pageSize]", page_size)]
@@ -423,51 +477,84 @@ class MagentoHook(BaseHook):
                 continue
             return (body if isinstance(body, dict) else {}), page_size
 
-    def _verify_ranges(self, resource: str, filter_groups: Sequence[Sequence[tuple[str, Any, str]]], id_field: str,
-                       page_size: int, ranges: list[tuple[Any, Any]], seen: set[Any],
-                       report: PagingReport) -> str | None:
+    def _verify_ranges(
+        self,
+        resource: str,
+        filter_groups: Sequence[Sequence[tuple[str, Any, str]]],
+        id_field: str,
+        page_size: int,
+        ranges: list[tuple[Any, Any]],
+        seen: set[Any],
+        report: PagingReport,
+    ) -> str | None:
         """Why the read is not provably complete, or None: every row the store now has in ``ranges`` was read."""
         if not ranges:
             return None
         if len(ranges) > MAX_RANGES_TO_VERIFY:
-            return (f"total_count fell by more than the rows read on {len(ranges)} pages of {resource} (rows "
-                    f"deleted while paging, or pages that left rows out): more than {MAX_RANGES_TO_VERIFY} to check")
+            return (
+                f"total_count fell by more than the rows read on {len(ranges)} pages of {resource} (rows "
+                f"deleted while paging, or pages that left rows out): more than {MAX_RANGES_TO_VERIFY} to check"
+            )
         missing: list[Any] = []
         for low, high in ranges:
             bounds = [[(id_field, high, "lteq")]] + ([[(id_field, low, "gt")]] if low is not None else [])
-            for page in self.search(resource, filter_groups=[*filter_groups, *bounds],
-                                    fields=f"items[{id_field}],total_count", page_size=page_size, id_field=id_field):
+            for page in self.search(
+                resource,
+                filter_groups=[*filter_groups, *bounds],
+                fields=f"items[{id_field}],total_count",
+                page_size=page_size,
+                id_field=id_field,
+            ):
                 missing += [item.get(id_field) for item in page if item.get(id_field) not in seen]
             report.verified_ranges += 1
         if not missing:
             return None  # the counts fell because rows were deleted ahead of the keyset: nothing was left out
         sample = ", ".join(str(i) for i in sorted(missing)[:10]) + (", ..." if len(missing) > 10 else "")
-        return (f"{len(missing)} rows the store still has were not in the pages read from {resource} "
-                f"(ids {sample}): a page left them out although its total_count counted them")
+        return (
+            f"{len(missing)} rows the store still has were not in the pages read from {resource} "
+            f"(ids {sample}): a page left them out although its total_count counted them"
+        )
 
     def _incomplete_message(self, resource: str, problem: str, read: int, reported: int, retries: int) -> str:
-        return (f"Magento store {self.store_url}: the read of {resource} is incomplete: {problem}, after {read:,} "
-                f"of the {reported:,} rows the store reported (total_count), still so after {retries} retries. "
-                "Nothing was planned, sent or deleted on this partial answer. What to do: nothing if the next run "
-                "passes (the store was briefly overloaded or being re-indexed); if it persists, look for errors in "
-                "the store's var/log/exception.log and its database, and try a smaller magento.page_size.")
+        return (
+            f"Magento store {self.store_url}: the read of {resource} is incomplete: {problem}, after {read:,} "
+            f"of the {reported:,} rows the store reported (total_count), still so after {retries} retries. "
+            "Nothing was planned, sent or deleted on this partial answer. What to do: nothing if the next run "
+            "passes (the store was briefly overloaded or being re-indexed); if it persists, look for errors in "
+            "the store's var/log/exception.log and its database, and try a smaller magento.page_size."
+        )
 
-    def newest(self, resource: str, *, field: str = "updated_at",
-               filter_groups: Sequence[Sequence[tuple[str, Any, str]]] = (), id_field: str = "id") -> str | None:
+    def newest(
+        self,
+        resource: str,
+        *,
+        field: str = "updated_at",
+        filter_groups: Sequence[Sequence[tuple[str, Any, str]]] = (),
+        id_field: str = "id",
+    ) -> str | None:
         """The largest ``field`` value among the rows matching the filters (one call), or None when none."""
         return self.probe(resource, field=field, filter_groups=filter_groups, id_field=id_field).newest
 
-    def probe(self, resource: str, *, field: str = "updated_at",
-              filter_groups: Sequence[Sequence[tuple[str, Any, str]]] = (), id_field: str = "id") -> Probe:
+    def probe(
+        self,
+        resource: str,
+        *,
+        field: str = "updated_at",
+        filter_groups: Sequence[Sequence[tuple[str, Any, str]]] = (),
+        id_field: str = "id",
+    ) -> Probe:
         """The newest row's ``field`` and id, and how many rows match the filters (``total_count``): one call."""
         params: list[tuple[str, Any]] = []
         for g, group in enumerate(filter_groups):
             for f, (name, value, condition) in enumerate(group):
                 params += _filter(g, f, name, value, condition)
-        params += [("searchCriteria[sortOrders][0][field]", field),
-                   ("searchCriteria[sortOrders][0][direction]", "DESC"),
-                   ("searchCriteria[pageSize]", 1), ("searchCriteria[currentPage]", 1),
-                   ("fields", f"items[{id_field},{field}],total_count")]
+        params += [
+            ("searchCriteria[sortOrders][0][field]", field),
+            ("searchCriteria[sortOrders][0][direction]", "DESC"),
+            ("searchCriteria[pageSize]", 1),
+            ("searchCriteria[currentPage]", 1),
+            ("fields", f"items[{id_field},{field}],total_count"),
+        ]
         body = self.get(resource, params)
         body = body if isinstance(body, dict) else {}
         items = body.get("items") or []
@@ -475,8 +562,9 @@ class MagentoHook(BaseHook):
         return Probe(first.get(field), first.get(id_field), int(body.get("total_count") or 0))
 
 
-def _page_problem(items: list[dict[str, Any]], remaining: int, page_size: int, expected: int | None,
-                  last_id: Any, id_field: str) -> str | None:
+def _page_problem(
+    items: list[dict[str, Any]], remaining: int, page_size: int, expected: int | None, last_id: Any, id_field: str
+) -> str | None:
     """Why a page cannot be the store's truth, or None. ``remaining`` is its total_count (rows past the keyset),
     ``expected`` what the previous page (or a probe) said would remain."""
     if not items:
@@ -486,9 +574,12 @@ def _page_problem(items: list[dict[str, Any]], remaining: int, page_size: int, e
             return f"an empty page (total_count 0) where the store had said {expected:,} more rows remain"
         return None
     if len(items) < min(page_size, remaining):
-        return (f"a short page: {len(items):,} rows where its total_count ({remaining:,}) and the page size "
-                f"({page_size}) promise {min(page_size, remaining):,}")
-    if last_id is not None and max(item.get(id_field) for item in items) <= last_id:
+        return (
+            f"a short page: {len(items):,} rows where its total_count ({remaining:,}) and the page size "
+            f"({page_size}) promise {min(page_size, remaining):,}"
+        )
+    ids: list[Any] = [item.get(id_field) for item in items]
+    if last_id is not None and max(ids) <= last_id:
         return f"a page with no row past {id_field} {last_id} (the store ignored the keyset filter)"
     return None
 
@@ -501,10 +592,14 @@ def _filter(group: int, index: int, field: str, value: Any, condition: str) -> l
 def _store_max_page_size(error: MagentoError) -> int | None:
     """The maximum from Magento's ``Maximum SearchCriteria pageSize is %max`` refusal, else None."""
     body = error.body
-    if error.status != 400 or not isinstance(body, dict) or not str(body.get("message", "")).startswith(_MAX_PAGE_MESSAGE):
+    if (
+        error.status != 400
+        or not isinstance(body, dict)
+        or not str(body.get("message", "")).startswith(_MAX_PAGE_MESSAGE)
+    ):
         return None
     parameters = body.get("parameters")
-    raw = parameters.get("max") if isinstance(parameters, dict) else parameters[0] if parameters else None
+    raw: Any = parameters.get("max") if isinstance(parameters, dict) else parameters[0] if parameters else None
     try:
         return max(1, int(raw))
     except (TypeError, ValueError):

@@ -7,11 +7,13 @@ import hashlib
 import hmac
 import secrets
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import requests
 from requests.auth import AuthBase
+from requests.utils import to_native_string
 
 
 def percent_encode(value: str) -> str:
@@ -74,8 +76,16 @@ class OAuth1(AuthBase):
     A form-encoded body would be signed too (RFC 5849 §3.4.1.3.1); JSON bodies are not, as the RFC says.
     """
 
-    def __init__(self, consumer_key: str, consumer_secret: str, access_token: str, access_token_secret: str, *,
-                 clock: Callable[[], float] = time.time, nonce: Callable[[], str] = lambda: secrets.token_hex(16)) -> None:
+    def __init__(
+        self,
+        consumer_key: str,
+        consumer_secret: str,
+        access_token: str,
+        access_token_secret: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        nonce: Callable[[], str] = lambda: secrets.token_hex(16),
+    ) -> None:
         self.consumer_key, self.consumer_secret = consumer_key, consumer_secret
         self.access_token, self.access_token_secret = access_token, access_token_secret
         self._clock, self._nonce = clock, nonce
@@ -91,13 +101,16 @@ class OAuth1(AuthBase):
         }
         url = request.url or ""
         params = query_pairs(urlsplit(url).query) + list(oauth.items())
-        content_type = request.headers.get("Content-Type", "")
+        content_type = to_native_string(request.headers.get("Content-Type", ""))
         if isinstance(request.body, (str, bytes)) and content_type.startswith("application/x-www-form-urlencoded"):
             body = request.body.decode() if isinstance(request.body, bytes) else request.body
-            params += [(unquote(k.replace("+", " ")), unquote(v.replace("+", " ")))
-                       for k, _, v in (p.partition("=") for p in body.split("&") if p)]
+            params += [
+                (unquote(k.replace("+", " ")), unquote(v.replace("+", " ")))
+                for k, _, v in (p.partition("=") for p in body.split("&") if p)
+            ]
         base = signature_base_string(request.method or "GET", url, params)
         oauth["oauth_signature"] = oauth1_signature(base, self.consumer_secret, self.access_token_secret)
         request.headers["Authorization"] = "OAuth " + ",".join(
-            f'{percent_encode(k)}="{percent_encode(v)}"' for k, v in oauth.items())
+            f'{percent_encode(k)}="{percent_encode(v)}"' for k, v in oauth.items()
+        )
         return request

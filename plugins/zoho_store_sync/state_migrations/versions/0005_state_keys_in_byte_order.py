@@ -28,9 +28,17 @@ NEW_KEY_INDEX = "zoho_sync_state_pkey_c"
 
 
 def _collations() -> dict[str, str]:
-    return dict(op.get_bind().execute(sa.text(
-        "SELECT a.attname, c.collname FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation "
-        "WHERE a.attrelid = 'zoho_sync_state'::regclass AND a.attname = ANY(:names)"), {"names": list(COLUMNS)}).all())
+    return dict(
+        op.get_bind()
+        .execute(
+            sa.text(
+                "SELECT a.attname, c.collname FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation "
+                "WHERE a.attrelid = 'zoho_sync_state'::regclass AND a.attname = ANY(:names)"
+            ),
+            {"names": list(COLUMNS)},
+        )
+        .all()
+    )
 
 
 def upgrade() -> None:
@@ -45,15 +53,18 @@ def upgrade() -> None:
     if swap_key:
         ops.create_index(NEW_KEY_INDEX, "zoho_sync_state", [f'{name} COLLATE "C"' for name in KEYS], unique=True)
     bind = op.get_bind()
-    primary_key = bind.execute(sa.text("SELECT conname FROM pg_constraint WHERE conrelid = 'zoho_sync_state'::regclass "
-                                       "AND contype = 'p'")).scalar()
+    primary_key = bind.execute(
+        sa.text("SELECT conname FROM pg_constraint WHERE conrelid = 'zoho_sync_state'::regclass AND contype = 'p'")
+    ).scalar()
     changes = [f'ALTER COLUMN {name} TYPE varchar({COLUMNS[name]}) COLLATE "C"' for name in to_change]
     if swap_key:
         changes.insert(0, f"DROP CONSTRAINT {primary_key}")
     op.execute(f"ALTER TABLE zoho_sync_state {', '.join(changes)}")
     if swap_key:
-        op.execute(f"ALTER TABLE zoho_sync_state ADD CONSTRAINT {primary_key or 'zoho_sync_state_pkey'} "
-                   f"PRIMARY KEY USING INDEX {NEW_KEY_INDEX}")
+        op.execute(
+            f"ALTER TABLE zoho_sync_state ADD CONSTRAINT {primary_key or 'zoho_sync_state_pkey'} "
+            f"PRIMARY KEY USING INDEX {NEW_KEY_INDEX}"
+        )
 
 
 def downgrade() -> None:
