@@ -6,12 +6,14 @@ imports airflow.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,9 +56,9 @@ def sqlite_state_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'state.db'}"
 
 
-@pytest.fixture(scope="session")
-def postgres_state_url() -> str:
-    """A fresh PostgreSQL database for the session; skipped (never on CI) when no server answers."""
+@contextlib.contextmanager
+def throwaway_postgres_database(prefix: str) -> Iterator[str]:
+    """A new PostgreSQL database, dropped afterwards; skipped (a failure on CI) when no server answers."""
     import sqlalchemy as sa
 
     admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -70,15 +72,39 @@ def postgres_state_url() -> str:
             f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL} ({type(exc).__name__}); "
             "set ZOHO_SYNC_TEST_POSTGRES_URL to run these tests"
         )
-    name = f"zoho_sync_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = admin.url.set(database=name).render_as_string(hide_password=False)
-    yield url
-    sa.create_engine(url).dispose()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield url
+    finally:
+        sa.create_engine(url).dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def migrated_state_database(kind: str, tmp_path: Path, prefix: str) -> Iterator[str]:
+    """An empty state database of ``kind`` ("sqlite" or "postgres") migrated to head, for one test."""
+    from zoho_store_sync.state_migrations import migrate
+
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state.db'}"
+        migrate(url)
+        yield url
+        return
+    with throwaway_postgres_database(prefix) as url:
+        migrate(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_state_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for the session; skipped (never on CI) when no server answers."""
+    with throwaway_postgres_database("zoho_sync_test") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -4,11 +4,11 @@ the product's own deletions, shared orgs, invalid rows, duplicate emails under i
 from __future__ import annotations
 
 import json
-import uuid
+from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import POSTGRES_ADMIN_URL, REPO, connection_env, postgres_conn_fields, sqlite_conn_fields
+from tests.conftest import REPO, connection_env, migrated_state_database, postgres_conn_fields, sqlite_conn_fields
 
 BASE = {
     "source": "magento",
@@ -23,36 +23,10 @@ MAPPING_WITH_DELETED_FLAG = {"Contacts": {"Customer_Deleted": "deleted"}, "Leads
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def fresh_state_url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: ignore[no-untyped-def]
+def fresh_state_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     """An empty, migrated state database per test: tests of shared orgs must not see other tests' tenants."""
-    import os
-
-    import sqlalchemy as sa
-
-    from zoho_store_sync.state_migrations import migrate
-
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'state.db'}"
-        migrate(url)
+    with migrated_state_database(request.param, tmp_path, "zoho_sync_safety") as url:
         yield url
-        return
-    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - any connection failure means "no server here"
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required on CI but unreachable at {POSTGRES_ADMIN_URL}: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL} ({type(exc).__name__})")
-    name = f"zoho_sync_safety_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    migrate(url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 class World:

@@ -7,10 +7,11 @@ import os
 import random
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import POSTGRES_ADMIN_URL, connection_env, postgres_conn_fields, sqlite_conn_fields
+from tests.conftest import connection_env, migrated_state_database, postgres_conn_fields, sqlite_conn_fields
 from tests.dags import crash_runner
 from tests.dags.crash_runner import ZohoHold, crm_problems, expected_crm, live_records
 
@@ -35,34 +36,11 @@ WRITE_OPERATIONS = ("upsert", "convert", "delete", "update")
 
 
 @pytest.fixture
-def state_url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: ignore[no-untyped-def]
+def state_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     """An empty, migrated state database per seed (SQLite or PostgreSQL, as the seed's parameters say)."""
-    import sqlalchemy as sa
-
-    from zoho_store_sync.state_migrations import migrate
-
-    if request.node.callspec.params["seed_and_db"][1] == "sqlite":
-        url = f"sqlite:///{tmp_path / 'state.db'}"
-        migrate(url)
+    kind = request.node.callspec.params["seed_and_db"][1]
+    with migrated_state_database(kind, tmp_path, "zoho_sync_property") as url:
         yield url
-        return
-    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - any connection failure means "no server here"
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required on CI but unreachable at {POSTGRES_ADMIN_URL}: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL} ({type(exc).__name__})")
-    name = f"zoho_sync_property_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    migrate(url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 class Trial:
