@@ -113,6 +113,16 @@ class TenantConfig(BaseModel):
     # of the records the tenant keeps in Zoho (from 10 records on), deletes nothing and turns red.
     max_deletions: int = Field(500, ge=0)
     max_deletion_share: float = Field(0.1, ge=0.0, le=1.0)
+    # Fields a Zoho layout requires that the mapping may leave empty: per module, Zoho field -> what fills it, in
+    # order: a canonical customer field ("full_name") or a constant ("=Individual"). Merged over the defaults
+    # (Leads.Company: the customer's company, else the full name, else the email); [] removes a default.
+    required_field_fallbacks: dict[ZohoModule, dict[str, list[str]]] = Field(default_factory=dict)
+    # Lead conversion: "real_company" creates (or attaches) an Account only from a company the customer gave,
+    # never from a fallback; "never" creates no Account; "always" lets Zoho use the Lead's Company as it is.
+    lead_conversion_account: Literal["real_company", "never", "always"] = "real_company"
+    adopt_existing_records: StrictBool = True  # first sync / reset: link the org's records found by email
+    phone_default_region: str | None = Field(None, pattern=r"^[A-Z]{2}$")  # ISO 3166 code when no country is known
+    zoho_credit_reserve: int = Field(0, ge=0)  # credits of the org's day this tenant's runs leave for others
     magento: MagentoOptions = Field(default_factory=MagentoOptions)
     deconetwork: DecoNetworkOptions = Field(default_factory=DecoNetworkOptions)
     # What to do when a customer disappears from (Magento) or is flagged deleted in (DecoNetwork) the store

@@ -139,6 +139,37 @@ resets = sa.Table(
     sa.Column("finished_at", sa.DateTime(timezone=True)),
 )
 
+bulk_jobs = sa.Table(
+    "zoho_sync_bulk_jobs",
+    metadata,
+    # A Bulk Write job is paid for when it is created: its id is kept before the upload finishes, so a retried
+    # task (same run, same records: same job_key) resumes it instead of paying for a new one.
+    sa.Column("tenant_id", sa.String(100), primary_key=True),
+    sa.Column("job_key", sa.String(64), primary_key=True),  # a hash of (run, module, the chunk's records)
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("module", sa.String(20), nullable=False),
+    sa.Column("records", sa.Integer, nullable=False),
+    sa.Column("job_id", sa.String(40)),
+    sa.Column("status", sa.String(20), nullable=False),  # uploading, created, completed, read
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+credit_ledger = sa.Table(
+    "zoho_sync_credits",
+    metadata,
+    # Credits each run spent on an org (one org may serve several tenants), over Zoho's rolling 24 hours, with the
+    # X-API-CREDITS-REMAINING Zoho last reported (it only appears once half the day's credits are used).
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("org_key", sa.String(250), nullable=False),
+    sa.Column("tenant_id", sa.String(100), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("used_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("credits", sa.Integer, nullable=False),
+    sa.Column("remaining", sa.Integer),
+)
+sa.Index("ix_zoho_sync_credits_org_used_at", credit_ledger.c.org_key, credit_ledger.c.used_at)
+
 STATE_COLUMNS = [
     "customer_key",
     "email",
