@@ -14,6 +14,7 @@ from airflow.sdk import DAG, Param, chain, get_parsing_context
 from zoho_store_sync.config import TenantConfig, load_tenants
 from zoho_store_sync.operators import SyncStepOperator
 from zoho_store_sync.retry_policy import SYNC_RETRY_POLICY
+from zoho_store_sync.run_health import stuck_run_alert
 
 DOC_MD = """
 ### Zoho CRM sync: `{tenant_id}` ({source})
@@ -30,6 +31,9 @@ records to Zoho, 100 per call, matched on email → **report** the run summary (
   really lost those customers, trigger it with `allow_deletions` set to that number (this run only).
 * Never deletes on a read that may be partial; see the README, "What the sync will never do".
 * Rejected records: table `zoho_sync_errors`, retried next run when Zoho says retrying can help.
+* `upsert_to_zoho` takes {pool_slots} slots of pool `{pool}`. If it stays *scheduled* (its Details tab and a
+  red **Missed** deadline on the run say so), the pool is missing or too small:
+  `python -m zoho_store_sync.cli pools ensure`.
 * Configuration: the `zoho_sync_tenants` Variable; see the README.
 """
 
@@ -66,6 +70,9 @@ def build_sync_dag(tenant: TenantConfig) -> DAG:
         catchup=False,
         max_active_runs=1,
         dagrun_timeout=timedelta(hours=6),
+        # With ZOHO_SYNC_STUCK_RUN_ALERT_SECONDS set, a run not done that long after it was queued (typically
+        # upsert_to_zoho waiting for its pool) misses a deadline naming the pool and the fix (run_health.py).
+        deadline=stuck_run_alert(tenant.tenant_id, tenant.zoho_pool, tenant.zoho_max_concurrency),
         default_args={**DEFAULT_ARGS, "retries": tenant.retries},
         tags=["zoho_sync", tenant.source, f"tenant:{tenant.tenant_id}", *tenant.tags],
         doc_md=DOC_MD.format(
@@ -75,6 +82,8 @@ def build_sync_dag(tenant: TenantConfig) -> DAG:
             modules=", ".join(tenant.modules) or "none",
             sync_option=tenant.sync_option,
             zoho_conn_id=tenant.zoho_conn_id,
+            pool=tenant.zoho_pool,
+            pool_slots=tenant.zoho_max_concurrency,
         ),
         params={
             "dry_run": Param(False, description=DRY_RUN_DESCRIPTION, schema=dict(DRY_RUN_SCHEMA)),

@@ -35,6 +35,7 @@ import pytest
 import requests
 
 from tests.deploy.conftest import ROOT, InstalledDistribution
+from zoho_store_sync.zoho.client import RECOMMENDED_SCOPES
 
 pytestmark = pytest.mark.deployment
 
@@ -46,6 +47,9 @@ TENANT_ID = "acme"
 SYNC_DAG = f"zoho_sync__{TENANT_ID}"
 CUSTOMERS = 300
 RUN_TIMEOUT = 240  # seconds a DAG run may take on a loaded 2-core machine
+# A sync not done this long after it was queued misses its Airflow deadline (a run slower than this only shows a
+# harmless "Missed" badge); the pool test waits for it.
+STUCK_RUN_ALERT_SECONDS = 30
 
 
 # --- servers the deployment needs -------------------------------------------------------------------------
@@ -295,6 +299,8 @@ def _base_env(
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,  # this run's own Celery queue on the shared Redis
             "ZOHO_SYNC_INCLUDE_DIR": str(ROOT / "include"),
             "ZOHO_SYNC_STAGING_URL": f"file://{home / 'staging'}",
+            # A sync not done this long after it was queued misses its deadline (3600 in docker-compose.yaml).
+            "ZOHO_SYNC_STUCK_RUN_ALERT_SECONDS": str(STUCK_RUN_ALERT_SECONDS),
         }
     )
     return env
@@ -518,16 +524,7 @@ def test_the_cli_reads_the_tenant_from_the_metadata_db_and_says_to_connect_first
 
 def test_the_cli_connects_the_org_with_a_grant_code_typed_at_a_hidden_prompt(deployment: Deployment):
     zoho = deployment.zoho
-    code = zoho.issue_grant_code(
-        zoho.client_id,
-        (
-            "ZohoCRM.modules.ALL",
-            "ZohoCRM.settings.fields.READ",
-            "ZohoCRM.org.READ",
-            "ZohoCRM.bulk.ALL",
-            "ZohoFiles.files.ALL",
-        ),
-    )
+    code = zoho.issue_grant_code(zoho.client_id, RECOMMENDED_SCOPES)  # the README's scopes
     forms = _record_token_forms(zoho)
     connected = deployment.project_cli("connect", TENANT_ID, input=code + "\n")  # getpass reads stdin without a tty
     assert code not in connected.stdout + connected.stderr
@@ -586,11 +583,15 @@ def test_a_confirmed_reset_resends_every_customer_without_duplicates(deployment:
     assert any(call["operation"] in ("upsert", "bulk_write", "upload") for call in deployment.zoho.calls())
 
 
-def test_a_pool_smaller_than_the_tenants_concurrency_is_named_and_the_setup_fixes_it(deployment: Deployment):
+def test_a_pool_smaller_than_the_tenants_concurrency_is_named_on_the_run_and_the_setup_fixes_it(
+    deployment: Deployment,
+):
     deployment.airflow("pools", "set", "zoho_api", "2", "Zoho CRM API calls per org")
     checked = deployment.project_cli("pools", "check", check=False)
     assert checked.returncode == 2, checked.stdout + checked.stderr
     assert "[FAILED] pool zoho_api has 2 slots; tenant acme takes up to 10" in checked.stdout, checked.stdout
+    (alert,) = deployment.api("GET", f"/ui/dags/{SYNC_DAG}/deadlineAlerts")["deadline_alerts"]
+    assert alert["reference_type"] == "DagRunQueuedAtDeadline" and alert["interval"] == STUCK_RUN_ALERT_SECONDS
     run_id = deployment.trigger(SYNC_DAG, {})
     quoted = requests.utils.quote(run_id, safe="")
     upload = f"/api/v2/dags/{SYNC_DAG}/dagRuns/{quoted}/taskInstances/upsert_to_zoho"
@@ -603,6 +604,27 @@ def test_a_pool_smaller_than_the_tenants_concurrency_is_named_and_the_setup_fixe
 
     reason = deployment.wait("upsert_to_zoho waiting for the pool", waiting_for_the_pool)
     assert "require 10 pool slots" in reason, reason  # what Airflow tells in the task's details
+
+    def missed_deadline() -> dict[str, Any] | None:  # what the run's page shows: a red "Missed" badge and its name
+        deadlines = deployment.api("GET", f"/ui/dags/{SYNC_DAG}/dagRuns/{quoted}/deadlines")["deadlines"]
+        return next((d for d in deadlines if d["missed"]), None)
+
+    deadline = deployment.wait("the run's missed deadline", missed_deadline, timeout=120)
+    assert deadline["alert_name"] == (
+        f"Sync not done {STUCK_RUN_ALERT_SECONDS} s after it was queued. If upsert_to_zoho is scheduled, it waits "
+        "for 10 free slots of pool zoho_api: run `python -m zoho_store_sync.cli pools ensure`"
+    ), deadline
+    triggerer_log = deployment.home / "logs" / "triggerer.log"
+    said = f"ZOHO_SYNC_STUCK tenant {TENANT_ID} run {run_id}: not done {STUCK_RUN_ALERT_SECONDS} s after it was queued;"
+    line = deployment.wait(
+        "the triggerer's report",
+        lambda: next((ln for ln in triggerer_log.read_text(errors="replace").splitlines() if said in ln), None),
+        timeout=120,
+    )
+    assert "upsert_to_zoho is scheduled, waiting for 10 free slots of pool zoho_api" in line, line
+    assert "python -m zoho_store_sync.cli pools ensure" in line, line
+    assert deployment.api("GET", upload)["state"] == "scheduled"  # still waiting: nothing else moved it
+
     ensured = deployment.project_cli("pools", "ensure")
     assert "[fixed] pool zoho_api has 2 slots: grown with 10 slots" in ensured.stdout, ensured.stdout
     deployment.wait_for_run(SYNC_DAG, run_id)  # the waiting run goes on by itself
