@@ -24,6 +24,8 @@ FIGURES = {
     "diff_full_1m": "bench.diff_full",
     "zoho_calls": "bench.zoho_calls",
     "reset_100k": "bench.reset_100k",
+    "reset_45k_credits": "bench.reset_45k_credits",
+    "first_sync_100k": "bench.first_sync_100k",
     "parse_500_tenants": "bench.parse_500_tenants",
     "state_write_1m": "bench.state_write_1m",
     "incremental_1m": "bench.incremental",

@@ -40,13 +40,18 @@ def _plan(n: int, seed: int) -> Any:
     from zoho_store_sync.config import TenantConfig
     from zoho_store_sync.customers import prepare
     from zoho_store_sync.diff import plan_changes
+    from zoho_store_sync.field_values import fit_to_org
     from zoho_store_sync.mapping import load_mapping
     from zoho_store_sync.state import STATE_COLUMNS
 
     tenant = TenantConfig(tenant_id=TENANT_ID, source="magento", store_conn_id="m", zoho_conn_id="z")
     empty = pd.DataFrame({name: pd.Series(dtype="object") for name in STATE_COLUMNS}).astype({"payload_hash": "int64"})
     customers = data.customers(n, seed=seed)
-    return plan_changes(prepare(customers).valid, empty, load_mapping(tenant), tenant.modules).changes
+    # A standard org's layouts (the sandbox's default): Leads need Company, filled by the default fallback.
+    required = [{"api_name": "Last_Name", "data_type": "text", "required": True}]
+    org = {"Contacts": required, "Leads": [*required, {"api_name": "Company", "data_type": "text", "required": True}]}
+    prepared, mapping, _ = fit_to_org(tenant, prepare(customers), load_mapping(tenant), org, tenant.modules)
+    return plan_changes(prepared.valid, empty, mapping, tenant.modules).changes
 
 
 def _tenant_env(conn_id: str, ready: dict[str, Any], state_url: str) -> None:

@@ -29,7 +29,7 @@ tenant syncs, and that every mapped field exists in the org and is writable. Eac
 
 Not from this form: a grant code typed here would stay readable in the run's configuration. In the Zoho API console
 (Self Client, or your server-based client), generate a grant code with the scopes
-`ZohoCRM.modules.ALL,ZohoCRM.settings.fields.READ,ZohoCRM.org.READ,ZohoCRM.bulk.ALL,ZohoFiles.files.ALL`
+`ZohoCRM.modules.ALL,ZohoCRM.settings.fields.READ,ZohoCRM.settings.layouts.READ,ZohoCRM.org.READ,ZohoCRM.bulk.ALL,ZohoCRM.coql.READ,ZohoFiles.files.ALL`
 (it lives a few minutes), then, where `airflow` commands work (e.g. `docker compose run airflow-cli bash`):
 
     python -m zoho_store_sync.cli connect <tenant>     # prompts for the grant code (hidden), then verifies

@@ -10,9 +10,18 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from zoho_store_sync.config import tenant_param
+from zoho_store_sync.config import load_tenants, tenant_param
+from zoho_store_sync.reset_lanes import send_lane
 from zoho_store_sync.retry_policy import SYNC_RETRY_POLICY
-from zoho_store_sync.settings import DEFAULT_ZOHO_POOL
+from zoho_store_sync.settings import DEFAULT_ZOHO_POOL, ZOHO_DEFAULT_CONCURRENCY
+
+# The send tasks, one per (pool, slots) of the configured tenants (read at parse time, like the tenant drop-down):
+# Airflow takes a task's pool when the DAG file is parsed, never from the run's form.
+LANES = {
+    send_lane(pool, slots): (pool, slots)
+    for pool, slots in sorted({(t.zoho_pool, t.zoho_max_concurrency) for t in load_tenants().tenants})
+    or [(DEFAULT_ZOHO_POOL, ZOHO_DEFAULT_CONCURRENCY)]
+}
 
 DOC_MD = """
 ### Reset a tenant's Zoho sync
@@ -29,8 +38,15 @@ running it twice creates no duplicate. Use it after records were deleted in Zoho
    not confirmed. The tenant's scheduled sync waits (is skipped) while a reset runs, and a reset
    waits for a running sync to finish.
 
-Large loads use Zoho's Bulk Write API when it costs fewer API credits; the summary (`ZOHO_SYNC_SUMMARY`
-log line, `zoho_sync_runs` row of kind `reset`) says which path each record type took and its cost.
+Large loads use Zoho's Bulk Write API when it costs fewer API credits: one job per chunk, of one record type
+and at most 25,000 records; a retried chunk resumes the job it already paid for. The summary
+(`ZOHO_SYNC_SUMMARY` log line, `zoho_sync_runs` row of kind `reset`) says which path each record type took,
+the jobs and credits it estimated, and what it cost.
+
+* **Fire workflows** (off by default): the resent records fire no workflow rule, approval or blueprint
+  (`trigger: []`). Tick it to let them fire as the tenant's sync does.
+* The sending runs in the tenant's Airflow pool with its `zoho_max_concurrency` slots, as its sync does: the
+  task is `send_chunk__<pool>__<slots>`; the other pools' send tasks are skipped.
 """
 
 
@@ -62,6 +78,16 @@ log line, `zoho_sync_runs` row of kind `reset`) says which path each record type
         ),
         "confirm": Param(
             "", type="string", title="Confirm", description="Type the tenant id to confirm. Without it nothing happens."
+        ),
+        "fire_workflows": Param(
+            False,
+            type="boolean",
+            title="Fire workflows",
+            description=(
+                "Off (default): the resent records fire no workflow rule, approval or blueprint in Zoho "
+                "(trigger: []). On: they fire as the tenant's sync does (its zoho_workflow_triggers): "
+                "a 100k reset can then run every workflow 100k times."
+            ),
         ),
         "wait_for_sync_minutes": Param(
             30,
@@ -118,34 +144,54 @@ def zoho_reset():
             )
 
     @task
-    def split_into_chunks(planned: dict, run_id=None, params=None) -> list[dict]:
+    def split_into_chunks(planned: dict, run_id=None, params=None) -> dict[str, list[dict]]:
         from zoho_store_sync import pipeline, reset
 
         with pipeline.hold_tenant_lock(params["tenant"], run_id, "reset"):
-            return reset.split(params["tenant"], run_id, planned)
+            chunks = reset.split(params["tenant"], run_id, planned)
+            if not params["dry_run"]:
+                reset.check_credits(params["tenant"], chunks)  # deferred before a single send when over budget
+            return reset.route_chunks(params["tenant"], chunks, list(LANES))
 
-    # One chunk at a time: the grid shows the reset advancing, and each chunk uses the org's full concurrency.
-    @task(pool=DEFAULT_ZOHO_POOL, max_active_tis_per_dagrun=1, retry_policy=SYNC_RETRY_POLICY)
+    @task
+    def chunks_for(routed: dict, lane: str) -> list[dict]:
+        return routed[lane]  # empty on the lanes of other pools: their send task is skipped
+
+    # One chunk at a time: the grid shows the reset advancing, and each chunk uses the org's full concurrency. It
+    # runs in the tenant's pool with the tenant's slots (as its sync's upsert_to_zoho), so a reset and the syncs
+    # of other tenants on the same org stay within the org's concurrency: one send task per (pool, slots).
+    @task(max_active_tis_per_dagrun=1, retry_policy=SYNC_RETRY_POLICY)
     def send_chunk(chunk: dict, run_id=None, params=None) -> dict:
         from zoho_store_sync import pipeline, reset
 
         with pipeline.hold_tenant_lock(params["tenant"], run_id, "reset"):
-            return reset.send_chunk(params["tenant"], run_id, chunk, bool(params["dry_run"]))
+            return reset.send_chunk(
+                params["tenant"], run_id, chunk, bool(params["dry_run"]), bool(params.get("fire_workflows"))
+            )
 
-    @task
+    @task(trigger_rule="none_failed_min_one_success")  # the other lanes' send tasks are skipped (no chunks)
     def report_reset(
         extracted: dict,
         planned: dict,
-        chunks: list[dict],
-        sent: list[dict],
+        routed: dict,
+        sent_per_lane: list,
         run_id=None,
         params=None,
     ) -> dict:
         from zoho_store_sync import pipeline, reset
 
+        chunks = [chunk for lane in LANES for chunk in routed[lane]]
+        sent = [result for lane in sent_per_lane for result in (lane or [])]
         with pipeline.hold_tenant_lock(params["tenant"], run_id, "reset"):
             return reset.finish(
-                params["tenant"], run_id, extracted, planned, chunks, list(sent), bool(params["dry_run"])
+                params["tenant"],
+                run_id,
+                extracted,
+                planned,
+                chunks,
+                sent,
+                bool(params["dry_run"]),
+                bool(params.get("fire_workflows")),
             )
 
     @task(trigger_rule="all_done")
@@ -160,9 +206,14 @@ def zoho_reset():
     lock >> started
     extracted = extract_customers(started)
     planned = plan_resend(extracted, started)
-    chunks = split_into_chunks(planned)
-    sent = send_chunk.expand(chunk=chunks)
-    done = report_reset(extracted, planned, chunks, sent)
+    routed = split_into_chunks(planned)
+    sent = [
+        send_chunk.override(task_id=f"send_chunk__{lane}", pool=pool, pool_slots=slots).expand(
+            chunk=chunks_for.override(task_id=f"chunks_for__{lane}")(routed, lane)
+        )
+        for lane, (pool, slots) in LANES.items()
+    ]
+    done = report_reset(extracted, planned, routed, sent)
     done >> release_tenant_lock().as_teardown(setups=lock)
 
 

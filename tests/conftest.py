@@ -117,9 +117,13 @@ def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def zoho_sandbox():
+    """A fresh Zoho org. Its own refresh token: the session's PostgreSQL state database keeps each token's refresh
+    history (Zoho allows 10 refreshes in 10 minutes), which tests sharing one token would exhaust between them."""
+    import uuid
+
     from sandboxes.zoho_crm import ZohoSandbox
 
-    with ZohoSandbox() as sandbox:
+    with ZohoSandbox(refresh_token=f"1000.sandbox-refresh-token-{uuid.uuid4().hex}") as sandbox:
         yield sandbox
 
 

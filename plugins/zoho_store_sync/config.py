@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 ZohoModule = Literal["Contacts", "Leads"]
 SyncOption = Literal["none", "all_stores", "my_stores"]
 TENANT_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$"
+# customers.CUSTOMER_COLUMNS not of kind "string" (that module imports pandas; test_field_values keeps them equal)
+_NON_TEXT_FIELDS = frozenset(
+    {"store_is_mine", "order_count", "balance", "total_order_value", "newsletter", "deleted", "registered"}
+)
 _DRIVE = re.compile(r"^[A-Za-z]:")  # C:\..., C:file: a Windows absolute or drive path
 _SCHEDULE_HELP = (
     "a 5-field cron expression, an @preset (@hourly, @daily, @once, @continuous...), or null for manual only"
@@ -115,7 +119,7 @@ class TenantConfig(BaseModel):
     max_deletion_share: float = Field(0.1, ge=0.0, le=1.0)
     # Fields a Zoho layout requires that the mapping may leave empty: per module, Zoho field -> what fills it, in
     # order: a canonical customer field ("full_name") or a constant ("=Individual"). Merged over the defaults
-    # (Leads.Company: the customer's company, else the full name, else the email); [] removes a default.
+    # (Leads.Company: the customer's company, else the full name, else the last name); [] removes a default.
     required_field_fallbacks: dict[ZohoModule, dict[str, list[str]]] = Field(default_factory=dict)
     # Lead conversion: "real_company" creates (or attaches) an Account only from a company the customer gave,
     # never from a fallback; "never" creates no Account; "always" lets Zoho use the Lead's Company as it is.
@@ -135,6 +139,23 @@ class TenantConfig(BaseModel):
     def _source_is_a_registered_store(cls, value: str) -> str:
         if value not in source_registry.names():
             raise ValueError(source_registry.unknown_source_message(value))
+        return value
+
+    @field_validator("required_field_fallbacks")
+    @classmethod
+    def _fallbacks_name_text_fields_or_constants(
+        cls, value: dict[str, dict[str, list[str]]]
+    ) -> dict[str, dict[str, list[str]]]:
+        for module, fields in value.items():
+            for zoho_field, chain in fields.items():
+                for entry in chain:
+                    if not entry.startswith("=") and (entry not in CUSTOMER_FIELDS or entry in _NON_TEXT_FIELDS):
+                        raise ValueError(
+                            f"{module}.{zoho_field}: {entry!r} is neither a text customer field "
+                            f"({', '.join(sorted(CUSTOMER_FIELDS - _NON_TEXT_FIELDS))}) nor a constant written '=value'"
+                        )
+                    if entry == "=":
+                        raise ValueError(f"{module}.{zoho_field}: the constant '=' is empty")
         return value
 
     @field_validator("schedule")

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from zoho_store_sync import pipeline
+from zoho_store_sync import field_values, pipeline
 from zoho_store_sync.config import TenantConfig, get_tenant
 from zoho_store_sync.errors import VerificationFailed
 from zoho_store_sync.hooks.zoho_crm import ZohoConfigError, ZohoError, ZohoOAuthError, ZohoScopeError
@@ -27,8 +27,12 @@ log = logging.getLogger(__name__)
 REQUIRED_SCOPES: dict[str, list[tuple[str, ...]]] = {
     "Contacts": [("ZohoCRM.modules.ALL", "ZohoCRM.modules.contacts.ALL", "ZohoCRM.modules.contacts.WRITE")],
     "Leads": [("ZohoCRM.modules.ALL", "ZohoCRM.modules.leads.ALL", "ZohoCRM.modules.leads.WRITE")],
-    "_always": [("ZohoCRM.settings.fields.READ", "ZohoCRM.settings.fields.ALL", "ZohoCRM.settings.ALL")],
+    "_always": [
+        ("ZohoCRM.settings.fields.READ", "ZohoCRM.settings.fields.ALL", "ZohoCRM.settings.ALL"),
+        ("ZohoCRM.settings.layouts.READ", "ZohoCRM.settings.layouts.ALL", "ZohoCRM.settings.ALL"),
+    ],
 }
+_ALWAYS_WHAT = ("field metadata", "layouts")  # what each "_always" group is for
 
 
 @dataclass
@@ -95,9 +99,9 @@ def connect(tenant_id: str, grant_code: str, redirect_uri: str | None = None) ->
 def _scope_checks(tenant: TenantConfig, granted: set[str]) -> list[Check]:
     checks = []
     for module in (*tenant.modules, "_always"):
-        for group in REQUIRED_SCOPES[module]:
+        for index, group in enumerate(REQUIRED_SCOPES[module]):
             ok = bool(granted & set(group))
-            what = "field metadata" if module == "_always" else module
+            what = _ALWAYS_WHAT[index] if module == "_always" else module
             checks.append(
                 Check(
                     f"scope for {what}",
@@ -140,12 +144,25 @@ def verify(tenant_id: str) -> list[Check]:
         except ZohoError as exc:
             checks.append(Check(f"{module} fields", False, f"could not read the field list: {exc}"))
             continue
+        try:
+            required = set(field_values.layout_required(hook.get_layouts(module)))
+        except ZohoScopeError:
+            detail = "the token lacks ZohoCRM.settings.layouts.READ: generate a grant code with it and connect again"
+            checks.append(Check(f"{module} layouts", False, f"could not read the required fields: {detail}"))
+            required = set()
+        except ZohoError as exc:
+            checks.append(Check(f"{module} layouts", False, f"could not read the required fields: {exc}"))
+            required = set()
+        fields = [{**f, "required": f.get("api_name") in required} for f in fields]
         problems = check_against_org(mapping, module, fields)
+        problems += field_values.unfilled_required(tenant, mapping, module, fields)
         checks.append(
             Check(
                 f"{module} mapping",
                 not problems,
-                "every mapped field exists and is writable" if not problems else "; ".join(problems),
+                "every mapped field exists and is writable, every required field is filled"
+                if not problems
+                else "; ".join(problems),
             )
         )
     return _finish(tenant_id, checks)

@@ -3,8 +3,8 @@
 Each error is one of two kinds, which is all the retry policy (retry_policy.py) looks at:
 
 * ``NeedsOperator``: a person must act (configuration, scope, permission, mapping, a bad grant, a refused export
-  file, a refused mass deletion, a missing staging file, a schema behind the code, a threshold exceeded...):
-  retrying cannot help, the task fails at once;
+  file, a refused mass deletion, a missing staging file, a schema behind the code, a threshold exceeded, the
+  org's daily Zoho credits used up...): retrying cannot help (today), the task fails at once;
 * ``TryLater``: the same step may well succeed later (Zoho unavailable, tokens throttled, a partial answer from
   the store, the tenant locked by another run...): Airflow retries the task.
 
@@ -127,6 +127,25 @@ class ZohoUnavailable(TryLater, ZohoError):
     """429, 5xx or dropped connections persisted through every retry."""
 
     retryable = True
+
+
+class ZohoCreditsExhausted(NeedsOperator, ZohoError):
+    """Zoho's daily API credits of the org are used up (HTTP 429 for the rolling 24 hours, not a concurrency
+    throttle): nothing more can be sent until credits free up, 24 h after each call. Not retried, neither in the
+    task nor by Airflow (a retry today cannot succeed); the message names the credits used and when to run
+    again. What Zoho confirmed is kept; the rest is sent by the next run.
+
+    ``answer``: what Zoho said (status, message, remaining count); ``remaining``: Zoho's last
+    X-API-CREDITS-REMAINING (None when it sent none); ``free_at``: when enough credits are free again (an ISO time,
+    None until the ledger was read)."""
+
+    def __init__(
+        self, message: str, *, answer: str = "", remaining: int | None = None, free_at: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.answer = answer or message
+        self.remaining = remaining
+        self.free_at = free_at
 
 
 @_default_of(ZohoError)
@@ -253,6 +272,12 @@ class StagingFileMissing(NeedsOperator, RuntimeError):
 
 class StateSchemaError(NeedsOperator, RuntimeError):
     """The state database's schema is behind or ahead of this code: an operator must run the migration."""
+
+
+class CreditBudgetExceeded(NeedsOperator, RuntimeError):
+    """A run's credit estimate exceeds what remains of the org's daily Zoho credits (less the tenant's
+    ``zoho_credit_reserve``): deferred before sending anything. The message names the estimate, what remains and
+    when enough is free again; the next scheduled run after that time goes on by itself."""
 
 
 class MassDeletionRefused(NeedsOperator, RuntimeError):

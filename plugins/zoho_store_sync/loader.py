@@ -22,9 +22,19 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from zoho_store_sync.hooks.zoho_crm import RecordJSON, RecordOutcome, ZohoCrmHook, ZohoError
+from zoho_store_sync.adopt import ADOPTED_MARK, DUPLICATE_LINKED
+from zoho_store_sync.hooks.zoho_crm import (
+    BULK_MAX_RECORDS,
+    RecordJSON,
+    RecordOutcome,
+    ZohoCrmHook,
+    ZohoError,
+    ZohoScopeError,
+    choose_write_path,
+    job_key,
+)
 from zoho_store_sync.settings import ZOHO_MAX_RECORDS_PER_WRITE
-from zoho_store_sync.state import CONVERTING, DELETED_IN_SOURCE, UNCONFIRMED, StateStore, is_missing
+from zoho_store_sync.state import CONVERTING, DELETED_IN_SOURCE, UNCONFIRMED, BulkJobStore, StateStore, is_missing
 
 log = logging.getLogger(__name__)
 # Answered outcomes are written together once this many state rows, or this much time, have piled up.
@@ -41,6 +51,7 @@ class LoadResult:
     vanished_in_zoho: int = 0
     failed: int = 0
     failed_retryable: int = 0
+    linked: int = 0  # refused as duplicates of a record Zoho named: linked to it (``_duplicate_record``)
     sent: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
     failure_codes: dict[str, int] = field(default_factory=dict)
@@ -79,6 +90,16 @@ def batches(rows: list[PlanRow], size: int = ZOHO_MAX_RECORDS_PER_WRITE) -> list
         mine = [row for row in rows if row.module == module]
         out.extend(mine[start : start + size] for start in range(0, len(mine), size))
     return out
+
+
+UPSERT_ACTIONS = ("new", "changed", "retry")
+
+
+def choose_write_paths(changes: pd.DataFrame) -> dict[str, str]:
+    """Per module, "bulk" when its upserts cost fewer credits by Bulk Write than by batched upsert (the reset's
+    rule, ``choose_write_path``): a first sync of a large tenant, or any run with more changes than the break-even."""
+    upserts = changes.loc[changes["action"].isin(UPSERT_ACTIONS), "module"].value_counts()
+    return {str(module): choose_write_path(int(n)) for module, n in upserts.items()}
 
 
 def _vanished(outcome: RecordOutcome) -> bool:
@@ -274,6 +295,186 @@ def _log_progress(label: str, done: int, total: int, started: float) -> None:
     log.info("%s: %d/%d calls (%.0f%%), about %.0f s left", label, done, total, 100.0 * done / max(total, 1), left)
 
 
+def _duplicate_record(outcome: RecordOutcome) -> tuple[str, str] | None:
+    """(module, id) of the existing record a ``DUPLICATE_DATA`` on Email names (Zoho's duplicate-check preferences
+    refuse a new record whose Email a Lead or Contact already has, and name that record)."""
+    if outcome.ok or outcome.code != "DUPLICATE_DATA" or outcome.details.get("api_name") != "Email":
+        return None
+    record = outcome.details.get("duplicate_record")
+    module = (record.get("module") or {}).get("api_name") if isinstance(record, dict) else None
+    if isinstance(record, dict) and record.get("id") and module in ("Contacts", "Leads"):
+        return str(module), str(record["id"])
+    return None
+
+
+def _linked_row(record: PlanRow, module: str, zoho_id: str) -> dict[str, Any]:
+    """The state row of a customer linked to the record Zoho named: a pending retry (the next run reads the whole
+    store and sends it again, an update of that record or the conversion of that Lead), never a permanent failure."""
+    return {
+        "customer_key": record.customer_key,
+        "email": record.email,
+        "module": module,
+        "zoho_id": zoho_id,
+        "payload_hash": int(record.payload_hash),
+        "status": "failed",
+        "error_code": DUPLICATE_LINKED,
+        "error_message": f"Zoho has this email as {module} {zoho_id} (duplicate-check preferences): linked to it, "
+        "written there on the next run",
+        "retryable": True,
+        "attempts": int(record.attempts),
+    }
+
+
+def _clears_company(rule: str, key: str, fallback: set[str], adopted: set[str]) -> bool:
+    """Whether the Lead's Company is cleared before its conversion, so Zoho creates no Account from it."""
+    if rule == "always":
+        return False
+    if rule == "never":
+        return True
+    return key in fallback and key not in adopted  # an adopted Lead's Company is someone's real entry
+
+
+def _contacts_to_link(hook: ZohoCrmHook, converts: list[PlanRow], contact_ids: dict[str, str]) -> list[PlanRow]:
+    """Fill ``contact_ids`` with the Contacts Zoho has for the buyers' emails; return the buyers without one whose
+    name a Contact with another email has (Zoho would attach them to it): their Contact is upserted first."""
+    try:
+        by_email = hook.find_by_email("Contacts", [row.email for row in converts])
+        for row in converts:
+            found = by_email.get(str(row.email).strip().lower())
+            if found:
+                contact_ids[row.customer_key] = str(found[0]["id"])
+        rest = [row for row in converts if row.customer_key not in contact_ids]
+        if not rest:
+            return []
+        names = {row.customer_key: _name(row) for row in rest}
+        same_last = hook.find_by("Contacts", "Last_Name", [last for _, last in names.values() if last], ["First_Name"])
+    except ZohoScopeError as exc:  # connected before COQL: every buyer's Contact is upserted first
+        log.warning("conversions: Contacts not looked up (%s); each buyer's Contact is upserted first", exc)
+        return list(converts)
+    taken = {(_norm(c.get("First_Name")), last) for last, rows in same_last.items() for c in rows}
+    return [row for row in rest if names[row.customer_key] in taken]
+
+
+def _name(row: PlanRow) -> tuple[str, str]:
+    payload = json.loads(_payload(row))
+    return _norm(payload.get("First_Name")), _norm(payload.get("Last_Name"))
+
+
+def _norm(value: Any) -> str:
+    return str(value).strip().lower() if isinstance(value, str) else ""
+
+
+def _convert_leads(
+    hook: ZohoCrmHook,
+    store: StateStore,
+    runner: _Runner,
+    converts: list[PlanRow],
+    upserts: list[PlanRow],
+    changes: pd.DataFrame,
+    *,
+    trigger: list[str] | None,
+    account_rule: str,
+) -> None:
+    """Convert the Leads of customers who became buyers, never onto a stranger, with Accounts as the tenant says.
+
+    1. Contacts: without ids Zoho matches the lead's Email against Contacts, then its *name* (another John Smith).
+       So the Contacts with the buyers' emails are looked up (COQL, 1 credit per 100) and passed by id. A buyer
+       without one whose name a Contact with another email has gets his Contact upserted first (matched on email)
+       and that id passed; the others convert into a new Contact, as before (no window in which a crash leaves a
+       Lead and a Contact for one person, except in that rare case, which the next run converts).
+    2. Account: Zoho creates one on conversion whenever the Lead has a Company, and documents no other switch
+       (help "Convert Leads": an account is created "if the Company Name detail is available for the lead"; Zoho
+       KB "convert leads into contacts without creating an account": leave Company empty). So where
+       ``account_rule`` wants no Account (``never``; ``real_company`` when the Company is a fallback), the Lead's
+       Company is cleared by id first. An org that refuses that (a Leads layout requiring Company) converts the
+       Lead with Zoho's Account, and the log says so.
+    3. Convert with ``Contacts: {id}`` when known; then the Contact is upserted as before (unless step 1 did).
+    """
+    result = runner.result
+    fallback: set[str] = set()
+    if "company_is_fallback" in changes:
+        flags = changes["company_is_fallback"].astype("boolean").fillna(False).astype(bool)
+        fallback = set(changes.loc[flags, "customer_key"].astype(str))
+    known = store.load(customer_keys=[row.customer_key for row in converts])
+    adopted = set(known.loc[known["error_code"] == ADOPTED_MARK, "customer_key"].astype(str))
+
+    pre: dict[str, RecordOutcome] = {}
+    contact_ids: dict[str, str] = {}
+
+    def upsert_contacts(batch: list[PlanRow]) -> list[RecordOutcome]:
+        records = [RecordJSON(_payload(row)) for row in batch]
+        return hook.upsert("Contacts", records, duplicate_check_fields=("Email",), trigger=trigger)
+
+    def after_contacts(batch: list[PlanRow], outcomes: list[RecordOutcome]) -> None:
+        for row, outcome in zip(batch, outcomes):
+            pre[row.customer_key] = outcome
+            duplicate = _duplicate_record(outcome)
+            if outcome.ok and outcome.zoho_id:
+                contact_ids[row.customer_key] = outcome.zoho_id
+            elif duplicate and duplicate[0] == "Contacts":
+                contact_ids[row.customer_key] = duplicate[1]
+
+    risky = _contacts_to_link(hook, converts, contact_ids)
+    if risky:
+        runner.run("contacts before convert", batches(risky), upsert_contacts, after_contacts)
+        if runner.systemic is not None:
+            return
+    # A Contact payload Zoho refuses (other than a duplicate naming the Lead itself) fails the conversion too.
+    blocked = {k for k, o in pre.items() if not o.ok and k not in contact_ids and not _duplicate_record(o)}
+    for row in converts:
+        if row.customer_key in blocked:
+            runner.save([row._replace(module="Leads")], [pre[row.customer_key]])
+    todo = [row for row in converts if row.customer_key not in blocked]
+
+    clear = [
+        row._replace(module="Leads")
+        for row in todo
+        if _clears_company(account_rule, row.customer_key, fallback, adopted)
+    ]
+    if clear:
+        kept: list[str] = []
+
+        def clear_company(batch: list[PlanRow]) -> list[RecordOutcome]:
+            return hook.update_records(
+                "Leads", [{"id": str(row.zoho_id), "Company": None} for row in batch], trigger=[]
+            )
+
+        def after_clear(batch: list[PlanRow], outcomes: list[RecordOutcome]) -> None:
+            kept.extend(row.customer_key for row, outcome in zip(batch, outcomes) if not outcome.ok)
+
+        runner.run("clear placeholder company", batches(clear), clear_company, after_clear)
+        if runner.systemic is not None:
+            return
+        if kept:
+            log.warning(
+                "%d Leads kept their placeholder Company (the org refused to clear it, e.g. its Leads layout requires "
+                "Company): Zoho creates an Account from it on conversion. Make Company optional on the Leads layout, "
+                "or set lead_conversion_account to 'always' to accept these Accounts",
+                len(kept),
+            )
+
+    def convert(batch: list[PlanRow]) -> list[RecordOutcome]:
+        row = batch[0]
+        store.write_ahead([_write_ahead(row, CONVERTING, "Leads")])
+        return [hook.convert_lead(str(row.zoho_id), contact_id=contact_ids.get(row.customer_key))]
+
+    def after_convert(batch: list[PlanRow], outcomes: list[RecordOutcome]) -> None:
+        row, outcome = batch[0], outcomes[0]
+        if outcome.ok or outcome.code == "ID_ALREADY_CONVERTED":  # a crashed run may have converted it
+            result.converted += int(outcome.ok)
+            written = pre.get(row.customer_key)
+            if written is not None and written.ok:  # the Contact already carries this payload
+                runner.save([row], [written])
+                result.updated += 1  # the person's record, now a Contact (as the dry run counts it)
+            else:
+                upserts.append(row._replace(zoho_id=outcome.zoho_id or None))
+        else:
+            # the Lead keeps its state (and a failed status) until the convert works
+            runner.save([row._replace(module="Leads")], outcomes)
+
+    runner.run("convert", [[row] for row in todo], convert, after_convert)
+
+
 def apply_plan(
     hook: ZohoCrmHook,
     store: StateStore,
@@ -282,8 +483,15 @@ def apply_plan(
     concurrency: int,
     trigger: list[str] | None = None,
     write_paths: dict[str, str] | None = None,
+    run_id: str | None = None,
+    lead_conversion_account: str = "real_company",
 ) -> LoadResult:
     """Send a plan: conversions first, then updates by id, upserts, and source deletions.
+
+    ``lead_conversion_account`` (the tenant's option): whether a conversion may create an Account (``_convert_leads``).
+
+    ``write_paths``: "bulk" for the modules sent through Bulk Write (``choose_write_paths``); with ``run_id``, a
+    retried task resumes the Bulk Write jobs it already paid for (``zoho_sync_bulk_jobs``).
 
     Record-level rejections are recorded and the load goes on. A systemic failure (auth, scope, Zoho
     down after retries) stops new calls, keeps what Zoho confirmed, and is raised.
@@ -295,21 +503,9 @@ def apply_plan(
 
     converts = [row for row in rows if row.action == "convert"]
     if converts:
-
-        def convert(batch: list[PlanRow]) -> list[RecordOutcome]:
-            store.write_ahead([_write_ahead(batch[0], CONVERTING, "Leads")])
-            return [hook.convert_lead(str(batch[0].zoho_id))]
-
-        def after_convert(batch: list[PlanRow], outcomes: list[RecordOutcome]) -> None:
-            outcome = outcomes[0]
-            if outcome.ok or outcome.code == "ID_ALREADY_CONVERTED":  # a crashed run may have converted it
-                result.converted += int(outcome.ok)
-                upserts.append(batch[0]._replace(zoho_id=outcome.zoho_id or None))
-            else:
-                # the Lead keeps its state (and a failed status) until the convert works
-                runner.save([batch[0]._replace(module="Leads")], outcomes)
-
-        runner.run("convert", [[row] for row in converts], convert, after_convert)
+        _convert_leads(
+            hook, store, runner, converts, upserts, changes, trigger=trigger, account_rule=lead_conversion_account
+        )
 
     email_changed = [row for row in rows if row.action == "email_changed"]
     flag_deleted = [row for row in rows if row.action == "flag_deleted"]
@@ -333,9 +529,16 @@ def apply_plan(
     bulk = [row for row in upserts if row.module in bulk_modules]
     upserts = [row for row in upserts if row.module not in bulk_modules]
     if bulk and runner.systemic is None:
-        # Bulk Write: asynchronous jobs of up to 25,000 records, cheaper in credits for large loads.
+        # Bulk Write: asynchronous jobs of up to 25,000 records of one module, cheaper in credits for large loads.
+        jobs = BulkJobStore(store.engine, store.tenant_id) if run_id else None
+
         def bulk_write(batch: list[PlanRow]) -> list[RecordOutcome]:
-            return hook.bulk_upsert(batch[0].module, [json.loads(_payload(row)) for row in batch], find_by="Email")
+            records = [json.loads(_payload(row)) for row in batch]
+            if jobs is None:
+                return hook.bulk_upsert(batch[0].module, records, find_by="Email")
+            # Same run, same records: same key, so a retried task finds the job it paid for.
+            key = job_key(run_id, batch[0].module, *(f"{r.customer_key}:{r.payload_hash}" for r in batch))
+            return hook.bulk_upsert(batch[0].module, records, find_by="Email", key=key, ledger=jobs, run_id=str(run_id))
 
         def after_bulk(batch: list[PlanRow], outcomes: list[RecordOutcome]) -> None:
             runner.save(batch, outcomes)
@@ -344,7 +547,7 @@ def apply_plan(
 
         runner.run(
             "bulk write",
-            batches(bulk, size=25_000),
+            batches(bulk, size=BULK_MAX_RECORDS),
             bulk_write,
             after_bulk,
             write_ahead=partial(write_ahead_inserts, store),
@@ -356,6 +559,14 @@ def apply_plan(
             return hook.upsert(batch[0].module, records, duplicate_check_fields=("Email",), trigger=trigger)
 
         def after_upsert(batch: list[PlanRow], outcomes: list[RecordOutcome]) -> None:
+            named = [_duplicate_record(outcome) for outcome in outcomes]
+            if any(named):  # the org's duplicate-check preferences named the record it has: link, never stuck
+                linked = [_linked_row(row, *found) for row, found in zip(batch, named) if found]
+                runner.unwritten.extend(linked)
+                result.sent += len(linked)
+                result.linked += len(linked)
+                batch = [row for row, found in zip(batch, named) if not found]
+                outcomes = [outcome for outcome, found in zip(outcomes, named) if not found]
             runner.save(batch, outcomes)
             result.inserted += sum(1 for o in outcomes if o.ok and o.action == "insert")
             result.updated += sum(1 for o in outcomes if o.ok and o.action != "insert")

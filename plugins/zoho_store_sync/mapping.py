@@ -26,9 +26,6 @@ STANDARD_FIELD_LENGTHS = {
     "First_Name": 40,
     "Last_Name": 80,
     "Email": 100,
-    "Phone": 30,
-    "Mobile": 30,
-    "Fax": 30,
     "Company": 200,
     "Designation": 100,
     "Title": 100,
@@ -38,6 +35,13 @@ STANDARD_FIELD_LENGTHS = {
     "Source_Customer_ID": 50,
 }
 DEFAULT_TEXT_LENGTH = 255  # single line
+# Phones are never cut (a cut number is a wrong number): field_values sends them in E.164 or leaves them out.
+NO_CUT = 2**31 - 1
+
+
+def source_kind(source: str) -> str:
+    """The dtype kind of a mapped column: a canonical field's, or text for field_values' derived columns."""
+    return CUSTOMER_COLUMNS.get(source, "string")
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ def build_payloads(customers: pd.DataFrame, mapping: Mapping, module: str) -> pd
     columns: dict[str, pd.Series] = {}
     for zoho_field, source_field in mapping.fields[module].items():
         columns[zoho_field] = payload_values(
-            customers[source_field], CUSTOMER_COLUMNS[source_field], mapping.max_length(module, zoho_field)
+            customers[source_field], source_kind(source_field), mapping.max_length(module, zoho_field)
         )
     return pd.DataFrame(columns, index=customers.index)
 
@@ -163,7 +167,7 @@ def payload_hashes_by_module(
     """
     rows = {module: np.flatnonzero(module_of_row == module) for module in mapping.fields}
     fields = [
-        (module, zoho_field, source, CUSTOMER_COLUMNS[source], mapping.max_length(module, zoho_field))
+        (module, zoho_field, source, source_kind(source), mapping.max_length(module, zoho_field))
         for module, mapped in mapping.fields.items()
         if len(rows[module])
         for zoho_field, source in mapped.items()
@@ -263,7 +267,7 @@ def check_against_org(mapping: Mapping, module: str, org_fields: list[dict[str, 
             problems.append(f"{module}.{zoho_field}: read-only in Zoho, it cannot be written")
             continue
         data_type = str(meta.get("data_type", ""))
-        kind = CUSTOMER_COLUMNS[source_field]
+        kind = source_kind(source_field)
         if data_type and data_type not in _COMPATIBLE_TYPES[kind]:
             problems.append(f"{module}.{zoho_field}: Zoho type {data_type!r} cannot hold {source_field!r} ({kind})")
     for meta in org_fields:
@@ -273,9 +277,13 @@ def check_against_org(mapping: Mapping, module: str, org_fields: list[dict[str, 
 
 
 def with_org_lengths(mapping: Mapping, org_fields_by_module: dict[str, list[dict[str, Any]]]) -> Mapping:
-    """The mapping with each text field's length taken from the org (Zoho rejects longer values)."""
+    """The mapping with each text field's length taken from the org (Zoho rejects longer values); phones uncut."""
     lengths = {
-        module: {f["api_name"]: int(f["length"]) for f in fields if f.get("length")}
+        module: {
+            f["api_name"]: NO_CUT if f.get("data_type") == "phone" else int(f["length"])
+            for f in fields
+            if f.get("length")
+        }
         for module, fields in org_fields_by_module.items()
     }
     return Mapping(fields=mapping.fields, lengths=lengths)

@@ -18,11 +18,13 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pandas as pd
 
-from zoho_store_sync import safety, staging
+from zoho_store_sync import credits, field_values, safety, staging
+from zoho_store_sync.adopt import adopt_existing
 from zoho_store_sync.config import TenantConfig, get_tenant, load_tenants
 from zoho_store_sync.customers import prepare, use_system_allocator
 from zoho_store_sync.diff import plan_changes
@@ -32,7 +34,7 @@ from zoho_store_sync.errors import (  # noqa: F401 - re-exported
     TenantBusy,
 )
 from zoho_store_sync.hooks.zoho_crm import ZohoCrmHook
-from zoho_store_sync.loader import apply_plan
+from zoho_store_sync.loader import apply_plan, choose_write_paths
 from zoho_store_sync.mapping import Mapping, MappingError, check_against_org, load_mapping, with_org_lengths
 from zoho_store_sync.scope import scope_customers
 from zoho_store_sync.sources import SourceExtract
@@ -236,15 +238,24 @@ FIELDS_CURSOR = "zoho.fields"
 FIELDS_MAX_AGE = timedelta(hours=24)
 
 
+FIELDS_CACHE_VERSION = 2  # 2: with the layouts' ``required`` and the picklists' display values
+
+
 def org_fields(hook: ZohoCrmHook, store: StateStore, modules: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:
-    """The org's field metadata per module, read at most once a day (kept with the cursors)."""
+    """The org's field metadata per module, with ``required`` from its layouts and picklists' display values,
+    read at most once a day (kept with the cursors)."""
     cached = store.get_cursor(FIELDS_CURSOR) or {}
     fresh = cached.get("read_at") and datetime.now(UTC) - datetime.fromisoformat(cached["read_at"]) < FIELDS_MAX_AGE
-    if fresh and all(m in cached.get("modules", {}) for m in modules):
+    current = cached.get("version") == FIELDS_CACHE_VERSION and cached.get("layouts_read")
+    if fresh and current and all(m in cached.get("modules", {}) for m in modules):
         return {m: cached["modules"][m] for m in modules}
     keep = ("api_name", "data_type", "length", "read_only", "field_read_only", "system_mandatory")
-    fields = {m: [{k: f.get(k) for k in keep} for f in hook.get_fields(m)] for m in modules}
-    store.set_cursor(FIELDS_CURSOR, {"read_at": datetime.now(UTC).isoformat(), "modules": fields})
+    fields = {
+        m: [{k: f.get(k) for k in keep} | field_values.picklist_of(f) for f in hook.get_fields(m)] for m in modules
+    }
+    layouts_read = field_values.mark_layout_required(hook, fields)
+    state = {"read_at": datetime.now(UTC).isoformat(), "modules": fields, "version": FIELDS_CACHE_VERSION}
+    store.set_cursor(FIELDS_CURSOR, {**state, "layouts_read": layouts_read})
     return fields
 
 
@@ -253,6 +264,7 @@ def checked_mapping(tenant: TenantConfig, hook: ZohoCrmHook, store: StateStore, 
     mapping = load_mapping(tenant)
     fields = org_fields(hook, store, modules)
     problems = [p for m in modules for p in check_against_org(mapping, m, fields[m])]
+    problems += [p for m in modules for p in field_values.unfilled_required(tenant, mapping, m, fields[m])]
     if problems:
         message = f"tenant {tenant.tenant_id!r}: the mapping does not fit the Zoho org: " + "; ".join(problems)
         log.error("%s", message)
@@ -284,58 +296,77 @@ def plan(
         log.warning("not sent: customer %s: %s", row.customer_key, row.reason)
     store = state_store(tenant)
     hook = zoho_hook(tenant, store)
-    modules = modules or tenant.modules
-    mapping = checked_mapping(tenant, hook, store, modules)
-    # An incremental pass plans only the customers it read: their state rows are all it needs (the cost of a
-    # run follows the changes, not the store). A full pass also finds the customers gone from the store.
-    whole_state = bool(extracted.get("full", True)) or forget
-    state = store.load() if whole_state else store.load(customer_keys=prepared.valid["customer_key"].tolist())
-    if forget:
-        state = state.loc[~state["module"].isin(list(modules))]
-    state, deleted_cursor, newly_deleted = _mark_deleted_in_zoho(
-        hook, store, state, modules, apply=not dry_run, whole_state=whole_state
-    )
-    result = plan_changes(
-        prepared.valid,
-        state,
-        mapping,
-        modules,
-        source_deletions=tenant.source_deletions,
-        all_customer_keys=all_keys,
-        email_hashes=prepared.email_hashes,
-    )
-    changes = safety.keep_what_other_tenants_sync(store, result.changes)
-    read = len(customers)
-    invalid_share = len(prepared.invalid) / read if read else 0.0
-    changes, refused = safety.guard_deletions(tenant, store, changes, invalid_share, allow_deletions)
-    if not dry_run:
-        store.record_invalid(
-            run_id,
-            prepared.invalid,
-            None if whole_state and all_keys is not None else customers["customer_key"].astype("string").tolist(),
+    # Every Zoho call of the plan (fields, layouts, deleted list, adoption lookups) goes in the org's credit ledger.
+    with credits.metered(tenant, store, hook, run_id, what="plan"):
+        modules = modules or tenant.modules
+        mapping = checked_mapping(tenant, hook, store, modules)
+        # Layout-required fields filled, phones in E.164, picklist values checked: before anything is hashed.
+        prepared, mapping, fitted = field_values.fit_to_org(
+            tenant, prepared, mapping, org_fields(hook, store, modules), modules
         )
-    url = staging.write_frame(f"{staging.run_dir(tenant_id, run_id)}/changes.parquet", changes)
-    counts = {
-        **result.counts,
-        "invalid": len(prepared.invalid),
-        "duplicates": prepared.duplicates,
-        "invalid_reasons": {str(k): int(v) for k, v in prepared.invalid["reason"].value_counts().items()},
-        "invalid_share": round(invalid_share, 4),
-        "deleted_in_zoho": newly_deleted,
-        "kept_in_zoho": int((changes["action"] == "release").sum()),
-    }
-    if refused:
-        counts["source_deleted"] = 0
-    log.info("plan: %s", json.dumps(counts, sort_keys=True))
-    stats = hook.stats.as_dict()
-    return {
-        "changes": url,
-        "to_send": len(changes),
-        **counts,
-        "deleted_cursor": deleted_cursor,
-        "deletions_refused": refused,
-        "zoho": {k: stats[k] for k in ("api_calls", "write_calls", "credits")},
-    }
+        # An incremental pass plans only the customers it read: their state rows are all it needs (the cost of a
+        # run follows the changes, not the store). A full pass also finds the customers gone from the store.
+        whole_state = bool(extracted.get("full", True)) or forget
+        state = store.load() if whole_state else store.load(customer_keys=prepared.valid["customer_key"].tolist())
+        if forget:
+            state = state.loc[~state["module"].isin(list(modules))]
+        state, deleted_cursor, newly_deleted = _mark_deleted_in_zoho(
+            hook, store, state, modules, apply=not dry_run, whole_state=whole_state
+        )
+        adopted: dict[str, Any] = {}
+        if tenant.adopt_existing_records and whole_state:
+            # First sync or reset (a full pass: an incremental one loads only its customers' rows): link the org's
+            # existing Leads and Contacts by email instead of creating twins.
+            state, adopted = adopt_existing(
+                hook, store, prepared.valid, state, modules, forget=forget, apply=not dry_run
+            )
+        result = plan_changes(
+            prepared.valid,
+            state,
+            mapping,
+            modules,
+            source_deletions=tenant.source_deletions,
+            all_customer_keys=all_keys,
+            email_hashes=prepared.email_hashes,
+        )
+        changes = safety.keep_what_other_tenants_sync(store, result.changes)
+        read = len(customers)
+        invalid_share = len(prepared.invalid) / read if read else 0.0
+        changes, refused = safety.guard_deletions(tenant, store, changes, invalid_share, allow_deletions)
+        if not dry_run:
+            store.record_invalid(
+                run_id,
+                prepared.invalid,
+                None if whole_state and all_keys is not None else customers["customer_key"].astype("string").tolist(),
+            )
+        if "company_is_fallback" in prepared.valid and len(changes):
+            # The loader's conversions: no Account from a fallback Company (tenant.lead_conversion_account)
+            flags = prepared.valid.set_index("customer_key")["company_is_fallback"]
+            changes = changes.assign(company_is_fallback=changes["customer_key"].map(flags).fillna(False).astype(bool))
+        url = staging.write_frame(f"{staging.run_dir(tenant_id, run_id)}/changes.parquet", changes)
+        counts = {
+            **result.counts,
+            "invalid": len(prepared.invalid),
+            "duplicates": prepared.duplicates,
+            "invalid_reasons": {str(k): int(v) for k, v in prepared.invalid["reason"].value_counts().items()},
+            "invalid_share": round(invalid_share, 4),
+            "deleted_in_zoho": newly_deleted,
+            "kept_in_zoho": int((changes["action"] == "release").sum()),
+            **fitted,  # values_left_out, required_filled
+            **adopted,
+        }
+        if refused:
+            counts["source_deleted"] = 0
+        log.info("plan: %s", json.dumps(counts, sort_keys=True))
+        stats = hook.stats.as_dict()
+        return {
+            "changes": url,
+            "to_send": len(changes),
+            **counts,
+            "deleted_cursor": deleted_cursor,
+            "deletions_refused": refused,
+            "zoho": {k: stats[k] for k in ("api_calls", "write_calls", "credits")},
+        }
 
 
 def load(tenant_id: str, run_id: str, planned: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
@@ -359,8 +390,25 @@ def load(tenant_id: str, run_id: str, planned: dict[str, Any], dry_run: bool = F
     changes = staging.read_frame(planned["changes"])
     hook = zoho_hook(tenant, store)
     trigger: list[str] | None = None if tenant.zoho_workflow_triggers else []
+    # Chosen on the whole plan, so a retry keeps the path (and resumes a Bulk Write job it already paid for).
+    write_paths = choose_write_paths(changes)  # Bulk Write per module above the break-even (the reset's rule)
+    # A retried task sends only what no earlier attempt of this run got confirmed; the budget is checked on that.
+    changes, already_confirmed = credits.unsent_changes(store, run_id, changes)
+    estimate = credits.estimate_changes(changes, write_paths)
+    credits.check_budget(tenant, store, estimate, hook=hook, what="sync")  # CreditBudgetExceeded: deferred
+    unsent = partial(credits.unconfirmed_credits, store, changes, write_paths)
     try:
-        result = apply_plan(hook, store, changes, concurrency=tenant.zoho_max_concurrency, trigger=trigger)
+        with credits.metered(tenant, store, hook, run_id, unsent=unsent, what="sync"):
+            result = apply_plan(
+                hook,
+                store,
+                changes,
+                concurrency=tenant.zoho_max_concurrency,
+                trigger=trigger,
+                write_paths=write_paths,
+                run_id=run_id,
+                lead_conversion_account=tenant.lead_conversion_account,
+            )
     finally:
         log.info("zoho calls: %s", json.dumps(hook.stats.as_dict(), sort_keys=True))
     store.record_errors(run_id, result.errors)
@@ -384,6 +432,8 @@ def load(tenant_id: str, run_id: str, planned: dict[str, Any], dry_run: bool = F
         "credits": stats["credits"],
         "token_calls": stats["token_calls"],
         "credits_remaining": stats["credits_remaining"],
+        "credits_estimate": estimate,
+        "already_confirmed": already_confirmed,
     }
 
 
@@ -421,9 +471,12 @@ def build_summary(
         "failed": loaded["failed"],
         "failure_codes": loaded.get("failure_codes", {}),
         "invalid_reasons": planned.get("invalid_reasons", {}),
+        "values_left_out": planned.get("values_left_out", {}),
+        "required_filled": planned.get("required_filled", {}),
         "api_calls": plan_calls.get("api_calls", 0) + loaded["api_calls"],
         "write_calls": plan_calls.get("write_calls", 0) + loaded["write_calls"],
         "credits": plan_calls.get("credits", 0) + loaded["credits"],
+        **credits.summary_fields(loaded),  # the load's estimate, Zoho's last remaining count, a retry's skips
     }
     if dry:
         # A converted Lead's Contact is then upserted (an update of the Contact the convert made or linked).

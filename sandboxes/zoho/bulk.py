@@ -83,11 +83,35 @@ def bulk_status(sb: ZohoSandbox, req: Request, info: dict, job_id: str) -> Respo
 def bulk_download(sb: ZohoSandbox, req: Request, info: dict, job_id: str) -> Response:
     with sb._lock:
         job = sb._jobs.get(job_id)
-        payload = job["result"] if job else None
+        payload = job["result"] if job and not job.get("expired") else None
     if payload is None:
         raise ZohoError(404, "RESOURCE_NOT_FOUND", "The requested resource doesn't exist.")
     return Response(200, payload, {"Content-Disposition": f'attachment; filename="{job_id}.zip"'},
                     content_type="application/octet-stream")  # bulk_write.json: octet-stream
+
+
+# Zoho serves results from download-accl.zoho.<tld> on this path ("Download Bulk Write Result", SDK samples:
+# https://download-accl.zoho.com/v2/crm/{org}/bulk-write/{job}/{job}.zip); the sandbox answers it on its own host.
+@api.route("GET", "/v2/crm/{org}/bulk-write/{job_id}/{file_name}", operation="bulk_download", scope=_BULK_READ)
+def bulk_download_real_path(sb: ZohoSandbox, req: Request, info: dict, org: str, job_id: str,
+                            file_name: str) -> Response:
+    if org != sb._zgid or file_name != f"{job_id}.zip":
+        raise ZohoError(404, "RESOURCE_NOT_FOUND", "The requested resource doesn't exist.")
+    return bulk_download(sb, req, info, job_id)
+
+
+def expire_bulk_results(sb: ZohoSandbox) -> None:
+    """Every finished job's result download answers 404 from now on, as Zoho's do once their link expired."""
+    with sb._lock:
+        for job in sb._jobs.values():
+            job["expired"] = True
+
+
+def bulk_jobs_created(sb: ZohoSandbox) -> list[dict]:
+    """The Bulk Write jobs created so far: id, module, records, status (for tests counting paid jobs)."""
+    with sb._lock:
+        return [{"id": j["id"], "module": j["module"], "records": len(j["rows"]), "status": j["status"]}
+                for j in sb._jobs.values()]
 
 
 def _job_from(sb: ZohoSandbox, body: dict) -> dict:
@@ -216,8 +240,10 @@ def _job_body(sb: ZohoSandbox, job: dict) -> dict:
     if job["callback"]:
         body["callback"] = job["callback"]
     if job["status"] == "COMPLETED":
-        path = f"/crm/bulk/v8/write/{job['id']}/result"
-        body["result"] = {"download_url": path if sb.bulk_relative_download_url else f"{sb.url}{path}"}
+        if sb.bulk_relative_download_url:
+            body["result"] = {"download_url": f"/crm/bulk/v8/write/{job['id']}/result"}
+        else:  # Zoho's real path, on the sandbox's own host (it serves every host on 127.0.0.1)
+            body["result"] = {"download_url": f"{sb.url}/v2/crm/{sb._zgid}/bulk-write/{job['id']}/{job['id']}.zip"}
     return body
 
 

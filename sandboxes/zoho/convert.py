@@ -45,7 +45,10 @@ def convert(sb: ZohoSandbox, req: Request, info: dict, module: str, lead_id: str
         account = _convert_account(sb, lead, options.get("Accounts"))
         if account is not None and "Account_Name" not in contact:
             contact = sb._apply("Contacts", contact["id"], {"Account_Name": dict(account)})
-        sb._apply("Leads", lead_id, {"Converted__s": True, "Converted_Date_Time": _iso(time.time())})
+        # Zoho keeps where a converted lead went ($converted_detail on the converted Lead record)
+        converted_to = {"Contacts": contact["id"], "Accounts": (account or {}).get("id"), "Deals": (deal or {}).get("id")}
+        sb._apply("Leads", lead_id, {"Converted__s": True, "Converted_Date_Time": _iso(time.time()),
+                                     "$converted_detail": converted_to})
     details = {"Contacts": {"name": contact.get("Full_Name"), "id": contact["id"]}, "Deals": deal,
                "Accounts": account}
     return answer(200, {"data": [{"code": "SUCCESS", "details": details,
@@ -64,7 +67,11 @@ def _convert_contact(sb: ZohoSandbox, lead: dict, options: dict) -> dict:
             raise SandboxError(400, {"data": [_err("INVALID_DATA", "invalid data", api_name="Contacts",
                                                    json_path="$.data[0].Contacts.id")]})
     else:
-        matches = sb._matches("Contacts", "Email", lead.get("Email"))
+        # Zoho's matching without ids (doc §4.7, Kaizen #137): the lead's Email against Contacts, then (after the
+        # Company against Account names, _convert_account) the lead's name against Contacts' names. So a lead
+        # "John Smith" whose email no Contact has is attached to whichever Contact is called John Smith.
+        matches = sb._matches("Contacts", "Email", lead.get("Email")) or sb._matches(
+            "Contacts", "Full_Name", lead.get("Full_Name"))
         contact_id = matches[0] if matches else None
     if contact_id is None:
         return sb._create("Contacts", mapped)
@@ -74,11 +81,14 @@ def _convert_contact(sb: ZohoSandbox, lead: dict, options: dict) -> dict:
 
 
 def _convert_account(sb: ZohoSandbox, lead: dict, linked: Any) -> dict | None:
+    """The given account, else the account named like the lead's Company, else a new one from the Company."""
     if isinstance(linked, dict) and linked.get("id"):
         known = next((a for a in sb._accounts.values() if a["id"] == str(linked["id"])), None)
         return dict(known) if known else {"name": None, "id": str(linked["id"])}
     company = lead.get("Company")
     if _blank(company):
+        # Zoho creates an Account on conversion only when the lead has a Company (help "Convert Leads"; Zoho KB
+        # "convert leads into contacts without creating an account": leave Company empty). No other switch exists.
         return None
     key = _norm(company)
     if key not in sb._accounts:  # Zoho matches an existing account by name before creating one

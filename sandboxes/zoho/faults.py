@@ -45,8 +45,8 @@ class Faults:
     """Injected faults (ZohoSandbox's part): queued per operation, or at random rates from the seed."""
 
     def inject_fault(self, kind: str, *, times: int = 1, operation: str | None = None,
-                     status: int | None = None, retry_after: float | str | None = None) -> None:
-        """Queue a fault for the next ``times`` matching calls.
+                     status: int | None = None, retry_after: float | str | None = None, after: int = 0) -> None:
+        """Queue a fault for the next ``times`` matching calls (after letting the first ``after`` of them through).
 
         ``operation=None`` matches every API call (not token calls); name ``"token"`` to hit the accounts host.
         ``status`` overrides the HTTP status of a 429/500/apply_then_500 answer. ``retry_after`` adds a
@@ -56,7 +56,7 @@ class Faults:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
         with self._lock:
             self._faults.append({"kind": kind, "times": int(times), "operation": operation, "status": status,
-                                 "retry_after": retry_after})
+                                 "retry_after": retry_after, "after": int(after)})
 
     def deny_permissions(self, module: str, permissions: list[str]) -> None:
         """The connected user's profile loses ``permissions`` on ``module``: its calls answer 403 NO_PERMISSION.
@@ -85,6 +85,9 @@ class Faults:
             for fault in self._faults:
                 wanted = fault["operation"]
                 if (wanted is None and api_call) or wanted == operation:
+                    if fault.get("after", 0) > 0:  # this call goes through; the fault waits for a later one
+                        fault["after"] -= 1
+                        continue
                     fault["times"] -= 1
                     if fault["times"] <= 0:
                         self._faults.remove(fault)

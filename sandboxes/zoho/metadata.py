@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from sandboxes._router import SandboxError
 from sandboxes.zoho.faults import _INVALID_MODULE, ZohoError, answer
-from sandboxes.zoho.routes import MODULES, any_scope, api, module_name
+from sandboxes.zoho.routes import MODULES, any_scope, api, control, module_name
 
 if TYPE_CHECKING:
     from sandboxes._router import Request, Response
@@ -151,3 +151,90 @@ def get_org(sb: ZohoSandbox, req: Request, info: dict) -> Response:
            "license_details": {"paid": True, "paid_type": "enterprise", "trial_type": None,
                                "trial_expiry": None, "users_license_purchased": 10}}
     return answer(200, {"org": [org]})
+
+
+# Layout-required fields on top of system_mandatory (Last_Name), as a standard org's "Standard" layouts have them:
+# Zoho's help marks Lead Company mandatory, and its Bulk Write docs show MANDATORY_NOT_FOUND-Company
+# (shared/docs/zoho-crm-api.md §6/§7). ``sandbox.layout_required`` switches it: {} is an org without them.
+STANDARD_LAYOUT_REQUIRED: dict[str, tuple[str, ...]] = {"Leads": ("Company",), "Contacts": ()}
+# Picklists: Zoho's records API documents no rejection of a value missing from a picklist (its OAS error
+# catalogue has INVALID_DATA with supported_values for parameters, not for picklist fields), Bulk Write adds unknown
+# values to the list (Kaizen #13), and Kaizen #205 says to send the display_value. So the sandbox, like Zoho,
+# stores an unknown picklist value as sent: the product checks values against the org's list itself.
+
+
+def required_fields(sb: ZohoSandbox, module: str) -> tuple[str, ...]:
+    """Every field a record created in ``module`` must carry: system-mandatory plus layout-required."""
+    extra = tuple(n for n in sb.layout_required.get(module, ()) if n in sb._fields[module])
+    return tuple(dict.fromkeys(sb._mandatory[module] + extra))
+
+
+def _layout(sb: ZohoSandbox, module: str) -> dict:
+    """The module's one "Standard" layout in the shape of GET /settings/layouts (Zoho's v8 docs sample)."""
+    required = set(required_fields(sb, module))
+    fields = []
+    for i, spec in enumerate(sb._fields[module].values()):
+        fields.append({
+            "api_name": spec["api_name"], "field_label": spec["field_label"], "display_label": spec["display_label"],
+            "id": spec["id"], "data_type": spec["data_type"], "json_type": spec["json_type"],
+            "length": spec["length"], "system_mandatory": spec["system_mandatory"],
+            "required": spec["api_name"] in required, "read_only": spec["read_only"], "visible": True,
+            "sequence_number": i + 1, "custom_field": spec["custom_field"],
+            "pick_list_values": copy.deepcopy(spec["pick_list_values"]),
+        })
+    label = "Lead Information" if module == "Leads" else "Contact Information"
+    layout_id = f"{sb._org_id[:-4]}{9055 if module == 'Leads' else 9033}"
+    return {
+        "id": layout_id, "name": "Standard", "display_label": "Standard", "api_name": "Standard", "status": "active",
+        "visible": True, "generated_type": "system", "source": "crm", "has_more_profiles": False,
+        "created_by": None, "created_time": None, "modified_by": {"id": sb._user["id"], "name": sb._user["name"]},
+        "modified_time": "2026-01-01T00:00:00+00:00",
+        "profiles": [{"default": True, "id": f"{sb._org_id[:-4]}6011", "name": "Administrator",
+                      "_default_view": {"id": layout_id, "name": "Standard", "type": "layout"}}],
+        "sections": [{"api_name": label, "display_label": label, "name": label, "sequence_number": 1,
+                      "column_count": 2, "tab_traversal": 1, "type": "used", "isSubformSection": False,
+                      "fields": fields}],
+    }
+
+
+@api.route("GET", "/crm/v8/settings/layouts", operation="layouts",
+           scope=any_scope("ZohoCRM.settings.layouts.READ", "ZohoCRM.settings.layouts.ALL", "ZohoCRM.settings.ALL"))
+def get_layouts(sb: ZohoSandbox, req: Request, info: dict) -> Response:
+    module = req.query.get("module")
+    if not module:
+        raise ZohoError(400, "REQUIRED_PARAM_MISSING", "required param is missing", param_name="module")
+    mod = module_name(module)
+    if mod not in MODULES:
+        raise SandboxError(400, _INVALID_MODULE)
+    info["module"] = mod
+    with sb._lock:
+        return answer(200, {"layouts": [_layout(sb, mod)]})
+
+
+@api.route("GET", "/crm/v8/users", operation="users",
+           scope=any_scope("ZohoCRM.users.READ", "ZohoCRM.users.ALL"))
+def get_users(sb: ZohoSandbox, req: Request, info: dict) -> Response:
+    """GET /users?type=CurrentUser (what Zoho's SDKs call at start-up); other types list the one admin too."""
+    kind = req.query.get("type", "AllUsers")
+    if kind not in ("AllUsers", "ActiveUsers", "AdminUsers", "ActiveConfirmedUsers", "CurrentUser",
+                    "ConfirmedUsers", "NotConfirmedUsers", "DeletedUsers", "DeactiveUsers", "ActiveConfirmedAdmins"):
+        raise ZohoError(400, "INVALID_DATA", "invalid data", param_name="type")
+    if kind in ("NotConfirmedUsers", "DeletedUsers", "DeactiveUsers"):
+        return answer(204, None)
+    first, _, last = sb._user["name"].partition(" ")
+    user = {"id": sb._user["id"], "full_name": sb._user["name"], "first_name": first, "last_name": last,
+            "email": sb._user["email"], "status": "active", "confirm": True, "zuid": sb._zgid,
+            "role": {"name": "CEO", "id": f"{sb._org_id[:-4]}6005"},
+            "profile": {"name": "Administrator", "id": f"{sb._org_id[:-4]}6011"},
+            "time_zone": "UTC", "country": "US", "locale": "en_US", "language": "en_US",
+            "date_format": "MM-dd-yyyy", "time_format": "HH:mm", "type": "CurrentUser" if kind == "CurrentUser" else None}
+    info_page = {"per_page": 200, "count": 1, "page": 1, "more_records": False}
+    return answer(200, {"users": [user], "info": info_page})
+
+
+@control.route("POST", "/__sandbox__/layout_required")
+def set_layout_required(sb: ZohoSandbox, body: Any) -> Any:
+    """{"Leads": ["Company"]}: the fields each module's layout requires beyond Last_Name ({}: none)."""
+    with sb._lock:
+        sb.layout_required = {module_name(m): tuple(names) for m, names in body.items()}
+    return {"status": "success"}

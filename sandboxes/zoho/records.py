@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import TYPE_CHECKING, Any
 
 from sandboxes._router import SandboxError
 from sandboxes.zoho.faults import _INVALID_MODULE, ZohoError, _err, answer
-from sandboxes.zoho.routes import MODULES, api, module_name, module_scope
-from sandboxes.zoho.store import _parse_time
+from sandboxes.zoho.routes import MODULES, api, control, module_name, module_scope
+from sandboxes.zoho.store import _norm, _parse_time
 
 if TYPE_CHECKING:
     from sandboxes._router import Request, Response
@@ -48,6 +49,8 @@ def _write_payload(req: Request, module: str, info: dict) -> tuple[str, list]:
     if not isinstance(data, list) or not data:
         raise ZohoError(400, "MANDATORY_NOT_FOUND", "required field not found", api_name="data", json_path="$.data")
     info["records"] = len(data)
+    if "trigger" in body:  # calls() shows which automation a write asked for (absent: Zoho's default, all of it)
+        info["trigger"] = body["trigger"]
     if len(data) > MAX_WRITE_RECORDS:
         raise ZohoError(400, "LIMIT_EXCEEDED", "Record count exceeded", limit=MAX_WRITE_RECORDS, api_name="data",
                         json_path="$.data")
@@ -77,7 +80,7 @@ def insert(sb: ZohoSandbox, req: Request, info: dict, module: str) -> Response:
     with sb._lock:
         for i, rec in enumerate(data):
             values, errors = sb._validate_record(mod, rec, i, creating=True)
-            errors = errors or sb._unique_errors(mod, values, i, None)  # insert never merges on Email
+            errors = errors or sb._unique_errors(mod, values, i, None) or _preference_errors(sb, mod, values, i)
             if errors:
                 items.append(errors[0])
                 continue
@@ -159,6 +162,8 @@ def _upsert_one(sb: ZohoSandbox, module: str, rec: Any, index: int, order: list[
     match_id, duplicate_field = _find_match(sb, module, rec, order) if isinstance(rec, dict) else (None, None)
     values, errors = sb._validate_record(module, rec, index, creating=match_id is None)
     errors = errors or sb._unique_errors(module, values, index, match_id)
+    if match_id is None:  # upsert matches its own module first; a new record meets the duplicate-check preferences
+        errors = errors or _preference_errors(sb, module, values, index)
     stale = sb._stale(match_id, since, index) if match_id else None
     if errors or stale:
         return errors[0] if errors else stale
@@ -192,3 +197,46 @@ def delete(sb: ZohoSandbox, req: Request, info: dict, module: str, record_id: st
             else:
                 items.append(_err("INVALID_DATA", "record not deleted", id=rid))
     return answer(_write_status(items, 200), {"data": items})
+
+
+# --- duplicate-check preferences (Kaizen #177) and records made "in the UI" -------------------------------------
+
+def _preference_errors(sb: ZohoSandbox, module: str, values: dict, index: int) -> list[dict]:
+    """DUPLICATE_DATA naming the existing record when a new record's value is taken in a module the org's
+    duplicate-check preferences name. Knob: ``sb.duplicate_check = {"Contacts": {"Email": ["Contacts", "Leads"]}}``
+    (for new Contacts, check Email against Contacts and Leads); off by default, as in a new org."""
+    for name, modules in (getattr(sb, "duplicate_check", None) or {}).get(module, {}).items():
+        for other in modules:
+            found = sb._matches(other, name, values.get(name))
+            if found:
+                return [_err("DUPLICATE_DATA", "duplicate data", api_name=name, json_path=f"$.data[{index}].{name}",
+                             duplicate_record={"id": found[0], "module": {"api_name": other, "id": None},
+                                               "Owner": {"name": sb._user["name"], "id": sb._user["id"]}},
+                             more_records=len(found) > 1)]
+    return []
+
+
+def create_in_ui(sb: ZohoSandbox, module: str, values: dict) -> dict:
+    """A record someone made in Zoho (a web form, an earlier integration): no API call, no credits, no checks
+    but the module's. Returns the record (with its id)."""
+    with sb._lock:
+        return copy.deepcopy(sb._create(module_name(module), dict(values)))
+
+
+def create_account_in_ui(sb: ZohoSandbox, name: str) -> dict:
+    """An Account that already exists in the org (conversion matches the lead's Company against these)."""
+    with sb._lock:
+        key = _norm(name)
+        sb._accounts.setdefault(key, {"name": name, "id": sb._new_id()})
+        return dict(sb._accounts[key])
+
+
+@control.route("POST", "/__sandbox__/records")
+def seed_record(sb: ZohoSandbox, body: Any) -> Any:
+    return {"record": create_in_ui(sb, body["module"], body["values"])}
+
+
+@control.route("POST", "/__sandbox__/duplicate_check")
+def set_duplicate_check(sb: ZohoSandbox, body: Any) -> Any:
+    sb.duplicate_check = dict(body)
+    return {"status": "success"}

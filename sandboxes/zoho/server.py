@@ -13,7 +13,7 @@ from typing import Any
 
 from sandboxes._router import Request, Response, SandboxError
 from sandboxes._server import LoopbackServer, RequestHandler, serve_until_stopped
-from sandboxes.zoho import bulk, control, convert, metadata, reads, records  # noqa: F401 - they register routes
+from sandboxes.zoho import bulk, control, convert, metadata, query, reads, records  # noqa: F401 - they register routes
 from sandboxes.zoho.faults import (_CONCURRENCY, _INTERNAL, _INVALID_METHOD, _INVALID_URL, _OUT_OF_CREDITS,
                                    _SCOPE_MISMATCH, JSON, Faults, _err, answer)
 from sandboxes.zoho.oauth import TOKEN_THROTTLE_WINDOW, Tokens, oauth_form
@@ -34,7 +34,9 @@ class ZohoSandbox(Faults, Tokens, RecordStore, LoopbackServer):
     Test knobs: ``inject_fault`` / ``set_fault_rate`` (429 with optional Retry-After, 500, drop, expire_token,
     apply_then_500), ``deny_permissions`` (403 NO_PERMISSION), ``latency`` (each API call answers that long after
     it arrived), ``concurrency_limit`` (429 past it; ``peak_concurrency`` records the most calls in flight),
-    ``token_throttle_window``,
+    ``daily_credits`` (the daily-limit 429 past it, over a rolling 24 h; ``advance_credit_clock`` moves that clock),
+    ``token_throttle_window``, ``layout_required`` (the fields each module's layout requires beyond Last_Name;
+    default a standard org's, Leads' Company; ``{}`` switches it off),
     ``bulk_step_seconds`` and ``bulk_relative_download_url``; ``calls()`` lists every call with its credits.
     ``routes`` is this instance's API router: ``sandbox.routes.route(...)`` adds an endpoint to it alone.
     """
@@ -51,7 +53,8 @@ class ZohoSandbox(Faults, Tokens, RecordStore, LoopbackServer):
         client_secret: str = "sandbox-client-secret-0123456789",
         refresh_token: str = "1000.sandbox-refresh-token-0123456789abcdef",
         scopes: tuple[str, ...] = ("ZohoCRM.modules.ALL", "ZohoCRM.settings.fields.READ", "ZohoCRM.org.READ",
-                                   "ZohoCRM.bulk.ALL", "ZohoFiles.files.ALL"),
+                                   "ZohoCRM.bulk.ALL", "ZohoFiles.files.ALL", "ZohoCRM.coql.READ",
+                                   "ZohoCRM.settings.layouts.READ", "ZohoCRM.users.READ"),
         access_token_ttl: int = 3600,
         latency: float = 0.0,
         concurrency_limit: int | None = None,
@@ -83,6 +86,8 @@ class ZohoSandbox(Faults, Tokens, RecordStore, LoopbackServer):
         self._mandatory = {m: tuple(n for n, spec in specs.items() if spec["system_mandatory"])
                            for m, specs in self._fields.items()}
         self._unique = {m: [n for n, spec in specs.items() if spec["unique"]] for m, specs in self._fields.items()}
+        # A standard org's layouts require Leads' Company too (metadata.STANDARD_LAYOUT_REQUIRED); {} switches it off.
+        self.layout_required: dict[str, tuple[str, ...]] = dict(metadata.STANDARD_LAYOUT_REQUIRED)
         self._store: dict[str, dict[str, dict]] = {m: {} for m in MODULES}
         self._mtimes: dict[str, float] = {}
         self._indexes: dict[tuple[str, str], dict[str, list[str]]] = {}
@@ -96,6 +101,7 @@ class ZohoSandbox(Faults, Tokens, RecordStore, LoopbackServer):
         self._calls: list[dict] = []
         self._credits: deque[tuple[float, int]] = deque()
         self._credits_in_window = 0
+        self._credit_clock_offset = 0.0  # advance_credit_clock: tests move to the next day
         self._in_flight = 0
         self._faults: list[dict] = []
         self._denied: dict[str, list[str]] = {}
@@ -129,8 +135,17 @@ class ZohoSandbox(Faults, Tokens, RecordStore, LoopbackServer):
 
     def credits_used(self) -> int:
         with self._lock:
-            self._expire_credits(time.time())
+            self._expire_credits(self._credit_now())
             return self._credits_in_window
+
+    def advance_credit_clock(self, seconds: float) -> None:
+        """Move the credit window's clock forward (``CREDIT_WINDOW``: the next day frees the day's credits)."""
+        with self._lock:
+            self._credit_clock_offset += float(seconds)
+            self._expire_credits(self._credit_now())
+
+    def _credit_now(self) -> float:
+        return time.time() + self._credit_clock_offset
 
     @staticmethod
     def _module_name(name: str) -> str:
@@ -255,7 +270,7 @@ class ZohoSandbox(Faults, Tokens, RecordStore, LoopbackServer):
 
     def _charge(self, cost: int) -> bool:
         with self._lock:
-            now = time.time()
+            now = self._credit_now()
             self._expire_credits(now)
             if self._credits_in_window + cost > self.daily_credits:
                 return False
@@ -265,7 +280,7 @@ class ZohoSandbox(Faults, Tokens, RecordStore, LoopbackServer):
 
     def _refund(self, cost: int) -> None:
         with self._lock:
-            self._credits.append((time.time(), -cost))
+            self._credits.append((self._credit_now(), -cost))
             self._credits_in_window -= cost
 
     def _with_credit_header(self, resp: Response) -> Response:

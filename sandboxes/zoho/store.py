@@ -11,6 +11,7 @@ import time
 from datetime import date, datetime, timezone
 from typing import Any
 
+from sandboxes.zoho import metadata
 from sandboxes.zoho.faults import _err
 
 _TEXTUAL = frozenset({"text", "textarea", "email", "phone", "website", "picklist"})
@@ -240,7 +241,7 @@ class RecordStore:
                     errors.append(error)
                 else:
                     values[key] = None if isinstance(value, str) and not value.strip() else value
-        for name in self._mandatory[module]:
+        for name in metadata.required_fields(self, module):  # system-mandatory, then the layout's required fields
             missing = _blank(values.get(name)) if creating else (name in values and _blank(values[name]))
             if missing and not any(e["details"].get("api_name") == name for e in errors):
                 errors.append(_err("MANDATORY_NOT_FOUND", "required field not found", api_name=name,

@@ -14,6 +14,8 @@ FIGURES = {
     "incremental_1m",
     "zoho_calls",
     "reset_100k",
+    "reset_45k_credits",
+    "first_sync_100k",
     "parse_500_tenants",
     "state_write_1m",
     "migrate_1m",

@@ -123,7 +123,11 @@ def test_reset_killed_halfway_resumes_and_ends_with_one_record_per_email(ops):
     planned = pipeline.plan("shop", "dying-reset", extracted, modules=("Contacts", "Leads"))
     chunks = reset.split("shop", "dying-reset", planned, chunk_records=50)
     reset.send_chunk("shop", "dying-reset", chunks[0], dry_run=False)
-    confirmed = len(ops.shop.load())
+    # The plan linked every customer to its record in Zoho (adopted: linked, not yet written); the chunk wrote some.
+    state = ops.shop.load()
+    assert state["zoho_id"].notna().all()
+    confirmed = int(((state["status"] == "synced") & state["error_code"].isna()).sum())
+    assert confirmed == ops.shop.count_confirmed(("Contacts", "Leads"))
     assert 0 < confirmed < len(synced["Contacts"]) + len(synced["Leads"])
 
     ops.zoho.reset_calls()
@@ -140,7 +144,8 @@ def test_dry_run_reset_writes_nothing_and_forgets_nothing(ops):
     ops.zoho.reset_calls()
     summary = ops.reset(dry_run=True)
     assert ops.writes() == []
-    assert summary["would"]["insert"] == len(before)
+    # The records the sync created are found by email and linked (adopted): the reset would rewrite, never insert.
+    assert (summary["would"]["insert"], summary["would"]["update"]) == (0, len(before))
     after = ops.shop.load().sort_values("customer_key").reset_index(drop=True)
     assert after[["customer_key", "zoho_id", "payload_hash", "status"]].equals(
         before[["customer_key", "zoho_id", "payload_hash", "status"]]
@@ -221,7 +226,8 @@ def unconnected(monkeypatch, ops):
 
 def test_a_valid_grant_code_ends_with_a_working_tenant_and_no_secret_in_the_logs(unconnected, caplog):
     code = unconnected.zoho.issue_grant_code(
-        unconnected.zoho.client_id, ("ZohoCRM.modules.ALL", "ZohoCRM.settings.fields.READ", "ZohoCRM.org.READ")
+        unconnected.zoho.client_id,
+        ("ZohoCRM.modules.ALL", "ZohoCRM.settings.fields.READ", "ZohoCRM.org.READ", "ZohoCRM.settings.layouts.READ"),
     )
     caplog.set_level("DEBUG")
     from zoho_store_sync import connect

@@ -42,14 +42,18 @@ from zoho_store_sync.zoho.bulk import (  # noqa: F401 - re-exported
     BULK_MAX_RECORDS,
     BULK_MAX_ZIP_BYTES,
     BULK_POLLS_ESTIMATE,
+    BulkJobLedger,
     bulk_csv_zip,
+    bulk_jobs_for,
     choose_write_path,
     estimate_write_credits,
+    job_key,
     parse_bulk_errors,
     parse_bulk_result,
 )
 from zoho_store_sync.zoho.client import RECOMMENDED_SCOPES, CallStats, ZohoClient  # noqa: F401 - re-exported
 from zoho_store_sync.zoho.oauth import AccessToken, MemoryTokenCache, TokenCache, TokenPolicy  # noqa: F401
+from zoho_store_sync.zoho.query import ZohoQuery
 from zoho_store_sync.zoho.records import (  # noqa: F401 - re-exported
     PERMANENT_CODES,
     RecordJSON,
@@ -115,6 +119,7 @@ class ZohoCrmHook(BaseHook):
         self.token_cache: TokenCache = token_cache or _SHARED_MEMORY_CACHE
         # Where zoho_connect stored the refresh token when the Connection holds none (state.RefreshTokenStore).
         self.refresh_token_store = refresh_token_store
+        self._query: ZohoQuery | None = None
         self.client = ZohoClient(
             self._read_settings,
             token_cache=self.token_cache,
@@ -239,13 +244,50 @@ class ZohoCrmHook(BaseHook):
         """Zoho's deleted-records list, all pages; ``since`` sends ``If-Modified-Since``."""
         return self.client.records.deleted(module, since, type=type)
 
-    def convert_lead(self, lead_id: str, *, contact_id: str | None = None, overwrite: bool = False) -> RecordOutcome:
-        """Convert a Lead into a Contact (5 credits). ``zoho_id`` of a success is the Contact's id."""
-        return self.client.records.convert_lead(lead_id, contact_id=contact_id, overwrite=overwrite)
+    def convert_lead(
+        self,
+        lead_id: str,
+        *,
+        contact_id: str | None = None,
+        account_id: str | None = None,
+        overwrite: bool = False,
+    ) -> RecordOutcome:
+        """Convert a Lead into a Contact (5 credits), linking ``contact_id`` / ``account_id`` when given.
+        ``zoho_id`` of a success is the Contact's id."""
+        return self.client.records.convert_lead(
+            lead_id, contact_id=contact_id, account_id=account_id, overwrite=overwrite
+        )
+
+    @property
+    def query(self) -> ZohoQuery:
+        """COQL calls (scope ``ZohoCRM.coql.READ``)."""
+        if self._query is None:
+            self._query = ZohoQuery(self.client)
+        return self._query
+
+    def coql(self, select_query: str, *, module: str | None = None) -> tuple[list[dict[str, Any]], bool]:
+        """One COQL call: (rows, more_records); credits by its LIMIT (1 / 2 / 3 up to 200 / 1,000 / 2,000)."""
+        return self.query.select(select_query, module=module)
+
+    def find_by_email(
+        self, module: str, emails: Iterable[str], fields: Sequence[str] = ()
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The org's records of ``module`` per lower-cased email, by COQL (100 emails a 1-credit call)."""
+        return self.query.find_by_email(module, emails, fields)
+
+    def find_by(
+        self, module: str, field: str, values: Iterable[str], fields: Sequence[str] = ()
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The org's records of ``module`` per lower-cased value of ``field``, by COQL (100 values a call)."""
+        return self.query.find_by(module, field, values, fields)
 
     def get_fields(self, module: str) -> list[dict[str, Any]]:
         """Field metadata of a module: api_name, data_type, length, read_only, system_mandatory, ..."""
         return self.client.records.fields(module)
+
+    def get_layouts(self, module: str) -> list[dict[str, Any]]:
+        """The module's layouts: ``sections[].fields[]`` with ``api_name`` and ``required``."""
+        return self.client.records.layouts(module)
 
     def get_org(self) -> dict[str, Any]:
         """The org (``id``, ``zgid``, ``company_name``, ...)."""
@@ -259,9 +301,24 @@ class ZohoCrmHook(BaseHook):
         find_by: str = "Email",
         poll_interval: float = 2.0,
         timeout: float = 3600.0,
+        key: str | None = None,
+        ledger: BulkJobLedger | None = None,
+        run_id: str = "",
     ) -> list[RecordOutcome]:
-        """Upsert through Bulk Write; one outcome per record. Use it when ``choose_write_path`` says "bulk"."""
-        return self.client.bulk.upsert(module, records, find_by=find_by, poll_interval=poll_interval, timeout=timeout)
+        """Upsert through Bulk Write; one outcome per record. Use it when ``choose_write_path`` says "bulk".
+
+        With ``key`` and ``ledger`` (``state.BulkJobStore``) a retried call resumes the job it already paid for.
+        """
+        return self.client.bulk.upsert(
+            module,
+            records,
+            find_by=find_by,
+            poll_interval=poll_interval,
+            timeout=timeout,
+            key=key,
+            ledger=ledger,
+            run_id=run_id,
+        )
 
     def test_connection(self) -> tuple[bool, str]:
         try:

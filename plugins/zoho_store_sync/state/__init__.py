@@ -9,6 +9,8 @@ only check its revision, never create or alter it.
 ``writes`` the fast bulk-write plumbing, ``engine`` the engines, ``tokens`` the Zoho token stores.
 """
 
+from zoho_store_sync.state.bulk_jobs import BulkJobStore as BulkJobStore  # re-exported
+from zoho_store_sync.state.credits import CreditLedger as CreditLedger  # re-exported
 from zoho_store_sync.state.engine import (
     engine_from_conn_id,
     engine_url_from_connection,

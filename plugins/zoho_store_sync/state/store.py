@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from zoho_store_sync.state.tables import (
+    ADOPTED,
     CONVERTING,
     DELETED_BY_OTHER_TENANT,
     DELETED_IN_SOURCE,
@@ -255,10 +256,12 @@ class StateStore:
         )
 
     def count_confirmed(self, modules: Iterable[str]) -> int:
-        """Rows of ``modules`` whose last outcome Zoho confirmed (a reset's progress, counted in the database)."""
+        """Rows of ``modules`` whose last outcome Zoho confirmed (a reset's progress, counted in the database). An
+        adopted row (linked to the org's record, ``error_code`` ADOPTED) is not: its fields are not written yet."""
         return self._count(
             customers_state.c.module.in_(list(modules)),
             customers_state.c.status.not_in((FAILED, UNCONFIRMED, CONVERTING)),
+            sa.or_(customers_state.c.error_code.is_(None), customers_state.c.error_code != ADOPTED),
         )
 
     def count_live_in_zoho(self) -> int:

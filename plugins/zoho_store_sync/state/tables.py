@@ -191,3 +191,5 @@ DELETED_IN_ZOHO = "deleted_in_zoho"  # a person deleted the record in Zoho: not 
 DELETED_IN_SOURCE = "deleted_in_source"  # the product deleted or flagged it because it left the store
 LIVE_STATUSES = (SYNCED, FAILED, UNCONFIRMED, CONVERTING)  # the tenant still syncs this customer
 DELETED_BY_OTHER_TENANT = "DELETED_BY_OTHER_TENANT"
+# error_code of a row linked to a record the org already had (adopt.py), until the product first writes it
+ADOPTED = "ADOPTED"

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import math
 import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from zoho_store_sync.errors import ZohoRequestError, ZohoUnavailable
@@ -24,14 +26,35 @@ log = logging.getLogger(__name__)
 BULK_MAX_RECORDS = 25_000  # per file (Leads, Contacts, custom modules)
 BULK_MAX_ZIP_BYTES = 25 * 1024 * 1024
 BULK_POLLS_ESTIMATE = 10  # status polls budgeted per job when choosing a path (1 credit each)
+# A job's life in the state (zoho_sync_bulk_jobs.status): see state.bulk_jobs.
+UPLOADING, CREATED, COMPLETED, READ, ABANDONED = "uploading", "created", "completed", "read", "abandoned"
+
+
+@dataclass(frozen=True)
+class _JobOptions:
+    module: str
+    find_by: str
+    poll_interval: float
+    timeout: float
+    ledger: BulkJobLedger | None
+    run_id: str
 
 
 # ---- which path costs less --------------------------------------------------------------------------------
-def estimate_write_credits(n_records: int, path: str) -> int:
-    """Credits to write ``n_records`` by ``path``: "upsert" (100 a call, 1 per 10 records) or "bulk".
+# Credits of one job besides its 500: the org lookup (zgid; each send task has its own client), the upload, the
+# result download, and ``BULK_POLLS_ESTIMATE`` status polls budgeted (1 credit each).
+BULK_CREDITS_PER_JOB = ZOHO_CREDITS["bulk_write_job"] + 3 * ZOHO_CREDITS["default"] + BULK_POLLS_ESTIMATE
 
-    Bulk: the org lookup (zgid), then per job of at most 25,000 records an upload, the 500-credit job,
-    ``BULK_POLLS_ESTIMATE`` status polls and the result download.
+
+def bulk_jobs_for(n_records: int, job_records: int = BULK_MAX_RECORDS) -> int:
+    """Jobs a module's ``n_records`` take: one per ``job_records`` (at most 25,000, Zoho's limit per file)."""
+    return math.ceil(n_records / max(1, min(job_records, BULK_MAX_RECORDS))) if n_records > 0 else 0
+
+
+def estimate_write_credits(n_records: int, path: str, *, jobs: int | None = None) -> int:
+    """Credits to write ``n_records`` of one module by ``path``: "upsert" (100 a call, 1 per 10 records) or "bulk".
+
+    Bulk: ``jobs`` jobs (default: one per 25,000 records), each ``BULK_CREDITS_PER_JOB``.
     """
     if n_records <= 0:
         return 0
@@ -39,9 +62,7 @@ def estimate_write_credits(n_records: int, path: str) -> int:
         full, rest = divmod(n_records, ZOHO_MAX_RECORDS_PER_WRITE)
         return full * write_credits(ZOHO_MAX_RECORDS_PER_WRITE) + (write_credits(rest) if rest else 0)
     if path == "bulk":
-        jobs = math.ceil(n_records / BULK_MAX_RECORDS)
-        per_job = ZOHO_CREDITS["bulk_write_job"] + 2 * ZOHO_CREDITS["default"] + BULK_POLLS_ESTIMATE
-        return ZOHO_CREDITS["default"] + jobs * per_job
+        return (bulk_jobs_for(n_records) if jobs is None else jobs) * BULK_CREDITS_PER_JOB
     raise ValueError(f"unknown write path {path!r}: expected 'upsert' or 'bulk'")
 
 
@@ -50,6 +71,44 @@ def choose_write_path(n_records: int) -> str:
     return (
         "bulk" if estimate_write_credits(n_records, "bulk") < estimate_write_credits(n_records, "upsert") else "upsert"
     )
+
+
+def job_groups(records: Sequence[dict[str, Any]]) -> list[list[int]]:
+    """The positions of ``records`` each job carries (at most 25,000 a job is the caller's split).
+
+    In a CSV an empty cell either clears the field or (ignore_empty) leaves it: upsert semantics need one of the two
+    for the whole file. Records that both omit keys and clear others go in groups of the same keys, a job each.
+    """
+    columns = _columns(records)
+    uniform = all(len(record) == len(columns) for record in records)
+    clears = any(_blank_cell(value) for record in records for value in record.values())
+    if uniform or not clears:
+        return [list(range(len(records)))] if records else []
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, record in enumerate(records):
+        groups.setdefault(tuple(record), []).append(i)
+    return list(groups.values())
+
+
+def job_key(*parts: Any) -> str:
+    """A job's key in the state (``zoho_sync_bulk_jobs``): a hash of what it sends, stable across task retries."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(str(part).encode("utf-8"))
+        digest.update(b"\x1f")
+    return digest.hexdigest()
+
+
+class BulkJobLedger(Protocol):
+    """Where the jobs a tenant paid for are kept (``state.BulkJobStore``)."""
+
+    def get(self, job_key: str) -> dict[str, Any] | None: ...
+
+    def begin(self, job_key: str, run_id: str, module: str, records: int) -> None: ...
+
+    def created(self, job_key: str, job_id: str) -> None: ...
+
+    def set_status(self, job_key: str, status: str) -> None: ...
 
 
 # ---- the job ----------------------------------------------------------------------------------------------
@@ -67,62 +126,79 @@ class ZohoBulkWrite:
         find_by: str = "Email",
         poll_interval: float = 2.0,
         timeout: float = 3600.0,
+        key: str | None = None,
+        ledger: BulkJobLedger | None = None,
+        run_id: str = "",
     ) -> list[RecordOutcome]:
         """Upsert through Bulk Write: CSV → zip → upload → job → poll → result CSV; one outcome per record.
 
         At most 25,000 records per job (larger inputs run several jobs). Costs 500 credits per job plus an
         upload, the polls and a download, so use it only when ``choose_write_path`` says "bulk".
+
+        With ``key`` and ``ledger``, each job is recorded before it is bought and its id once Zoho created it:
+        called again with the same key (a retried task), a job already paid for is resumed (polled, its result
+        downloaded) instead of bought again; one that failed at Zoho, or whose result expired, is bought anew.
         """
         if not records:
             return []
         if any(find_by not in record for record in records):
             raise ValueError(f"bulk_upsert: every record needs the find_by field {find_by!r}")
+        options = _JobOptions(module, find_by, poll_interval, timeout, ledger if key else None, run_id)
         outcomes: list[RecordOutcome] = []
         for start in range(0, len(records), BULK_MAX_RECORDS):
-            outcomes += self._upsert_uniform(
-                module, list(records[start : start + BULK_MAX_RECORDS]), find_by, poll_interval, timeout
-            )
+            part = list(records[start : start + BULK_MAX_RECORDS])
+            part_key = key if start == 0 or key is None else job_key(key, start)
+            outcomes += self._upsert_uniform(part, options, part_key)
         return outcomes
 
     def _upsert_uniform(
-        self, module: str, records: list[dict[str, Any]], find_by: str, poll_interval: float, timeout: float
+        self, records: list[dict[str, Any]], options: _JobOptions, key: str | None
     ) -> list[RecordOutcome]:
-        # In a CSV an empty cell either clears the field or (ignore_empty) leaves it: upsert semantics need
-        # one of the two for the whole file. Records that both omit keys and clear others go in groups.
-        columns = _columns(records)
-        uniform = all(len(record) == len(columns) for record in records)
-        clears = any(_blank_cell(value) for record in records for value in record.values())
-        if uniform or not clears:
-            return self._job(module, records, columns, find_by, not uniform, poll_interval, timeout)
-        groups: dict[tuple[str, ...], list[int]] = {}
-        for i, record in enumerate(records):
-            groups.setdefault(tuple(record), []).append(i)
+        groups = job_groups(records)
+        if len(groups) == 1:
+            columns = _columns(records)
+            uniform = all(len(record) == len(columns) for record in records)
+            return self._job(records, columns, not uniform, options, key)
         outcomes: list[RecordOutcome | None] = [None] * len(records)
-        for positions in groups.values():
+        for index, positions in enumerate(groups):
             part = [records[i] for i in positions]
-            for i, outcome in zip(
-                positions, self._job(module, part, _columns(part), find_by, False, poll_interval, timeout)
-            ):
+            part_key = None if key is None else job_key(key, "group", index)
+            for i, outcome in zip(positions, self._job(part, _columns(part), False, options, part_key)):
                 outcomes[i] = outcome
         return [o for o in outcomes if o is not None]
 
     def _job(
         self,
-        module: str,
         records: list[dict[str, Any]],
         columns: list[str],
-        find_by: str,
         ignore_empty: bool,
-        poll_interval: float,
-        timeout: float,
+        options: _JobOptions,
+        key: str | None,
     ) -> list[RecordOutcome]:
+        module = options.module
         csv_name = f"{module}.csv"
         payload, mappings = bulk_csv_zip(records, columns, csv_name)
         if len(payload) > BULK_MAX_ZIP_BYTES and len(records) > 1:  # Zoho takes at most 25 MB per zip
             half = len(records) // 2
-            return self._job(
-                module, records[:half], columns, find_by, ignore_empty, poll_interval, timeout
-            ) + self._job(module, records[half:], columns, find_by, ignore_empty, poll_interval, timeout)
+            first, second = (None, None) if key is None else (job_key(key, "a"), job_key(key, "b"))
+            return self._job(records[:half], columns, ignore_empty, options, first) + self._job(
+                records[half:], columns, ignore_empty, options, second
+            )
+        ledger = options.ledger if key is not None else None
+        if ledger is not None and key is not None:
+            known = ledger.get(key)
+            if known and known.get("job_id") and known.get("status") in (CREATED, COMPLETED, READ):
+                resumed = self._resume(str(known["job_id"]), records, options, key)
+                if resumed is not None:
+                    return resumed
+            elif known and known.get("status") == UPLOADING:
+                log.warning(
+                    "zoho bulk write: an earlier attempt stopped before Zoho answered its job creation for these "
+                    "%d %s records; creating the job again",
+                    len(records),
+                    module,
+                )
+            ledger.begin(key, options.run_id, module, len(records))
         file_id = self.upload(payload, f"{module}.zip")
         job_body = {
             "operation": "upsert",
@@ -134,7 +210,7 @@ class ZohoBulkWrite:
                     "module": {"api_name": module},
                     "file_id": file_id,
                     "file_names": [csv_name],
-                    "find_by": find_by,
+                    "find_by": options.find_by,
                     "field_mappings": mappings,
                 }
             ],
@@ -157,16 +233,57 @@ class ZohoBulkWrite:
                 status=response.status_code,
             )
         job_id = str(body["details"]["id"])
+        if ledger is not None and key is not None:
+            ledger.created(key, job_id)  # paid for: a retried task resumes this job
         log.info("zoho bulk write job %s: %d %s records", job_id, len(records), module)
-        job = self.wait(job_id, poll_interval, timeout)
+        job = self.wait(job_id, options.poll_interval, options.timeout)
         download_url = (job.get("result") or {}).get("download_url")
         if str(job.get("status", "")).upper() != "COMPLETED" or not download_url:
             log.warning("zoho bulk write job %s ended %s without a result", job_id, job.get("status"))
+            if ledger is not None and key is not None:
+                ledger.set_status(key, ABANDONED)
             return [
                 RecordOutcome(False, "BULK_JOB_FAILED", f"bulk write job {job_id} ended {job.get('status')}")
                 for _ in records
             ]
-        return parse_bulk_result(self.download(str(download_url)), records, find_by)
+        return self._read_result(str(download_url), records, options, key)
+
+    def _read_result(
+        self, download_url: str, records: list[dict[str, Any]], options: _JobOptions, key: str | None
+    ) -> list[RecordOutcome]:
+        payload = self.download(download_url)
+        if options.ledger is not None and key is not None:
+            options.ledger.set_status(key, COMPLETED)
+        outcomes = parse_bulk_result(payload, records, options.find_by)
+        if options.ledger is not None and key is not None:
+            options.ledger.set_status(key, READ)
+        return outcomes
+
+    def _resume(
+        self, job_id: str, records: list[dict[str, Any]], options: _JobOptions, key: str
+    ) -> list[RecordOutcome] | None:
+        """The outcomes of a job an earlier attempt paid for; None when it must be bought again."""
+        assert options.ledger is not None
+        log.info(
+            "zoho bulk write job %s: resuming the job an earlier attempt paid for (%d records)", job_id, len(records)
+        )
+        try:
+            job = self.wait(job_id, 0.0, options.timeout, first_wait=False)
+        except ZohoRequestError as exc:
+            if exc.status != 404:
+                raise
+            job = {"status": "UNKNOWN TO ZOHO"}
+        download_url = (job.get("result") or {}).get("download_url")
+        if str(job.get("status", "")).upper() == "COMPLETED" and download_url:
+            try:
+                return self._read_result(str(download_url), records, options, key)
+            except ZohoRequestError as exc:
+                if exc.status not in (404, 410):
+                    raise
+                job = {"status": "COMPLETED, result expired"}
+        log.warning("zoho bulk write job %s: %s; creating a new job for its records", job_id, job.get("status"))
+        options.ledger.set_status(key, ABANDONED)
+        return None
 
     def upload(self, payload: bytes, file_name: str) -> str:
         """The zip to Zoho's file-upload host; its file id."""
@@ -197,11 +314,13 @@ class ZohoBulkWrite:
             return self._client.oauth.access_token().api_domain
         return self._client.settings.file_upload_url
 
-    def wait(self, job_id: str, poll_interval: float, timeout: float) -> dict[str, Any]:
+    def wait(self, job_id: str, poll_interval: float, timeout: float, *, first_wait: bool = True) -> dict[str, Any]:
         """Poll the job until COMPLETED or FAILED; each poll costs a credit, so the interval grows."""
         transport = self._client.transport
         deadline = transport.clock() + timeout
         interval = max(poll_interval, 0.0)
+        if not first_wait:  # a resumed job may be long done: ask at once, then poll at the usual pace
+            interval, poll_interval = 0.0, 2.0
         while True:
             transport.sleep(interval)  # a job is never done the moment it is created
             response = self._client.request(
@@ -217,7 +336,7 @@ class ZohoBulkWrite:
                     f"bulk write job {job_id} not finished after {timeout:.0f} s (status {status}); "
                     "its records are not confirmed"
                 )
-            interval = min(interval * 1.5, max(poll_interval, 0.0) * 8)
+            interval = min(max(interval * 1.5, poll_interval), max(poll_interval, 0.0) * 8)
 
     def download(self, download_url: str) -> bytes:
         """The result zip, from the data centre's download host (a relative URL included)."""

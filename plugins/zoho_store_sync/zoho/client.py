@@ -11,7 +11,7 @@ from typing import Any
 import requests
 from requests.auth import AuthBase
 
-from zoho_store_sync.errors import ZohoAuthError, ZohoScopeError, ZohoUnavailable
+from zoho_store_sync.errors import ZohoAuthError, ZohoCreditsExhausted, ZohoScopeError, ZohoUnavailable
 from zoho_store_sync.settings import ZOHO_API_VERSION, ZOHO_CREDITS, ZOHO_DEFAULT_CONCURRENCY
 from zoho_store_sync.transport import TRANSIENT_ERRORS, Backoff, RetryingTransport, transient_status
 from zoho_store_sync.zoho.bulk import ZohoBulkWrite
@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 RECOMMENDED_SCOPES = (
     "ZohoCRM.modules.ALL",
     "ZohoCRM.settings.fields.READ",
+    "ZohoCRM.settings.layouts.READ",
     "ZohoCRM.org.READ",
     "ZohoCRM.bulk.ALL",
+    "ZohoCRM.coql.READ",
     "ZohoFiles.files.ALL",
 )
 # Scope each operation needs, named in OAUTH_SCOPE_MISMATCH errors (Zoho's own answer names none).
@@ -41,6 +43,9 @@ _SCOPE_NEEDED = {
     "convert": "ZohoCRM.modules.leads.CREATE (or ZohoCRM.modules.ALL)",
     "fields": "ZohoCRM.settings.fields.READ",
     "org": "ZohoCRM.org.READ",
+    "layouts": "ZohoCRM.settings.layouts.READ",
+    "users": "ZohoCRM.users.READ",
+    "coql": "ZohoCRM.coql.READ",
     "upload": "ZohoFiles.files.ALL",
     "bulk_write": "ZohoCRM.bulk.CREATE (or ZohoCRM.bulk.ALL) plus ZohoCRM.modules.{module}.WRITE",
     "bulk_status": "ZohoCRM.bulk.CREATE (or ZohoCRM.bulk.ALL)",
@@ -150,6 +155,8 @@ class ZohoClient:
         )
         self.records = ZohoRecords(self)
         self.bulk = ZohoBulkWrite(self)
+        # Zoho's first daily-limit answer: from then on this client sends nothing more (every call would be refused).
+        self.credits_exhausted: ZohoCreditsExhausted | None = None
 
     @property
     def settings(self) -> ZohoSettings:
@@ -232,6 +239,7 @@ class _ApiCall:
         self.code: str | None = None  # Zoho's error code in the last answer
 
     def url(self) -> str:
+        self._refuse_without_credits()
         self.token = self.client.oauth.access_token()
         url = f"{(self.base_url or self.token.api_domain).rstrip('/')}{self.path}"
         self.client.settings.check_host(url)
@@ -240,6 +248,23 @@ class _ApiCall:
     def auth(self) -> AuthBase:
         assert self.token is not None  # url() ran first
         return _ZohoTokenAuth(self.token.value)
+
+    def _refuse_without_credits(self) -> None:
+        """Before each attempt: once Zoho said the day's credits are used up, or its last count of remaining
+        credits is below this call's cost, the call is not sent (it could only be refused, and waste a second)."""
+        client = self.client
+        remaining = client.stats.credits_remaining
+        if client.credits_exhausted is None and remaining is not None and remaining < self.credits:
+            answer = (
+                f"Zoho reported {remaining} credits remaining (X-API-CREDITS-REMAINING) and one {self.operation} call "
+                f"costs {self.credits}"
+            )
+            client.credits_exhausted = _exhausted(answer, remaining)
+        if client.credits_exhausted is not None:
+            first = client.credits_exhausted
+            raise ZohoCreditsExhausted(
+                f"{self.operation}: not sent: {first}", answer=first.answer, remaining=first.remaining
+            )
 
     def on_failure(self, error: BaseException) -> None:
         self.client.stats.add(self.operation, 0, self.write)
@@ -252,6 +277,17 @@ class _ApiCall:
         remaining = response.headers.get("X-API-CREDITS-REMAINING")
         if remaining is not None and remaining.strip().isdigit():
             stats.credits_remaining = int(remaining)
+        if status == 429 and daily_limit_reached(response, self.credits, stats.credits_remaining):
+            body = json_body(response)
+            said = (body.get("message") or body.get("error_info")) if isinstance(body, dict) else None
+            answer = (
+                f"{self.operation}: HTTP 429 {code or 'TOO_MANY_REQUESTS'}"
+                + (f" {str(said)[:200]!r}" if said else "")
+                + f", X-API-CREDITS-REMAINING {remaining.strip() if remaining else 'not sent'}"
+            )
+            error = _exhausted(answer, stats.credits_remaining)
+            self.client.credits_exhausted = self.client.credits_exhausted or error
+            raise error
         if code == "OAUTH_SCOPE_MISMATCH":
             needed = _SCOPE_NEEDED.get(self.operation, "the scope of this API").format(
                 module=(self.module or _module_of(self.path) or "<module>").lower()
@@ -293,6 +329,37 @@ def _error_code(response: requests.Response) -> str | None:
         if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict) and response.status_code >= 400:
             return data[0].get("code")
     return None
+
+
+def _exhausted(answer: str, remaining: int | None) -> ZohoCreditsExhausted:
+    return ZohoCreditsExhausted(
+        f"Zoho's daily API credits for this org are used up ({answer}); nothing more is sent: Zoho frees each "
+        "call's credits 24 h after it, run again then",
+        answer=answer,
+        remaining=remaining,
+    )
+
+
+# Zoho answers both the daily credit limit and the concurrency throttle with HTTP 429 TOO_MANY_REQUESTS; only the
+# message tells them apart (zoho-crm-api.md §8.2: "…for the past 24 hours", "…for the 24 hour period is exceeded",
+# versus "The concurrency limit of the app has been exceeded").
+_DAILY_LIMIT_WORDS = ("24 hour", "credit", "per day")
+
+
+def daily_limit_reached(response: requests.Response, credits: int, last_remaining: int | None) -> bool:
+    """A 429 for the org's daily credits, not a concurrency throttle: Zoho's message says so, or the credits it
+    reported remaining (this answer's X-API-CREDITS-REMAINING, else the last one seen) are below the call's cost."""
+    if response.status_code != 429:
+        return False
+    body = json_body(response)
+    said = " ".join(str(body.get(k) or "") for k in ("message", "error_info")).lower() if isinstance(body, dict) else ""
+    if "concurren" in said:
+        return False
+    if any(word in said for word in _DAILY_LIMIT_WORDS):
+        return True
+    header = (response.headers.get("X-API-CREDITS-REMAINING") or "").strip()
+    remaining = int(header) if header.isdigit() else last_remaining
+    return remaining is not None and remaining < max(credits, 1)
 
 
 def _billed(status: int, code: str | None) -> bool:

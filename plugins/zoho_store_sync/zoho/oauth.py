@@ -36,6 +36,7 @@ class AccessToken:
     api_domain: str
     expires_at: float  # epoch seconds
     scope: str = ""
+    lifetime: float | None = None  # seconds it was issued for (Zoho's expires_in); None: not known (an old cache)
 
     def valid_for(self, seconds: float, now: float | None = None) -> bool:
         return self.expires_at - (now if now is not None else time.time()) > seconds
@@ -54,7 +55,9 @@ def cipher_for(client_secret: str, refresh_token: str) -> Fernet:
 
 def seal(token: AccessToken, cipher: Fernet) -> bytes:
     return cipher.encrypt(
-        json.dumps({"v": token.value, "d": token.api_domain, "e": token.expires_at, "s": token.scope}).encode()
+        json.dumps(
+            {"v": token.value, "d": token.api_domain, "e": token.expires_at, "s": token.scope, "l": token.lifetime}
+        ).encode()
     )
 
 
@@ -63,7 +66,9 @@ def unseal(blob: bytes, cipher: Fernet) -> AccessToken | None:
         data = json.loads(cipher.decrypt(blob))
     except (InvalidToken, ValueError):
         return None  # written with other secrets (e.g. rotated client secret): treat as absent
-    return AccessToken(value=data["v"], api_domain=data["d"], expires_at=data["e"], scope=data.get("s", ""))
+    return AccessToken(
+        value=data["v"], api_domain=data["d"], expires_at=data["e"], scope=data.get("s", ""), lifetime=data.get("l")
+    )
 
 
 class TokenCache(Protocol):
@@ -122,7 +127,10 @@ class MemoryTokenCache:
 class TokenPolicy:
     """When to refresh and how long to wait while Zoho (or our own budget) throttles token requests.
 
-    :param refresh_margin: refresh an access token this many seconds before it expires.
+    :param refresh_margin: refresh an access token at most this many seconds before it expires...
+    :param refresh_share: ...and at most this share of its lifetime before: a token living 1 h is refreshed 300 s
+        before it expires, one living 120 s (some orgs, sandboxes) 12 s before, so it is still reused for 108 s
+        (a fixed 300 s margin never reused a token shorter than that: one token per call, then Zoho's throttle).
     :param throttle_pause: wait after Zoho's "too many requests" token answer (retrying at once lengthens the
         lockout).
     :param max_wait: longest total wait for a token while throttled before giving up (retryable).
@@ -130,10 +138,22 @@ class TokenPolicy:
     """
 
     refresh_margin: float = ZOHO_TOKEN_REFRESH_MARGIN_S
+    refresh_share: float = 0.1
     throttle_pause: float = 60.0
     max_wait: float = ZOHO_TOKEN_WINDOW_S + 60.0
     per_window: int = ZOHO_TOKENS_PER_WINDOW
     window_s: float = ZOHO_TOKEN_WINDOW_S
+
+    def margin(self, token: AccessToken) -> float:
+        """Seconds before its expiry a token is refreshed: ``min(refresh_margin, refresh_share × lifetime)``; the
+        fixed margin when the lifetime is not known."""
+        if not token.lifetime or token.lifetime <= 0:
+            return self.refresh_margin
+        return min(self.refresh_margin, self.refresh_share * token.lifetime)
+
+    def fresh(self, token: AccessToken, now: float | None = None) -> bool:
+        """The token can still be used (it expires later than its margin from now)."""
+        return token.valid_for(self.margin(token), now)
 
 
 class ZohoOAuth:
@@ -192,7 +212,9 @@ class ZohoOAuth:
         expires_in = float(body.get("expires_in") or 3600)
         if expires_in > 100_000:  # old responses gave milliseconds
             expires_in /= 1000
-        token = AccessToken(str(body["access_token"]), api_domain, time.time() + expires_in, str(body.get("scope", "")))
+        token = AccessToken(
+            str(body["access_token"]), api_domain, time.time() + expires_in, str(body.get("scope", "")), expires_in
+        )
         self._mask(token.value)
         return token
 
@@ -232,7 +254,7 @@ class ZohoOAuth:
     def access_token(self, *, force_refresh: bool = False) -> AccessToken:
         """The current access token, shared through the token cache; refreshed shortly before expiry."""
         token = self.token
-        if not force_refresh and token is not None and token.valid_for(self.policy.refresh_margin):
+        if not force_refresh and token is not None and self.policy.fresh(token):
             return token
         if force_refresh and token is not None:
             return self.shared_token(rejected=token.value)
@@ -253,7 +275,7 @@ class ZohoOAuth:
             return (
                 not force
                 and candidate.value != rejected
-                and candidate.valid_for(self.policy.refresh_margin)
+                and self.policy.fresh(candidate)
                 and s.host_allowed(candidate.api_domain)
             )
 

@@ -283,14 +283,26 @@ class ZohoRecords:
                 return out
             page += 1
 
-    def convert_lead(self, lead_id: str, *, contact_id: str | None = None, overwrite: bool = False) -> RecordOutcome:
+    def convert_lead(
+        self,
+        lead_id: str,
+        *,
+        contact_id: str | None = None,
+        account_id: str | None = None,
+        overwrite: bool = False,
+    ) -> RecordOutcome:
         """Convert a Lead into a Contact (5 credits). ``zoho_id`` of a success is the Contact's id.
 
-        ``contact_id`` links an existing Contact instead of letting Zoho match or create one.
+        ``contact_id`` links that Contact and ``account_id`` that Account. Without ids Zoho matches on its own
+        (the lead's Email against Contacts, its Company against Account names, then its *name* against Contacts),
+        and creates an Account whenever the lead has a Company: there is no documented switch to skip the Account
+        but an empty Company (Zoho help "Convert Leads"). ``details["Accounts"]`` of a success names the Account.
         """
         options: dict[str, Any] = {"overwrite": overwrite, "notify_lead_owner": False, "notify_new_entity_owner": False}
         if contact_id:
             options["Contacts"] = {"id": str(contact_id)}
+        if account_id:
+            options["Accounts"] = {"id": str(account_id)}
         response = self._caller.request(
             "POST",
             f"/crm/{ZOHO_API_VERSION}/Leads/{lead_id}/actions/convert",
@@ -334,6 +346,30 @@ class ZohoRecords:
         )
         raise_for_request_error(response, "fields")
         return response.json().get("fields", [])
+
+    def layouts(self, module: str) -> list[dict[str, Any]]:
+        """The module's layouts (GET /crm/v8/settings/layouts): ``sections[].fields[]`` with ``api_name`` and
+        ``required``, the fields a record must carry beyond the system-mandatory ones."""
+        response = self._caller.request(
+            "GET",
+            f"/crm/{ZOHO_API_VERSION}/settings/layouts",
+            operation="layouts",
+            params={"module": module},
+            module=module,
+        )
+        raise_for_request_error(response, "layouts")
+        return (json_body(response) or {}).get("layouts", [])
+
+    def current_user(self) -> dict[str, Any]:
+        """The connected user (GET /crm/v8/users?type=CurrentUser, what Zoho's SDKs read at start-up)."""
+        response = self._caller.request(
+            "GET", f"/crm/{ZOHO_API_VERSION}/users", operation="users", params={"type": "CurrentUser"}
+        )
+        raise_for_request_error(response, "users")
+        users = (json_body(response) or {}).get("users") or []
+        if not users:
+            raise ZohoRequestError("users: Zoho answered without the current user", status=response.status_code)
+        return dict(users[0])
 
     def org(self) -> dict[str, Any]:
         """The org (``id``, ``zgid``, ``company_name``, ...): GET /crm/v8/org."""

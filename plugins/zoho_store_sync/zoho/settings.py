@@ -19,9 +19,21 @@ def file_upload_host(dc: str, suffix: str) -> str:
     return _FILE_UPLOAD_HOSTS.get(dc, f"content.{suffix}")
 
 
-def download_host(suffix: str) -> str:
-    # The OAS sample names https://download.zohocrm.com/...; other data centres by the same pattern (UNVERIFIED).
-    return "download.zohocrm." + suffix.split(".", 1)[1]
+def download_host(accounts_url: str) -> str:
+    """The host Zoho serves Bulk Write results from: ``download-accl.`` + the data centre's accounts domain.
+
+    Zoho's "Download Bulk Write Result" page and its official SDK samples name
+    ``https://download-accl.zoho.com/v2/crm/{org}/bulk-write/{job}/{job}.zip``; Zoho's other services answer on
+    ``download-accl.zoho.eu`` and ``download-accl.zoho.in``; the other data centres follow the same pattern
+    (``zoho.com.au``, ``zoho.jp``, ``zohocloud.ca``, ``zoho.sa``, ``zoho.com.cn``, ``zoho.uk``).
+    """
+    return "download-accl." + urlparse(accounts_url).netloc.split(".", 1)[1]
+
+
+def download_hosts(accounts_url: str, suffix: str) -> tuple[str, ...]:
+    """Every host a Bulk Write ``download_url`` may name: the real one, and the OAS sample's
+    ``download.zohocrm.<tld>`` (bulk_write.json)."""
+    return (download_host(accounts_url), "download.zohocrm." + suffix.split(".", 1)[1])
 
 
 def _no_mask(secret: str) -> None:
@@ -126,10 +138,10 @@ class ZohoSettings:
             accounts_url, suffix = ZOHO_DATA_CENTRES[dc]
             api_domain = f"https://{prefix}.{suffix}"
             file_upload_url = f"https://{file_upload_host(dc, suffix)}"
-            download_url = f"https://{download_host(suffix)}"
+            download_url = f"https://{download_host(accounts_url)}"  # a relative download_url goes here
             allowed = frozenset(
                 {f"{p}.{suffix}" for p in ZOHO_API_HOST_PREFIXES}
-                | {file_upload_host(dc, suffix), download_host(suffix)}
+                | {file_upload_host(dc, suffix), *download_hosts(accounts_url, suffix)}
             )
         refresh_token = extra.get("refresh_token") or (stored_refresh_token() if stored_refresh_token else None)
         if refresh_token:
