@@ -71,6 +71,7 @@ EXPECTED_COMMON_ENV = {
     "AIRFLOW_CONFIG": "/opt/airflow/config/airflow.cfg",
     "ZOHO_SYNC_INCLUDE_DIR": "/opt/airflow/include",
     "ZOHO_SYNC_STAGING_URL": "file:///opt/airflow/staging",
+    "ZOHO_SYNC_STUCK_RUN_ALERT_SECONDS": "3600",  # a sync stuck an hour (its pool) misses a deadline saying so
     "AIRFLOW_CONN_ZOHO_SYNC_STATE_DB": "postgresql://airflow:airflow@postgres:5432/zoho_sync_state",
 }
 
