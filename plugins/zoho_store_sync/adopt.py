@@ -2,9 +2,9 @@
 
 A real org holds Leads and Contacts the product did not create (web forms, an earlier integration). Upsert matches
 on email inside one module only, so without this a buyer with a web-form Lead gets a second record as a Contact.
-Before the plan, the customers without a state row are looked up by email (COQL, 100 emails a 1-credit call per
-module) and linked in the state as if synced, with a hash no payload has, so the plan sends one write that puts
-the mapped fields on top of the existing record:
+Before the plan, the customers without a state row are looked up by email (``existing_records``: an empty module
+is skipped, a small one read whole, else COQL, 100 emails a 1-credit call) and linked in the state as if synced,
+with a hash no payload has, so the plan sends one write that puts the mapped fields on top of the existing record:
 
 * a Contact with the email → linked as that Contact (a would-be Lead stays a Contact: never downgraded);
 * else a Lead with the email → linked as that Lead; a buyer's linked Lead is then converted (``diff``), with the
@@ -22,7 +22,7 @@ from zoho_store_sync.customers import record_types
 from zoho_store_sync.hooks.zoho_crm import ZohoCrmHook, ZohoScopeError
 from zoho_store_sync.state import SYNCED, StateStore
 from zoho_store_sync.state.tables import ADOPTED
-from zoho_store_sync.zoho.query import lookup_cost
+from zoho_store_sync.zoho.query import COQL_MAX_REACH, lookup_credits, scan_credits
 
 log = logging.getLogger(__name__)
 ADOPTED_HASH = 0  # matches no payload's hash: the first plan after adoption writes the mapped fields once
@@ -36,6 +36,39 @@ def modules_to_adopt(state: pd.DataFrame, modules: tuple[str, ...], forget: bool
     if forget:
         return list(modules)
     return [m for m in modules if not (state["module"] == m).any()]
+
+
+def existing_records(
+    hook: ZohoCrmHook, emails: pd.Series
+) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], dict[str, str], int]:
+    """Per module, the org's records with one of ``emails``, read the cheapest way, and how and the credits spent.
+
+    A first sync of a big store into an empty org must not pay one query per 100 emails to find nothing (a million
+    customers: 20,000 credits, as much as the Bulk Write itself): each module is counted first (1 credit); an
+    empty one is not searched, a small one is read whole (2,000 records a 3-credit page), else by email."""
+    distinct = int(emails.nunique())
+    found: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    how: dict[str, str] = {}
+    spent = 0
+    for module in LOOKUP_MODULES:
+        size = hook.count_records(module)
+        spent += 1
+        if size == 0:
+            found[module], how[module] = {}, "empty"
+            continue
+        if size <= COQL_MAX_REACH and scan_credits(size) < lookup_credits(distinct):
+            whole = hook.all_by_email(module)
+            if whole is not None:  # None: the module grew past COQL's reach meanwhile
+                wanted = set(emails.dropna().tolist())
+                found[module] = {email: rows for email, rows in whole.items() if email in wanted}
+                how[module] = "read whole"
+                spent += scan_credits(size)
+                continue
+        found[module] = hook.find_by_email(module, emails.tolist())
+        how[module] = "by email"
+        spent += lookup_credits(distinct)
+    log.info("the org's existing records looked up (%s): about %d credits", how, spent)
+    return found, how, spent
 
 
 def adopt_existing(
@@ -58,18 +91,8 @@ def adopt_existing(
     if orphans.empty:
         return state, {}
     emails = orphans["email"].astype("string").str.strip().str.lower()
-    cost = lookup_cost(emails.nunique(), len(LOOKUP_MODULES))
-    log.info(
-        "adopting the org's existing records for %d customers: COQL, %d calls, about %d credits%s",
-        len(orphans),
-        cost.coql_calls,
-        cost.coql_credits,
-        " (a Bulk Read may be cheaper at this size: 50 credits per module and 200,000 records; not implemented)"
-        if cost.coql_credits > 50 * len(LOOKUP_MODULES)
-        else "",
-    )
     try:
-        found = {module: hook.find_by_email(module, emails.tolist()) for module in LOOKUP_MODULES}
+        found, how, spent = existing_records(hook, emails)
     except ZohoScopeError as exc:
         # Connected before COQL was needed: sync as before (upsert by email per module), say how to adopt.
         log.warning(
@@ -111,7 +134,8 @@ def adopt_existing(
         "adopted": len(rows),
         "adopted_contacts": sum(r["module"] == "Contacts" for r in rows),
         "adopted_leads": sum(r["module"] == "Leads" for r in rows),
-        "adopt_lookup_credits": cost.coql_credits,
+        "adopt_lookup_credits": spent,
+        "adopt_lookup": how,
         "adopt_emails_with_twins": twins,
     }
     log.info("adopted: %s", summary)

@@ -1,4 +1,4 @@
-"""Record reads: list (page and page_token), one record, the deleted list and search."""
+"""Record reads: list (page and page_token), one record, the record count, the deleted list and search."""
 
 from __future__ import annotations
 
@@ -148,6 +148,15 @@ def _list_info(opts: dict, count: int, more: bool, start: int) -> dict:
             "sort_by": opts["sort_by"], "page": opts["page"], "previous_page_token": None,
             "page_token_expiry": _iso(time.time() + PAGE_TOKEN_TTL), "sort_order": opts["sort_order"],
             "email": False, "more_records": more}
+
+
+@api.route("GET", "/crm/v8/{module}/actions/count", operation="count", scope=module_scope("READ"))
+def record_count(sb: ZohoSandbox, req: Request, info: dict, module: str) -> Response:
+    """Record Count (OAS ``/crm/v8/{module}/actions/count``): ``{"count": n}``; converted Leads not counted."""
+    mod = _known_module(module)
+    with sb._lock:
+        count = sum(1 for r in sb._store[mod].values() if not r.get("Converted__s"))
+    return answer(200, {"count": count})
 
 
 @api.route("GET", "/crm/v8/{module}/{record_id}", operation="get_record", scope=module_scope("READ"))

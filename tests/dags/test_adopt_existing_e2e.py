@@ -140,3 +140,40 @@ def test_duplicate_data_from_duplicate_check_preferences_links_the_named_record_
     assert kept["Contacts"][0]["First_Name"] == "Lee"
     assert set(world.state("dupes")["status"]) == {"synced"}
     assert _twins(world) == {}
+
+
+@pytest.fixture
+def big_world(airflow_db, monkeypatch, zoho_sandbox, magento_store, fresh_state_url):  # type: ignore[no-untyped-def]
+    return World(monkeypatch, zoho_sandbox, fresh_state_url, {"main": magento_store(450, 12)})
+
+
+def _adoption_calls(world: World) -> list[tuple[str, str | None]]:
+    return [(c["operation"], c.get("module")) for c in world.zoho.calls() if c["operation"] in ("count", "coql")]
+
+
+def test_a_first_sync_into_an_empty_org_counts_each_module_and_looks_nothing_up(big_world):
+    big_world.configure("newcomer", "main")
+    big_world.zoho.reset_calls()
+
+    summary = big_world.run("newcomer")
+
+    # Before: one COQL query per 100 emails and module, to find nothing (5 + 5 here; 20,000 for a million).
+    assert sorted(_adoption_calls(big_world)) == [("count", "Contacts"), ("count", "Leads")]
+    assert summary["failed"] == 0 and summary["inserted"] > 400 and _twins(big_world) == {}
+
+
+def test_a_small_org_is_read_whole_and_its_records_are_adopted_as_by_email(big_world):
+    email = "web.form@shop.example"
+    _customer(big_world, email, first="Wendy", last="Form")  # registered only: a Lead, nothing to convert
+    lead = create_in_ui(big_world.zoho, "Leads", {"Last_Name": "Form", "Email": email.upper(), "Company": "Web"})
+    create_in_ui(big_world.zoho, "Leads", {"Last_Name": "Stranger", "Email": "nobody@else.example", "Company": "X"})
+    big_world.configure("small_org", "main")
+    big_world.zoho.reset_calls()
+
+    big_world.run("small_org")
+
+    # 450 emails by lookup: 5 credits for Leads; the whole module (2 records): one 3-credit page.
+    assert sorted(_adoption_calls(big_world)) == [("coql", "Leads"), ("count", "Contacts"), ("count", "Leads")]
+    assert _twins(big_world) == {}
+    state = big_world.state("small_org").set_index("email")
+    assert state.loc[email, "zoho_id"] == lead["id"]

@@ -11,8 +11,9 @@ from zoho_store_sync.zoho.query import (
     COQL_MAX_IN_VALUES,
     coql_credits,
     email_chunks,
-    lookup_cost,
+    lookup_credits,
     quote,
+    scan_credits,
     select_by_email,
 )
 
@@ -46,15 +47,28 @@ def test_coql_credits_follow_the_limit(limit: int, credits: int) -> None:
     assert coql_credits(limit) == credits
 
 
-def test_a_lookup_costs_one_credit_per_100_emails_and_module() -> None:
-    cost = lookup_cost(1_675, 2)
-    assert (cost.coql_calls, cost.coql_credits, cost.path) == (34, 34, "coql")
+def test_a_lookup_costs_one_credit_per_100_emails() -> None:
+    assert lookup_credits(1_675) == 17
 
 
-def test_bulk_read_is_chosen_only_when_it_costs_fewer_credits() -> None:
-    assert lookup_cost(100_000, 2, module_sizes=[30_000, 20_000]).path == "bulk_read"  # 2,000 vs 100 credits
-    assert lookup_cost(4_000, 2, module_sizes=[30_000, 20_000]).path == "coql"  # 80 vs 100 credits
-    assert lookup_cost(100_000, 2).path == "coql"  # module sizes unknown: COQL
+def test_reading_a_module_whole_costs_three_credits_per_2000_records() -> None:
+    assert (scan_credits(1), scan_credits(2_000), scan_credits(2_001)) == (3, 3, 6)
+
+
+def test_the_record_count_and_a_whole_module_read_by_pages_of_2000(
+    zoho_sandbox: ZohoSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(*conn_env(zoho_sandbox))
+    for i in range(2_003):
+        create_in_ui(zoho_sandbox, "Contacts", {"Last_Name": f"P{i}", "Email": f"P{i}@x.example"})
+    create_in_ui(zoho_sandbox, "Contacts", {"Last_Name": "No email"})
+    zoho_sandbox.reset_calls()
+    hook = make_hook()
+    assert hook.count_records("Contacts") == 2_004 and hook.count_records("Leads") == 0
+    whole = hook.all_by_email("Contacts", ["Last_Name"])
+    assert whole is not None and len(whole) == 2_003 and whole["p2002@x.example"][0]["Last_Name"] == "P2002"
+    calls = [c for c in zoho_sandbox.calls() if c["operation"] in ("count", "coql")]
+    assert [(c["operation"], c["credits"]) for c in calls] == [("count", 1), ("count", 1), ("coql", 3), ("coql", 3)]
 
 
 def test_find_by_email_returns_every_record_per_email_oldest_first_in_one_call_per_100_emails(

@@ -275,6 +275,15 @@ class ZohoCrmHook(BaseHook):
         """The org's records of ``module`` per lower-cased email, by COQL (100 emails a 1-credit call)."""
         return self.query.find_by_email(module, emails, fields)
 
+    def count_records(self, module: str) -> int:
+        """How many records the org's module holds (Record Count, 1 credit)."""
+        return self.query.count(module)
+
+    def all_by_email(self, module: str, fields: Sequence[str] = ()) -> dict[str, list[dict[str, Any]]] | None:
+        """Every record of ``module`` with an email, per lower-cased email, by COQL pages of 2,000 (3 credits each);
+        None past COQL's 100,000-record reach."""
+        return self.query.all_with(module, "Email", fields)
+
     def find_by(
         self, module: str, field: str, values: Iterable[str], fields: Sequence[str] = ()
     ) -> dict[str, list[dict[str, Any]]]:

@@ -1,4 +1,4 @@
-"""COQL (POST /crm/v8/coql): find the org's records by email, 100 emails a query, and what that costs.
+"""COQL (POST /crm/v8/coql) and Record Count: find the org's records by email, and what each way costs.
 
 Zoho's limits (COQL overview and limitations pages, v7/v8; Kaizen #183 raised ``in`` to 100 values in v7):
 at most 100 values per ``in``, LIMIT at most 2,000 rows (credits 1 / 2 / 3 for LIMIT up to 200 / 1,000 / 2,000),
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from zoho_store_sync.settings import ZOHO_API_VERSION
@@ -20,9 +19,6 @@ COQL_MAX_LIMIT = 2000
 COQL_MAX_REACH = 100_000
 # One query of 100 emails finds ~100 records (a few more where the org has twins): LIMIT 200 is 1 credit.
 COQL_PAGE_LIMIT = 200
-# Bulk Read (zoho-crm-api.md §8.1, secondary): 50 credits per job; a job exports up to 200,000 records of a module.
-BULK_READ_JOB_CREDITS = 50
-BULK_READ_MAX_RECORDS = 200_000
 
 
 def coql_credits(limit: int) -> int:
@@ -57,32 +53,14 @@ def select_by_email(module: str, emails: Sequence[str], fields: Sequence[str], l
     return select_in(module, "Email", emails, fields, limit, offset)
 
 
-@dataclass(frozen=True)
-class LookupCost:
-    """What finding ``emails`` records of ``modules`` costs by COQL, and by a Bulk Read of each module instead."""
-
-    emails: int
-    modules: int
-    coql_calls: int
-    coql_credits: int
-    bulk_read_credits: int | None  # None: the modules' sizes are unknown
-
-    @property
-    def path(self) -> str:
-        if self.bulk_read_credits is not None and self.bulk_read_credits < self.coql_credits:
-            return "bulk_read"
-        return "coql"
+def scan_credits(module_size: int) -> int:
+    """COQL credits to read every record of a module with an email: pages of 2,000 rows, 3 credits each."""
+    return math.ceil(module_size / COQL_MAX_LIMIT) * coql_credits(COQL_MAX_LIMIT)
 
 
-def lookup_cost(n_emails: int, modules: int, module_sizes: Sequence[int] | None = None) -> LookupCost:
-    """COQL: one 1-credit call per 100 emails and module. Bulk Read: 50 credits per module per 200,000 records
-    (plus its download, not billed). Bulk Read wins only when the customers far outnumber 100 × 50 = 5,000 emails
-    per module and the module is small enough for few jobs."""
-    calls = math.ceil(n_emails / COQL_MAX_IN_VALUES) * modules
-    bulk = None
-    if module_sizes is not None:
-        bulk = sum(BULK_READ_JOB_CREDITS * max(1, math.ceil(size / BULK_READ_MAX_RECORDS)) for size in module_sizes)
-    return LookupCost(n_emails, modules, calls, calls * coql_credits(COQL_PAGE_LIMIT), bulk)
+def lookup_credits(n_emails: int) -> int:
+    """COQL credits to look ``n_emails`` up in one module: one 1-credit query per 100 emails."""
+    return math.ceil(n_emails / COQL_MAX_IN_VALUES) * coql_credits(COQL_PAGE_LIMIT)
 
 
 class ZohoQuery:
@@ -109,6 +87,39 @@ class ZohoQuery:
         raise_for_request_error(response, "coql")
         body = response.json() or {}
         return list(body.get("data") or []), bool((body.get("info") or {}).get("more_records"))
+
+    def count(self, module: str) -> int:
+        """The module's record count (GET /crm/v8/{module}/actions/count, 1 credit; Zoho sends it as a number
+        or a string)."""
+        response = self._caller.request(
+            "GET", f"/crm/{ZOHO_API_VERSION}/{module}/actions/count", operation="count", credits=1, module=module
+        )
+        raise_for_request_error(response, "count")
+        count = (response.json() or {}).get("count")
+        if isinstance(count, bool) or not str(count).isdigit():
+            raise ValueError(f"zoho record count of {module}: not a count: {count!r}")
+        return int(count)
+
+    def all_with(self, module: str, field: str, fields: Sequence[str] = ()) -> dict[str, list[dict[str, Any]]] | None:
+        """Every record of ``module`` with a ``field``, per trimmed lower-cased value (oldest id first), read in
+        pages of 2,000; None when the module holds more than COQL reaches (100,000): the caller looks up instead."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        names = ", ".join(dict.fromkeys(["id", field, *fields]))
+        offset = 0
+        while True:
+            query = f"select {names} from {module} where {field} is not null limit {COQL_MAX_LIMIT} offset {offset}"
+            rows, more = self.select(query, module=module)
+            for row in rows:
+                if isinstance(row.get(field), str) and row.get("id"):
+                    found.setdefault(row[field].strip().lower(), []).append(row)
+            offset += COQL_MAX_LIMIT
+            if not more:
+                break
+            if offset + COQL_MAX_LIMIT > COQL_MAX_REACH:
+                return None
+        for rows in found.values():
+            rows.sort(key=lambda row: int(row["id"]) if str(row["id"]).isdigit() else 0)
+        return found
 
     def find_by(
         self, module: str, field: str, values: Iterable[str], fields: Sequence[str] = ()
