@@ -21,7 +21,9 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 # Coverage of plugins/zoho_store_sync with branches (.coveragerc); the lines and branches no test runs are listed.
+# The browser test needs Debian's chromium: installed here on CI, otherwise that test skips and says how.
 test: $(STAMP)
+	bash scripts/ensure_chromium.sh
 	$(PY) -m pytest --cov --cov-branch --cov-report=term-missing:skip-covered
 
 # The house style: ruff (ruff.toml) for lint and format, mypy (mypy.ini) for types. CI runs it.

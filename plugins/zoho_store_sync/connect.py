@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from zoho_store_sync import field_values, pipeline
@@ -19,7 +21,7 @@ from zoho_store_sync.config import TenantConfig, get_tenant
 from zoho_store_sync.errors import VerificationFailed
 from zoho_store_sync.hooks.zoho_crm import ZohoConfigError, ZohoError, ZohoOAuthError, ZohoScopeError
 from zoho_store_sync.mapping import check_against_org, load_mapping
-from zoho_store_sync.state import RefreshTokenStore
+from zoho_store_sync.state import RefreshTokenStore, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -112,21 +114,25 @@ def _scope_checks(tenant: TenantConfig, granted: set[str]) -> list[Check]:
     return checks
 
 
-def verify(tenant_id: str) -> list[Check]:
-    """Every check, in order; raises VerificationFailed listing the failed ones with what to do."""
+def verify(tenant_id: str, run_id: str | None = None) -> list[Check]:
+    """Every check, in order; raises VerificationFailed listing the failed ones with what to do. The result is
+    kept as a run of kind ``verify`` (``run_id``, default ``verify__<time>``): the sync page shows the last one."""
     tenant = get_tenant(tenant_id)
     store = pipeline.state_store(tenant)
     store.check_schema()
+    started_at = datetime.now(UTC)
+    run_id = run_id or f"verify__{started_at.isoformat()}"
+    finish = partial(_finish, tenant_id, store=store, run_id=run_id, started_at=started_at)
     hook = pipeline.zoho_hook(tenant, store)
     checks: list[Check] = []
     try:
         token = hook.get_access_token()
     except ZohoConfigError as exc:
         checks.append(Check("connection", False, str(exc)))
-        return _finish(tenant_id, checks)
+        return finish(checks)
     except ZohoOAuthError as exc:
         checks.append(Check("access token", False, str(exc)))
-        return _finish(tenant_id, checks)
+        return finish(checks)
     checks.append(Check("access token", True, "obtained from the refresh token"))
     checks.append(
         Check("data centre", True, f"the token's API domain {token.api_domain} belongs to the connection's data centre")
@@ -165,13 +171,25 @@ def verify(tenant_id: str) -> list[Check]:
                 else "; ".join(problems),
             )
         )
-    return _finish(tenant_id, checks)
+    return finish(checks)
 
 
-def _finish(tenant_id: str, checks: list[Check]) -> list[Check]:
+def _finish(
+    tenant_id: str, checks: list[Check], *, store: StateStore, run_id: str, started_at: datetime
+) -> list[Check]:
     for check in checks:
         log.info("verify %s %s", tenant_id, check.line())
     failed = [c for c in checks if not c.ok]
+    result = {
+        "tenant": tenant_id,
+        "run": run_id,
+        "ok": not failed,
+        "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail, "line": c.line()} for c in checks],
+    }
+    try:
+        store.record_run(run_id, "verify", result, started_at)
+    except Exception:  # noqa: BLE001 - the checks' answer matters more than keeping it for the page
+        log.warning("could not record the verify result in the state database", exc_info=True)
     if failed:
         raise VerificationFailed(f"tenant {tenant_id!r} is not ready:\n  " + "\n  ".join(c.line() for c in failed))
     return checks

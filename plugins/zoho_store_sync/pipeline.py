@@ -45,6 +45,7 @@ from zoho_store_sync.state import (
     StateStore,
     engine_from_conn_id,
 )
+from zoho_store_sync.state.health import state_counts
 
 log = logging.getLogger(__name__)
 use_system_allocator()  # this module runs in task processes only (never at parse time)
@@ -434,7 +435,31 @@ def load(tenant_id: str, run_id: str, planned: dict[str, Any], dry_run: bool = F
         "credits_remaining": stats["credits_remaining"],
         "credits_estimate": estimate,
         "already_confirmed": already_confirmed,
+        "by_module": figures_by_module(changes, result.errors),  # the Asset events' per-module figures
     }
+
+
+def figures_by_module(changes: pd.DataFrame, errors: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per Zoho module: the plan's records sent (releases only let go: nothing is sent), and those Zoho rejected,
+    by code. The loader counts inserted and updated for the whole run only."""
+    sent = changes.loc[changes["action"] != "release", "module"].astype(str).value_counts() if len(changes) else {}
+    figures: dict[str, dict[str, Any]] = {
+        str(m): {"sent": int(n), "failed": 0, "failure_codes": {}} for m, n in dict(sent).items()
+    }
+    for error in errors:
+        module = figures.setdefault(str(error["module"]), {"sent": 0, "failed": 0, "failure_codes": {}})
+        module["failed"] += 1
+        module["failure_codes"][error["code"]] = module["failure_codes"].get(error["code"], 0) + 1
+    return figures
+
+
+def _org_key(tenant_id: str) -> str | None:
+    """The tenant's org as the credit ledger names it (from its Zoho Connection, no call); None if unreadable."""
+    try:
+        return credits.org_key_for(get_tenant(tenant_id))
+    except Exception:  # noqa: BLE001 - the summary is written whatever the Connection looks like now
+        log.warning("could not name the tenant's Zoho org for the summary", exc_info=True)
+        return None
 
 
 def build_summary(
@@ -469,6 +494,7 @@ def build_summary(
         "kept_in_zoho": loaded.get("kept_in_zoho", 0),
         "deletions_refused": (planned.get("deletions_refused") or {}).get("count", 0),
         "failed": loaded["failed"],
+        "sent": loaded.get("sent", 0),  # records sent to Zoho (each write's records, accepted or not)
         "failure_codes": loaded.get("failure_codes", {}),
         "invalid_reasons": planned.get("invalid_reasons", {}),
         "values_left_out": planned.get("values_left_out", {}),
@@ -477,6 +503,7 @@ def build_summary(
         "write_calls": plan_calls.get("write_calls", 0) + loaded["write_calls"],
         "credits": plan_calls.get("credits", 0) + loaded["credits"],
         **credits.summary_fields(loaded),  # the load's estimate, Zoho's last remaining count, a retry's skips
+        "org_key": _org_key(tenant_id),  # the credit ledger's org: the sync page shows its budget
     }
     if dry:
         # A converted Lead's Contact is then upserted (an update of the Contact the convert made or linked).
@@ -501,20 +528,15 @@ def report(
     loaded: dict[str, Any],
     started_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """Log the run summary (one JSON line), store it, save the cursors, apply the failure threshold."""
+    """Log the run summary (one JSON line), store it, save the cursors, apply the failure threshold.
+
+    The summary carries ``ok`` (False: the run turns red below) and, unless a dry run, ``state``: the tenant's
+    state rows counted by status after the run (one grouped query), which the sync page shows for every tenant
+    without counting anything itself."""
     tenant = get_tenant(tenant_id)
     duration = (datetime.now(started_at.tzinfo) - started_at).total_seconds() if started_at else None
     summary = build_summary(tenant_id, run_id, extracted, planned, loaded, duration)
-    log.info("%s%s", SUMMARY_LOG_PREFIX, json.dumps(summary, ensure_ascii=False))
-    store = state_store(tenant)
-    store.record_run(run_id, "dry_run" if summary["dry_run"] else "sync", summary, started_at)
     refused = planned.get("deletions_refused")
-    if not summary["dry_run"]:
-        # Safe only now: every change up to these marks was planned and its outcome recorded. A run whose
-        # deletions were refused keeps the old source mark: the next run reads the whole store again.
-        if not refused:
-            store.set_cursor(SOURCE_CURSOR, extracted.get("cursor") or {})
-        store.set_cursor(DELETED_CURSOR, planned.get("deleted_cursor") or {})
     problems = []
     if refused:
         problems.append(refused["message"])
@@ -533,6 +555,18 @@ def report(
             f"failure_threshold {tenant.failure_threshold:.0%}; {reasons}): see zoho_sync_errors "
             "(kind 'invalid')"
         )
+    summary["ok"] = not problems
+    store = state_store(tenant)
+    if not summary["dry_run"]:
+        summary["state"] = state_counts(store.engine, tenant_id, tenant.modules)
+    log.info("%s%s", SUMMARY_LOG_PREFIX, json.dumps(summary, ensure_ascii=False))
+    store.record_run(run_id, "dry_run" if summary["dry_run"] else "sync", summary, started_at)
+    if not summary["dry_run"]:
+        # Safe only now: every change up to these marks was planned and its outcome recorded. A run whose
+        # deletions were refused keeps the old source mark: the next run reads the whole store again.
+        if not refused:
+            store.set_cursor(SOURCE_CURSOR, extracted.get("cursor") or {})
+        store.set_cursor(DELETED_CURSOR, planned.get("deleted_cursor") or {})
     if refused:
         raise MassDeletionRefused(f"tenant {tenant_id!r}: " + " ".join(problems))
     if problems:

@@ -21,6 +21,7 @@ from zoho_store_sync.errors import ResetNotConfirmed  # noqa: F401 - re-exported
 from zoho_store_sync.hooks.zoho_crm import BULK_MAX_RECORDS, choose_write_path, estimate_write_credits
 from zoho_store_sync.loader import UPSERT_ACTIONS, apply_plan
 from zoho_store_sync.reset_lanes import send_lane
+from zoho_store_sync.state.health import record_reset_progress, state_counts
 from zoho_store_sync.zoho.bulk import job_groups
 
 if TYPE_CHECKING:
@@ -191,6 +192,8 @@ def send_chunk(
     hook = pipeline.zoho_hook(tenant, store)
     changes = staging.read_frame(chunk["url"])
     started = time.monotonic()
+    # the sync page's progress bar knows the total from the first chunk on (done: counted after each chunk)
+    record_reset_progress(store.engine, tenant_id, total=_reset_total(chunk))
     unsent = partial(credits.unconfirmed_credits, store, changes, chunk["paths"])
     with credits.metered(tenant, store, hook, run_id, unsent=unsent, what="reset"):
         result = apply_plan(
@@ -218,14 +221,21 @@ def send_chunk(
     }
 
 
+def _reset_total(chunk: dict[str, Any]) -> int:
+    """The records the whole reset confirms: what it sends, and what an earlier attempt already had confirmed."""
+    return max(chunk["total"] + chunk.get("already_confirmed", 0), 1)
+
+
 def _log_overall_progress(
     store: StateStore, modules: tuple[str, ...], chunk: dict[str, Any], chunk_seconds: float
 ) -> None:
-    """Done/total over the whole reset (chunks may run in parallel, or resume): read from the state table."""
+    """Done/total over the whole reset (chunks may run in parallel, or resume): read from the state table, logged
+    and written on the reset's row (the sync page's progress bar)."""
     from zoho_store_sync.state import _aware, now_utc
 
     done = store.count_confirmed(modules)  # a count, not the state of a million customers loaded per chunk
-    total = max(chunk["total"] + chunk.get("already_confirmed", 0), 1)
+    total = _reset_total(chunk)
+    record_reset_progress(store.engine, store.tenant_id, total=total, done=min(done, total))
     started = store.reset_in_progress()
     elapsed = (now_utc() - _aware(started["started_at"])).total_seconds() if started else None
     rate = done / elapsed if elapsed and done else None
@@ -266,6 +276,10 @@ def finish(
         "sent": sum(s["records"] for s in sent),
     }
     summary = pipeline.build_summary(tenant_id, run_id, extracted, planned, loaded)
+    summary["ok"] = True  # a failed chunk fails the run before this step
+    if not dry_run:
+        summary["state"] = state_counts(store.engine, tenant_id, tenant.modules)
+    running = None if dry_run else store.reset_in_progress()
     estimate = credits_estimate(chunks)
     summary["reset"] = {
         "write_path": chunks[0]["paths"] if chunks else {},
@@ -276,7 +290,9 @@ def finish(
         "fire_workflows": fire_workflows,
     }
     log.info("%s%s", pipeline.SUMMARY_LOG_PREFIX, json.dumps(summary, ensure_ascii=False))
-    store.record_run(run_id, "dry_run_reset" if dry_run else "reset", summary, None)
+    store.record_run(
+        run_id, "dry_run_reset" if dry_run else "reset", summary, running["started_at"] if running else None
+    )
     if not dry_run:
         store.finish_reset()
         store.set_cursor(pipeline.SOURCE_CURSOR, extracted.get("cursor") or {})

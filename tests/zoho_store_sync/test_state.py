@@ -221,11 +221,21 @@ def test_the_state_table_leaves_room_for_in_page_updates_and_indexes_zoho_ids_an
     assert indexes == {
         "ix_zoho_sync_state_zoho_id_any": ["zoho_id"],
         "ix_zoho_sync_state_tenant_email": ["tenant_id", "email"],
+        # partial: only the rows a person deleted in Zoho (the tenant page's list), nothing for synced rows
+        "ix_zoho_sync_state_deleted_in_zoho": ["tenant_id", "updated_at"],
     }
     if store.engine.dialect.name == "postgresql":
         with store.engine.connect() as conn:
             options = conn.exec_driver_sql("SELECT reloptions FROM pg_class WHERE relname = 'zoho_sync_state'").scalar()
         assert "fillfactor=50" in options
+    query = (
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_zoho_sync_state_deleted_in_zoho'"
+        if store.engine.dialect.name == "postgresql"
+        else "SELECT sql FROM sqlite_master WHERE name = 'ix_zoho_sync_state_deleted_in_zoho'"
+    )
+    with store.engine.connect() as conn:
+        definition = conn.exec_driver_sql(query).scalar()
+    assert "WHERE" in definition.upper() and "deleted_in_zoho" in definition
 
 
 def test_a_reset_s_progress_counts_the_confirmed_rows_of_its_record_types(store):

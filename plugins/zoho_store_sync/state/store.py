@@ -416,7 +416,7 @@ class StateStore:
             "summary": json.dumps(summary, ensure_ascii=False),
             **{
                 k: summary.get(k)
-                for k in ("extracted", "inserted", "updated", "unchanged", "failed", "api_calls", "credits")
+                for k in ("extracted", "inserted", "updated", "unchanged", "failed", "api_calls", "credits", "sent")
             },
         }
         insert = _dialect_insert(self.engine)(runs)

@@ -34,19 +34,29 @@ customers_state = sa.Table(
     # Set on tables created before by migration 0007 (no rewrite: pages written from then on follow it).
     postgresql_with={"fillfactor": 50},
 )
-# Each index costs every write (~1 s per million new rows), so there are two, both asked for by data safety
+# Each index costs every write (~1 s per million new rows), so there are two full ones, both asked for by data safety
 # (migration 0009): by Zoho id across tenants (the deleted-in-Zoho check, and a shared org's "does another tenant
 # still sync this record?"), and by (tenant, email) (an incremental run finding who else holds an email).
 sa.Index("ix_zoho_sync_state_zoho_id_any", customers_state.c.zoho_id)
 sa.Index("ix_zoho_sync_state_tenant_email", customers_state.c.tenant_id, customers_state.c.email)
+# The tenant page's "deleted in Zoho" list (migration 0011): partial, so it holds only those few rows and a sync's
+# synced-to-synced rewrite (status unchanged) costs it nothing.
+_DELETED_IN_ZOHO_ROWS = sa.text("status = 'deleted_in_zoho'")
+sa.Index(
+    "ix_zoho_sync_state_deleted_in_zoho",
+    customers_state.c.tenant_id,
+    customers_state.c.updated_at,
+    postgresql_where=_DELETED_IN_ZOHO_ROWS,
+    sqlite_where=_DELETED_IN_ZOHO_ROWS,
+)
 
 runs = sa.Table(
     "zoho_sync_runs",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("tenant_id", sa.String(100), nullable=False, index=True),
+    sa.Column("tenant_id", sa.String(100), nullable=False),
     sa.Column("run_id", sa.String(250), nullable=False),
-    sa.Column("kind", sa.String(20), nullable=False),  # sync, dry_run, reset
+    sa.Column("kind", sa.String(20), nullable=False),  # sync, dry_run, reset, dry_run_reset, verify
     sa.Column("started_at", sa.DateTime(timezone=True)),
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("extracted", sa.Integer),
@@ -57,14 +67,17 @@ runs = sa.Table(
     sa.Column("api_calls", sa.Integer),
     sa.Column("credits", sa.Integer),
     sa.Column("summary", sa.Text, nullable=False),  # the full JSON summary
+    sa.Column("sent", sa.Integer),  # records the run sent to Zoho (migration 0011)
     sa.UniqueConstraint("tenant_id", "run_id", "kind", name="uq_zoho_sync_runs_run"),
 )
+# The sync page's reads (ui/queries.py): a tenant's latest runs, its last 24 h (migration 0011).
+sa.Index("ix_zoho_sync_runs_tenant_finished", runs.c.tenant_id, runs.c.finished_at)
 
 record_errors = sa.Table(
     "zoho_sync_errors",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("tenant_id", sa.String(100), nullable=False, index=True),
+    sa.Column("tenant_id", sa.String(100), nullable=False),
     sa.Column("run_id", sa.String(250), nullable=False),
     sa.Column("customer_key", sa.String(100)),
     sa.Column("email", sa.String(320)),
@@ -77,6 +90,8 @@ record_errors = sa.Table(
     # kept as the tenant's current list (a later pass replaces a customer's row)
     sa.Column("kind", sa.String(20), nullable=False, server_default="rejected"),
 )
+# A tenant's errors, newest first, and its last 24 h (migration 0011).
+sa.Index("ix_zoho_sync_errors_tenant_at", record_errors.c.tenant_id, record_errors.c.at)
 
 own_deletions = sa.Table(
     "zoho_sync_deletions",
@@ -137,6 +152,10 @@ resets = sa.Table(
     sa.Column("run_id", sa.String(250), nullable=False),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
+    # written by each send chunk (migration 0011): the sync page's progress bar without counting the state
+    sa.Column("records_total", sa.Integer),
+    sa.Column("records_done", sa.Integer),
+    sa.Column("progress_at", sa.DateTime(timezone=True)),
 )
 
 bulk_jobs = sa.Table(

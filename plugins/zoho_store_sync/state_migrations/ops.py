@@ -26,21 +26,26 @@ def add_column(table: str, column: sa.Column) -> None:
 
 
 def create_index(
-    name: str, table: str, columns: Sequence[str], *, unique: bool = False, concurrently: bool = True
+    name: str,
+    table: str,
+    columns: Sequence[str],
+    *,
+    unique: bool = False,
+    concurrently: bool = True,
+    where: str | None = None,
 ) -> None:
     """CREATE INDEX IF NOT EXISTS. PostgreSQL: CONCURRENTLY (writes go on while it builds; it waits for the
     transactions already writing), outside the revision's transaction, after dropping the invalid leftover of an
-    interrupted build. ``columns`` may carry a collation: ``'tenant_id COLLATE "C"'``."""
+    interrupted build. ``columns`` may carry a collation: ``'tenant_id COLLATE "C"'``; ``where`` makes it partial."""
+    predicate = f" WHERE {where}" if where else ""
+    kind = "UNIQUE INDEX" if unique else "INDEX"
     if not is_postgres() or not concurrently:
-        op.execute(f"CREATE {'UNIQUE ' if unique else ''}INDEX IF NOT EXISTS {name} ON {table} ({', '.join(columns)})")
+        op.execute(f"CREATE {kind} IF NOT EXISTS {name} ON {table} ({', '.join(columns)}){predicate}")
         return
     with op.get_context().autocommit_block():
         if index_state(name) == "invalid":
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
-        op.execute(
-            f"CREATE {'UNIQUE ' if unique else ''}INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} "
-            f"({', '.join(columns)})"
-        )
+        op.execute(f"CREATE {kind} CONCURRENTLY IF NOT EXISTS {name} ON {table} ({', '.join(columns)}){predicate}")
 
 
 def drop_index(name: str) -> None:

@@ -95,8 +95,8 @@ class ZohoQuery:
             "GET", f"/crm/{ZOHO_API_VERSION}/{module}/actions/count", operation="count", credits=1, module=module
         )
         raise_for_request_error(response, "count")
-        count = (response.json() or {}).get("count")
-        if isinstance(count, bool) or not str(count).isdigit():
+        count = str((response.json() or {}).get("count"))
+        if not count.isdigit():  # None, True, "12a": never taken for a count
             raise ValueError(f"zoho record count of {module}: not a count: {count!r}")
         return int(count)
 

@@ -1,0 +1,1 @@
+"""The "Zoho sync" page in the Airflow UI: its data (queries.py), app and plugin."""
