@@ -16,7 +16,7 @@ from bench import common, data
 SIZES = (10_000, 100_000, 1_000_000)
 QUICK_SIZES = (2_000, 5_000)
 CHANGED_SHARE = 0.01
-TARGET_SPEEDUP, TARGET_SECONDS, TARGET_MIB = 8.0, 3.0, 1536.0
+TARGET_SPEEDUP, TARGET_SECONDS, TARGET_MIB = 12.0, 3.0, 1536.0  # issue 17 raised the ratio from 8x
 
 
 # --- the baseline: the same rules, one record at a time, in plain Python -------------------------------

@@ -112,12 +112,18 @@ def _seed(text: str) -> np.uint64:
 
 def _mix(values: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser: spreads every input bit over the whole 64-bit output."""
+    return _mix_in_place(values.copy())
+
+
+def _mix_in_place(values: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
+    """``_mix`` overwriting ``values`` (uint64), with ``scratch`` (same length) for the shifted copies."""
+    scratch = np.empty_like(values) if scratch is None else scratch
     with np.errstate(over="ignore"):
-        values = values ^ (values >> np.uint64(30))
-        values *= np.uint64(0xBF58476D1CE4E5B9)  # in place: one temporary less per step on million-row arrays
-        values ^= values >> np.uint64(27)
-        values *= np.uint64(0x94D049BB133111EB)
-        values ^= values >> np.uint64(31)
+        for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB), (31, 0)):
+            np.right_shift(values, np.uint64(shift), out=scratch)
+            values ^= scratch
+            if factor:
+                values *= np.uint64(factor)
         return values
 
 
@@ -179,22 +185,56 @@ def payload_hashes_by_module(
         for key in keys:
             if key[0] == "email" and key[2] >= ZOHO_EMAIL_MAX_LENGTH:
                 hashed[key] = (email_hashes, np.zeros(len(customers), dtype=bool))
-    todo = [key for key in keys if key not in hashed]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        hashed.update(zip(todo, pool.map(lambda key: _hashed_payload_values(customers[key[0]], *key[1:]), todo)))
+    todo = _alternating([key for key in keys if key not in hashed], customers)
     out = np.zeros(len(customers), dtype="uint64")
-    with np.errstate(over="ignore"):
-        for module in mapping.fields:
-            if not len(rows[module]):
-                continue
-            total = np.zeros(len(rows[module]), dtype="uint64")
-            for _, zoho_field, source, kind, length in (f for f in fields if f[0] == module):
-                values, missing = hashed[(source, kind, length if kind == "string" else 0)]
-                pair = _mix(values[rows[module]] ^ _seed(f"{HASH_VERSION}|{module}|{zoho_field}"))
-                pair[missing[rows[module]]] = 0
+    pairs = {
+        module: [
+            (_seed(f"{HASH_VERSION}|{module}|{zoho_field}"), (source, kind, length if kind == "string" else 0))
+            for m, zoho_field, source, kind, length in fields
+            if m == module
+        ]
+        for module in rows
+    }
+
+    def combine(module: str, at: np.ndarray) -> None:
+        """The hashes of the rows ``at`` (a slice of one module's rows, small enough to stay in the CPU's cache)."""
+        total = np.zeros(len(at), dtype="uint64")
+        pair, scratch = np.empty_like(total), np.empty_like(total)
+        with np.errstate(over="ignore"):
+            for seed, key in pairs[module]:
+                values, missing = hashed[key]
+                np.take(values, at, out=pair)
+                pair ^= seed
+                _mix_in_place(pair, scratch)
+                pair[missing.take(at)] = 0
                 total += pair
-            out[rows[module]] = _mix(total ^ _seed(f"{HASH_VERSION}|{module}"))
+            total ^= _seed(f"{HASH_VERSION}|{module}")
+            out[at] = _mix_in_place(total, scratch)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # numpy's kernels release the GIL too
+        hashed.update(zip(todo, pool.map(lambda key: _hashed_payload_values(customers[key[0]], *key[1:]), todo)))
+        slices = [(m, r[i : i + _COMBINE_ROWS]) for m, r in rows.items() for i in range(0, len(r), _COMBINE_ROWS)]
+        list(pool.map(lambda job: combine(*job), slices))
     return out.view("int64")
+
+
+_COMBINE_ROWS = 32_768  # 256 KiB per uint64 array: a slice's few arrays stay in the CPU's cache
+
+
+def _alternating(keys: list[tuple[str, str, int]], customers: pd.DataFrame) -> list[tuple[str, str, int]]:
+    """Mostly distinct text first, alternating with the rest: its hashing holds the GIL (a Python ``bytes`` per
+    value), the rest runs in Arrow without it, so two threads hashing one of each keep both cores busy."""
+    heavy: list[tuple[str, str, int]] = []
+    light: list[tuple[str, str, int]] = []
+    for key in keys:
+        values = customers[key[0]]
+        distinct = key[1] == "string" and is_arrow_string(values) and _mostly_distinct(values.array._pa_array)
+        (heavy if distinct else light).append(key)
+    out: list[tuple[str, str, int]] = []
+    while heavy or light:
+        out += [heavy.pop(0)] if heavy else []
+        out += [light.pop(0)] if light else []
+    return out
 
 
 def _hashed_payload_values(values: pd.Series, kind: str, max_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -232,8 +272,10 @@ def _json_values(column: pd.Series) -> list[Any]:
     """``[_json_value(v) for v in column]``, converted a column at a time for the usual dtypes."""
     if is_arrow_string(column):
         return column.array._pa_array.to_pylist()
-    if isinstance(column.dtype, pd.BooleanDtype):  # before the kinds: its kind is "b", and it may hold NA
-        return column.to_numpy(dtype=object, na_value=None).tolist()
+    if isinstance(column.array, (pd.arrays.BooleanArray, pd.arrays.IntegerArray, pd.arrays.FloatingArray)):
+        # Nullable dtypes, before the kinds: they may hold NA, and to_numpy() would turn Int64's values into floats
+        values = column.to_numpy(dtype=object, na_value=None).tolist()
+        return [None if value != value else value for value in values]  # a Float64 NaN: null too
     if column.dtype.kind in "iub":
         return column.to_numpy().tolist()
     if column.dtype.kind == "f":
@@ -241,8 +283,13 @@ def _json_values(column: pd.Series) -> list[Any]:
     return [_json_value(value) for value in column]
 
 
+# ``json.dumps(record, ensure_ascii=False, sort_keys=True)`` builds an encoder per call: one for every record.
+_PAYLOAD_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, check_circular=False)
+
+
 def payload_json(payloads: pd.DataFrame) -> list[str]:
-    return [json.dumps(record, ensure_ascii=False, sort_keys=True) for record in payload_records(payloads)]
+    """Each payload as ``json.dumps(record, ensure_ascii=False, sort_keys=True)`` gives it."""
+    return [_PAYLOAD_ENCODER.encode(record) for record in payload_records(payloads)]
 
 
 # Zoho data types a canonical field may be written to.
