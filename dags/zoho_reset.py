@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from zoho_store_sync.alerts import reset_failed
+from zoho_store_sync.assets import reset_alias
 from zoho_store_sync.config import load_tenants, tenant_param
 from zoho_store_sync.reset_lanes import send_lane
 from zoho_store_sync.retry_policy import SYNC_RETRY_POLICY
@@ -45,6 +47,9 @@ the jobs and credits it estimated, and what it cost.
 
 * **Fire workflows** (off by default): the resent records fire no workflow rule, approval or blueprint
   (`trigger: []`). Tick it to let them fire as the tenant's sync does.
+* When it finishes, each record type reset gets an Asset event (`zoho-crm://<tenant>/<Module>`, through the alias
+  `zoho_reset`) with the reset's figures; a dry run gets none. `send_chunk` and `report_reset` show their figures
+  in one line: XCom key `summary_text`.
 * The sending runs in the tenant's Airflow pool with its `zoho_max_concurrency` slots, as its sync does: the
   task is `send_chunk__<pool>__<slots>`; the other pools' send tasks are skipped.
 """
@@ -58,6 +63,7 @@ the jobs and credits it estimated, and what it cost.
     max_active_runs=1,
     tags=["zoho_sync", "manual"],
     doc_md=DOC_MD,
+    on_failure_callback=reset_failed,  # a red reset tells the tenant's notifiers (its `alerts` option)
     default_args={
         "owner": "data-engineering",
         "retries": 2,
@@ -161,29 +167,38 @@ def zoho_reset():
     # runs in the tenant's pool with the tenant's slots (as its sync's upsert_to_zoho), so a reset and the syncs
     # of other tenants on the same org stay within the org's concurrency: one send task per (pool, slots).
     @task(max_active_tis_per_dagrun=1, retry_policy=SYNC_RETRY_POLICY)
-    def send_chunk(chunk: dict, run_id=None, params=None) -> dict:
-        from zoho_store_sync import pipeline, reset
+    def send_chunk(chunk: dict, run_id=None, params=None, ti=None) -> dict:
+        from zoho_store_sync import assets, pipeline, reset
+        from zoho_store_sync.operators import SUMMARY_TEXT_KEY
 
         with pipeline.hold_tenant_lock(params["tenant"], run_id, "reset"):
-            return reset.send_chunk(
+            sent = reset.send_chunk(
                 params["tenant"], run_id, chunk, bool(params["dry_run"]), bool(params.get("fire_workflows"))
             )
+        ti.xcom_push(key=SUMMARY_TEXT_KEY, value=assets.chunk_text(chunk, sent, bool(params["dry_run"])))
+        return sent
 
-    @task(trigger_rule="none_failed_min_one_success")  # the other lanes' send tasks are skipped (no chunks)
+    # Its success records an Asset event per record type reset, through the alias (one DAG for every tenant: which
+    # assets is known only at run time); a dry run adds none.
+    @task(trigger_rule="none_failed_min_one_success", outlets=[reset_alias()])  # other lanes' sends are skipped
     def report_reset(
+        modules: list[str],
         extracted: dict,
         planned: dict,
         routed: dict,
         sent_per_lane: list,
         run_id=None,
         params=None,
+        ti=None,
+        outlet_events=None,
     ) -> dict:
-        from zoho_store_sync import pipeline, reset
+        from zoho_store_sync import alerts, assets, pipeline, reset
+        from zoho_store_sync.operators import SUMMARY_TEXT_KEY
 
         chunks = [chunk for lane in LANES for chunk in routed[lane]]
         sent = [result for lane in sent_per_lane for result in (lane or [])]
         with pipeline.hold_tenant_lock(params["tenant"], run_id, "reset"):
-            return reset.finish(
+            summary = reset.finish(
                 params["tenant"],
                 run_id,
                 extracted,
@@ -193,6 +208,15 @@ def zoho_reset():
                 bool(params["dry_run"]),
                 bool(params.get("fire_workflows")),
             )
+        if not summary["dry_run"]:
+            counts = chunks[0]["counts"] if chunks else {}
+            by_module = {m: {"sent": int(counts.get(m, 0))} for m in modules}
+            assets.record_events(
+                {"outlet_events": outlet_events}, "reset", summary, by_module, modules, through_alias=True
+            )
+            alerts.after_run(params["tenant"], run_id, {}, summary, {"params": params, "run_id": run_id})
+        ti.xcom_push(key=SUMMARY_TEXT_KEY, value="reset " + assets.summary_text(summary, modules))
+        return summary
 
     @task(trigger_rule="all_done")
     def release_tenant_lock(run_id=None, params=None) -> None:
@@ -213,7 +237,7 @@ def zoho_reset():
         )
         for lane, (pool, slots) in LANES.items()
     ]
-    done = report_reset(extracted, planned, routed, sent)
+    done = report_reset(modules, extracted, planned, routed, sent)
     done >> release_tenant_lock().as_teardown(setups=lock)
 
 

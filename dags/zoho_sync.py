@@ -11,6 +11,8 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param, chain, get_parsing_context
 
+from zoho_store_sync.alerts import RunFailedAlert
+from zoho_store_sync.assets import tenant_assets
 from zoho_store_sync.config import TenantConfig, load_tenants
 from zoho_store_sync.operators import SyncStepOperator
 from zoho_store_sync.retry_policy import SYNC_RETRY_POLICY
@@ -23,10 +25,12 @@ Every run: take the tenant's **lock** (a running reset skips the run) → **extr
 customers → **plan** (validate emails, de-duplicate, classify Contacts/Leads, map with
 `include/mappings/{mapping}`, hash, diff against the state table) → **upsert** only new and changed
 records to Zoho, 100 per call, matched on email → **report** the run summary (log line
-`ZOHO_SYNC_SUMMARY {{...}}`, table `zoho_sync_runs`) → release the lock.
+`ZOHO_SYNC_SUMMARY {{...}}`, table `zoho_sync_runs`, and one Asset event per record type,
+`zoho-crm://{tenant_id}/<Module>`, with the run's figures) → release the lock.
 
 * Record types: {modules}. Sync option: `{sync_option}`. Zoho connection: `{zoho_conn_id}`.
-* Trigger with `dry_run = true` to see what would be sent without writing to Zoho.
+* Trigger with `dry_run = true` to see what would be sent without writing to Zoho (no Asset event).
+* `upsert_to_zoho` and `report_summary` show their figures in one line: XCom key `summary_text`.
 * A run that would delete or flag more than the tenant's limit deletes nothing and turns red; if the store
   really lost those customers, trigger it with `allow_deletions` set to that number (this run only).
 * Never deletes on a read that may be partial; see the README, "What the sync will never do".
@@ -73,6 +77,8 @@ def build_sync_dag(tenant: TenantConfig) -> DAG:
         # With ZOHO_SYNC_STUCK_RUN_ALERT_SECONDS set, a run not done that long after it was queued (typically
         # upsert_to_zoho waiting for its pool) misses a deadline naming the pool and the fix (run_health.py).
         deadline=stuck_run_alert(tenant.tenant_id, tenant.zoho_pool, tenant.zoho_max_concurrency),
+        # A red run tells the tenant's notifiers (its `alerts` option); the notifier classes load when it fires.
+        on_failure_callback=RunFailedAlert(tenant.tenant_id) if tenant.alerts else None,
         default_args={**DEFAULT_ARGS, "retries": tenant.retries},
         tags=["zoho_sync", tenant.source, f"tenant:{tenant.tenant_id}", *tenant.tags],
         doc_md=DOC_MD.format(
@@ -101,7 +107,13 @@ def build_sync_dag(tenant: TenantConfig) -> DAG:
             pool_slots=tenant.zoho_max_concurrency,
             retry_policy=SYNC_RETRY_POLICY,
         )
-        report = SyncStepOperator(task_id="report_summary", retry_policy=SYNC_RETRY_POLICY)
+        # Its success records an Asset event per module (zoho-crm://<tenant>/<Module>) with the run's figures; a dry
+        # run's records none (assets.py).
+        report = SyncStepOperator(
+            task_id="report_summary",
+            retry_policy=SYNC_RETRY_POLICY,
+            outlets=tenant_assets(tenant.tenant_id, tenant.modules),
+        )
         release = SyncStepOperator(task_id="release_tenant_lock", execution_timeout=timedelta(minutes=5))
         chain(lock, extract, plan, upsert, report)  # each step reads the results of steps before it
         report >> release.as_teardown(setups=lock)

@@ -89,6 +89,45 @@ class DecoNetworkOptions(BaseModel):
     overlap_minutes: int = Field(60, ge=0, le=24 * 60)
 
 
+# A notifier's class by its dotted path (imported only when an alert fires, never at parse time: 500 tenants)
+_DOTTED_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
+
+
+class NotifierOption(BaseModel):
+    """One Airflow notifier: a BaseNotifier subclass by dotted path, and its keyword arguments (Connection ids,
+    addresses, templates: never a secret, the Variable is readable by every DAG author)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    class_path: str = Field(alias="class")
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("class_path")
+    @classmethod
+    def _a_dotted_path(cls, value: str) -> str:
+        if not re.match(_DOTTED_PATH, value):
+            raise ValueError(
+                f"{value!r} is not the dotted path of a notifier class (a subclass of airflow.sdk.BaseNotifier, "
+                "e.g. 'zoho_store_sync.alerts.LogNotifier' or "
+                "'airflow.providers.smtp.notifications.smtp.SmtpNotifier')"
+            )
+        return value
+
+
+class AlertOptions(BaseModel):
+    """Who is told, and when: a red run and a mass-deletion refusal always; a rejected share and the org's credits
+    left only with their threshold set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    notifiers: list[NotifierOption] = Field(min_length=1)
+    rejected_share_above: float | None = Field(None, ge=0.0, lt=1.0)  # rejected / sent, of one run
+    credits_left_below: float | None = Field(None, gt=0.0, lt=1.0)  # the org's credits left / its daily credits
+    # The org's daily API credits (Zoho: Setup > Developer Hub > APIs > API dashboard). Unset: estimated as what
+    # remains plus what this product spent on the org in the last 24 h (a lower bound: the alert may come late).
+    credits_per_day: int | None = Field(None, ge=1)
+
+
 class TenantConfig(BaseModel):
     """One store synced to one Zoho org. Secrets are never here: only the ids of Connections."""
 
@@ -133,6 +172,7 @@ class TenantConfig(BaseModel):
     source_deletions: Literal["ignore", "flag", "delete"] = "ignore"
     full_sync_every_hours: float = Field(24.0, gt=0)  # incremental runs in between
     tags: list[str] = Field(default_factory=list)
+    alerts: AlertOptions | None = None  # Airflow notifiers told of a red run, a refusal, rejections, credits
 
     @field_validator("source")
     @classmethod

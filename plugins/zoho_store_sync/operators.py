@@ -11,6 +11,8 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from zoho_store_sync.settings import DAG_ID_PREFIX
 
+SUMMARY_TEXT_KEY = "summary_text"  # the XCom key of a task's one-line summary
+
 # Nothing heavy is imported here: the pipeline (pandas, pyarrow, SQLAlchemy) loads when a task runs, never
 # when the DAG processor parses the file (bench parse_500_tenants measures 500 tenants).
 
@@ -44,18 +46,41 @@ def plan_changes(tenant_id: str, context: Any, extracted: dict[str, Any]) -> dic
 
 
 def upsert_to_zoho(tenant_id: str, context: Any, planned: dict[str, Any]) -> dict[str, Any]:
-    from zoho_store_sync import pipeline
+    from zoho_store_sync import assets, pipeline
 
-    return pipeline.load(tenant_id, context["run_id"], planned, dry_run=_dry_run(context))
+    loaded = pipeline.load(tenant_id, context["run_id"], planned, dry_run=_dry_run(context))
+    if loaded.get("dry_run"):
+        text = f"dry run: {planned.get('to_send', 0)} records would be sent; nothing written to Zoho"
+    else:  # the load's own figures: invalid rows never reach it, the plan's credits are the report's
+        text = assets.summary_text(loaded, sorted(loaded.get("by_module") or {}))
+    _push_summary_text(context, text)
+    return loaded
 
 
 def report_summary(
     tenant_id: str, context: Any, extracted: dict[str, Any], planned: dict[str, Any], loaded: dict[str, Any]
 ) -> dict[str, Any]:
-    from zoho_store_sync import pipeline
+    """The run's summary; then its Asset events (none for a dry run) and alerts (a refused run's too)."""
+    from zoho_store_sync import alerts, assets, pipeline
 
+    modules = assets.declared_modules(tenant_id, context["task"].outlets)
+    if _dry_run(context):
+        assets.suppress_events(context)  # a dry run changed nothing in Zoho: no "synced" event
     started_at = getattr(context.get("dag_run"), "start_date", None)
-    return pipeline.report(tenant_id, context["run_id"], extracted, planned, loaded, started_at=started_at)
+    try:
+        summary = pipeline.report(tenant_id, context["run_id"], extracted, planned, loaded, started_at=started_at)
+    finally:  # a refused or red run alerts too; the alerts never fail the run
+        alerts.after_run(tenant_id, context["run_id"], planned, loaded, context)
+    if not summary["dry_run"]:
+        assets.record_events(context, "sync", summary, loaded.get("by_module") or {}, modules)
+    _push_summary_text(context, assets.summary_text(summary, modules))
+    return summary
+
+
+def _push_summary_text(context: Any, text: str) -> None:
+    """The task's figures as one line, beside its return value: Airflow's XCom view shows a string as it is, where
+    it folds a dict into a JSON tree to expand."""
+    context["ti"].xcom_push(key=SUMMARY_TEXT_KEY, value=text)
 
 
 def release_tenant_lock(tenant_id: str, context: Any) -> None:

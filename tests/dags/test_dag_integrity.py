@@ -204,3 +204,25 @@ def test_sync_releases_the_tenant_lock_as_a_teardown(monkeypatch):
     dag = _dagbag(monkeypatch, VALID).dags["zoho_sync__acme_eu"]
     assert dag.get_task("release_tenant_lock").is_teardown
     assert dag.get_task("acquire_tenant_lock").is_setup
+
+
+def test_report_summary_declares_one_asset_per_module_of_its_tenant_and_the_reset_its_alias(monkeypatch):
+    bag = _dagbag(monkeypatch, VALID)
+    acme, beta = bag.dags["zoho_sync__acme_eu"], bag.dags["zoho_sync__beta"]
+    assert [(a.name, a.uri, a.group) for a in acme.get_task("report_summary").outlets] == [
+        ("zoho_sync/acme_eu/Contacts", "zoho-crm://acme_eu/Contacts", "zoho_sync"),
+        ("zoho_sync/acme_eu/Leads", "zoho-crm://acme_eu/Leads", "zoho_sync"),
+    ]
+    assert [a.uri for a in beta.get_task("report_summary").outlets] == ["zoho-crm://beta/Contacts"]  # no Leads
+    assert [t.task_id for t in acme.tasks if t.outlets] == ["report_summary"]
+    [alias] = bag.dags["zoho_reset"].get_task("report_reset").outlets
+    assert (type(alias).__name__, alias.name) == ("AssetAlias", "zoho_reset")
+
+
+def test_alerts_import_no_notifier_when_parsed_and_only_their_tenants_dags_get_the_red_run_callback(monkeypatch):
+    with_alerts = {**VALID[0], "alerts": {"notifiers": [{"class": "no_such_package.notifiers.Pager"}]}}
+    bag = _dagbag(monkeypatch, [with_alerts, VALID[1]])
+    assert bag.import_errors == {}  # the class is imported when an alert fires, not here
+    assert bag.dags["zoho_sync__acme_eu"].on_failure_callback is not None
+    assert bag.dags["zoho_sync__beta"].on_failure_callback is None
+    assert bag.dags["zoho_reset"].on_failure_callback is not None

@@ -315,3 +315,35 @@ def test_the_parse_knows_every_customer_field_the_pipeline_has():
     from zoho_store_sync.customers import CUSTOMER_COLUMNS
 
     assert CUSTOMER_FIELDS == set(CUSTOMER_COLUMNS)
+
+
+def test_alerts_name_notifier_classes_by_dotted_path_and_thresholds_as_shares():
+    alerts = {
+        "notifiers": [{"class": "zoho_store_sync.alerts.LogNotifier", "args": {"level": "WARNING"}}],
+        "rejected_share_above": 0.05,
+        "credits_left_below": 0.1,
+    }
+    [tenant] = parse_tenants([{**GOOD, "alerts": alerts}]).tenants
+    assert tenant.alerts is not None
+    assert tenant.alerts.notifiers[0].class_path == "zoho_store_sync.alerts.LogNotifier"
+    assert tenant.alerts.notifiers[0].args == {"level": "WARNING"}
+    assert (tenant.alerts.rejected_share_above, tenant.alerts.credits_left_below) == (0.05, 0.1)
+    assert parse_tenants([GOOD]).tenants[0].alerts is None  # no alerts unless asked for
+
+
+@pytest.mark.parametrize(
+    ("alerts", "field", "says"),
+    [
+        ({"notifiers": []}, "alerts.notifiers", "at least 1 item"),
+        ({"notifiers": [{"class": "SmtpNotifier"}]}, "alerts.notifiers.0.class", "not the dotted path"),
+        ({"notifiers": [{"klass": "a.B"}]}, "alerts.notifiers.0.class", "Field required"),
+        ({"notifiers": [{"class": "a.B", "args": ["x"]}]}, "alerts.notifiers.0.args", "valid dictionary"),
+        ({"notifiers": [{"class": "a.B"}], "credits_left_below": 10}, "alerts.credits_left_below", "less than 1"),
+        ({"notifiers": [{"class": "a.B"}], "rejected_share_above": -1}, "alerts.rejected_share_above", "greater"),
+    ],
+)
+def test_a_malformed_alerts_option_names_the_tenant_and_the_field(alerts, field, says):
+    result = parse_tenants([{**GOOD, "alerts": alerts}])
+    assert result.tenants == []
+    [error] = result.errors
+    assert error.startswith(f"tenant 'acme': field '{field}': ") and says in error
