@@ -11,7 +11,8 @@ derived column (``_fit__...``) on the frame and the mapping points at it, so the
 * **Phones** (fields of Zoho type ``phone``): parsed with ``phonenumbers`` in the customer's country (its
   ``country_name``: an ISO code or an English name), else the tenant's ``phone_default_region``; a number written
   with ``+`` needs neither. A valid number is sent in E.164 (``+14155550132``); an invalid one, or one no region
-  explains, is left out (null) and reported, never cut.
+  explains, is left out (null) and reported, never cut. Each (number, region) is parsed once per tenant, not once per
+  run: the answers are kept between runs in the tenant's phone book (``phone_book.py``).
 * **Picklists**: a value is sent as the org's ``display_value`` it matches (case, a trailing dot and the aliases
   ``Mr``/``Mrs``/``Ms``/``Dr``/``Prof`` forgiven); an unknown one is left out and reported.
 """
@@ -26,10 +27,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import phonenumbers
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from zoho_store_sync.customers import CUSTOMER_COLUMNS, PreparedCustomers, record_types
+from zoho_store_sync.customers import CUSTOMER_COLUMNS, PreparedCustomers, arrow_text, record_types
 from zoho_store_sync.hooks.zoho_crm import ZohoScopeError
 from zoho_store_sync.mapping import Mapping
+from zoho_store_sync.phone_book import PhoneBook
+from zoho_store_sync.phone_book import url_of as phone_book_url
 
 if TYPE_CHECKING:
     from zoho_store_sync.config import TenantConfig
@@ -196,6 +201,13 @@ def region_of(country: object, default: str | None) -> str | None:
     return default
 
 
+# Bump when e164() changes what it returns for some input: phone books saved before are then not read.
+PHONE_RULES = 1
+# A phone book's key: the region the number is parsed in ("-": none), this separator, the number as the store wrote it.
+_KEY_SEPARATOR = "\x1f"  # never in a region
+_NO_REGION = "-"
+
+
 def e164(number: str, region: str | None) -> str | None:
     """``number`` in E.164, or None when it is not a valid number (in ``region``, unless written with +)."""
     text = number.strip()
@@ -212,23 +224,56 @@ def e164(number: str, region: str | None) -> str | None:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
-def phones(numbers: pd.Series, countries: pd.Series, default_region: str | None, max_length: int) -> pd.Series:
-    """E.164 numbers; null where empty, invalid, or longer than the Zoho field (then reported, never cut)."""
-    out: list[str | None] = []
-    memo: dict[tuple[str, str | None], str | None] = {}
-    regions: dict[object, str | None] = {}
-    for number, country in zip(numbers.astype("object").tolist(), countries.astype("object").tolist()):
-        if not isinstance(number, str) or not number.strip():
-            out.append(None)
-            continue
-        if country not in regions:
-            regions[country] = region_of(country, default_region)
-        key = (number, regions[country])
-        if key not in memo:
-            value = e164(*key)
-            memo[key] = value if value is not None and len(value) <= max_length else None
-        out.append(memo[key])
-    return pd.Series(out, index=numbers.index, dtype="string")
+def _parse_key(key: str) -> str | None:
+    region, _, number = key.partition(_KEY_SEPARATOR)
+    return e164(number, None if region == _NO_REGION else region)
+
+
+def phone_book(tenant_id: str, *, full_pass: bool) -> PhoneBook:
+    """The tenant's phone book (kept between runs), under this module's rules and this ``phonenumbers``."""
+    return PhoneBook(phone_book_url(tenant_id), _phone_book_version(), full_pass=full_pass)
+
+
+def _phone_book_version() -> str:
+    return f"rules {PHONE_RULES}, phonenumbers {phonenumbers.__version__}"
+
+
+def _phone_regions(countries: pd.Series, default_region: str | None) -> pa.Array:
+    """Each row's region (``region_of`` its country, once per distinct country), ``-`` for none."""
+    codes, distinct = pd.factorize(countries)
+    regions = [region_of(country, default_region) for country in distinct] + [default_region]
+    table = pa.array([region or _NO_REGION for region in regions], pa.large_string())
+    return table.take(pa.array(np.where(codes < 0, len(regions) - 1, codes)))
+
+
+def _phone_text(numbers: pd.Series) -> pa.Array:
+    if numbers.dtype == object:  # anything but a string is no number
+        numbers = numbers.map(lambda v: v if isinstance(v, str) else None).astype("string")
+    return arrow_text(numbers).combine_chunks().cast(pa.large_string())  # pandas' own type: no copy
+
+
+def phones(
+    numbers: pd.Series,
+    countries: pd.Series,
+    default_region: str | None,
+    max_length: int,
+    book: PhoneBook | None = None,
+) -> pd.Series:
+    """E.164 numbers; null where empty, invalid, or longer than the Zoho field (then reported, never cut).
+
+    Each distinct (number, region) is looked up in ``book`` (the tenant's, kept between runs; none: one for this
+    call) and parsed only when it is not there. Arrow arrays throughout: no Python object per customer."""
+    if book is None:
+        book = PhoneBook(None, _phone_book_version(), full_pass=False)
+    keys = pc.binary_join_element_wise(
+        _phone_regions(countries, default_region), _phone_text(numbers), pa.scalar(_KEY_SEPARATOR, pa.large_string())
+    )
+    encoded = pc.dictionary_encode(keys)  # the per-run de-duplication: one lookup per distinct key
+    del keys  # a million keys less at the lookup's peak
+    found = book.resolve(encoded.dictionary, _parse_key).take(encoded.indices)
+    fits = pc.less_equal(pc.utf8_length(found), max_length)  # outside the book: fields differ in length
+    sent = pc.if_else(fits, found, pa.scalar(None, pa.large_string()))
+    return pd.Series(pd.arrays.ArrowStringArray(sent), index=numbers.index).astype("string")
 
 
 # -------------------------------------------------------------------------------------------------- picklists
@@ -270,12 +315,15 @@ def fit_to_org(
     mapping: Mapping,
     org_fields: dict[str, list[dict[str, Any]]],
     modules: tuple[str, ...],
+    phone_book: PhoneBook | None = None,
 ) -> tuple[PreparedCustomers, Mapping, dict[str, Any]]:
     """The prepared customers with a derived column per fitted Zoho field, the mapping pointing at them, and the
     plan's counts: ``values_left_out`` {Zoho field: customers} and ``required_filled`` {"Module.Field": customers}
     (counted over the customers of that record type). Adds ``company_is_fallback``: True where the customer has no
-    company of its own (a Lead's Company is then a fallback)."""
+    company of its own (a Lead's Company is then a fallback). ``phone_book``: the tenant's, looked up for its phone
+    fields and saved after them (none: one for this call only)."""
     frame = prepared.valid
+    book = phone_book if phone_book is not None else PhoneBook(None, _phone_book_version(), full_pass=False)
     derived: dict[str, pd.Series] = {"company_is_fallback": pd.Series(_blank(frame["company"]), index=frame.index)}
     derived["company_is_fallback"] = derived["company_is_fallback"].astype("boolean")
     kinds = record_types(frame)
@@ -301,7 +349,7 @@ def fit_to_org(
             spec = meta.get(zoho_field) or {}
             if CUSTOMER_COLUMNS.get(source) != "string":
                 continue
-            name, make, why = _fitter(module, zoho_field, source, spec, frame, tenant)
+            name, make, why = _fitter(module, zoho_field, source, spec, frame, tenant, book)
             if make is None:
                 continue
             if name not in derived:
@@ -326,6 +374,7 @@ def fit_to_org(
             if count:
                 filled[f"{module}.{zoho_field}"] = count
             fields.setdefault(module, {})[zoho_field] = name
+    book.save()
     for line in warnings:
         log.warning("%s", line)
     valid = frame.assign(**derived)
@@ -337,7 +386,13 @@ def fit_to_org(
 
 
 def _fitter(
-    module: str, zoho_field: str, source: str, spec: dict[str, Any], frame: pd.DataFrame, tenant: TenantConfig
+    module: str,
+    zoho_field: str,
+    source: str,
+    spec: dict[str, Any],
+    frame: pd.DataFrame,
+    tenant: TenantConfig,
+    book: PhoneBook,
 ) -> tuple[str, Callable[[], pd.Series] | None, str]:
     """The derived column's name and how to build it, for a phone or picklist field (no builder: sent as it is)."""
     data_type = spec.get("data_type")
@@ -345,7 +400,7 @@ def _fitter(
         length = int(spec.get("length") or 30)
         return (
             f"_fit__phone__{source}__{length}",
-            lambda: phones(frame[source], frame["country_name"], tenant.phone_default_region, length),
+            lambda: phones(frame[source], frame["country_name"], tenant.phone_default_region, length, book),
             "is not a valid phone number for the customer's country (or phone_default_region)",
         )
     if data_type == "picklist" and spec.get("pick_list_values"):

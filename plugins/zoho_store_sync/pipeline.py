@@ -302,8 +302,11 @@ def plan(
         modules = modules or tenant.modules
         mapping = checked_mapping(tenant, hook, store, modules)
         # Layout-required fields filled, phones in E.164, picklist values checked: before anything is hashed.
+        # A full pass over every module sees all the store's numbers: the phone book then drops the others.
+        full_pass = bool(extracted.get("full", True)) and set(modules) >= set(tenant.modules)
+        book = field_values.phone_book(tenant.tenant_id, full_pass=full_pass)
         prepared, mapping, fitted = field_values.fit_to_org(
-            tenant, prepared, mapping, org_fields(hook, store, modules), modules
+            tenant, prepared, mapping, org_fields(hook, store, modules), modules, phone_book=book
         )
         # An incremental pass plans only the customers it read: their state rows are all it needs (the cost of a
         # run follows the changes, not the store). A full pass also finds the customers gone from the store.

@@ -26,10 +26,11 @@ log = logging.getLogger(__name__)
 
 def kept_dirs() -> set[str]:
     """Per-tenant folders kept between runs, never swept: each source's own (``<tenant>/<source>``, e.g. the
-    DecoNetwork order table)."""
+    DecoNetwork order table) and the phone book."""
+    from zoho_store_sync import phone_book
     from zoho_store_sync.sources import registry
 
-    return set(registry.names())
+    return set(registry.names()) | {phone_book.FOLDER}
 
 
 def retention_hours() -> float:
