@@ -21,16 +21,18 @@ from zoho_store_sync.run_health import stuck_run_alert
 DOC_MD = """
 ### Zoho CRM sync: `{tenant_id}` ({source})
 
-Every run: take the tenant's **lock** (a running reset skips the run) → **extract** the store's
-customers → **plan** (validate emails, de-duplicate, classify Contacts/Leads, map with
-`include/mappings/{mapping}`, hash, diff against the state table) → **upsert** only new and changed
+Every run: **plan_changes** takes the tenant's **lock** (a running reset skips the run), **extracts** the
+store's customers and **plans** (validate emails, de-duplicate, classify Contacts/Leads, map with
+`include/mappings/{mapping}`, hash, diff against the state table); a run with nothing to write (nothing
+changed, or a dry run) reports there and skips the other tasks → **upsert** only new and changed
 records to Zoho, 100 per call, matched on email → **report** the run summary (log line
 `ZOHO_SYNC_SUMMARY {{...}}`, table `zoho_sync_runs`, and one Asset event per record type,
 `zoho-crm://{tenant_id}/<Module>`, with the run's figures) → release the lock.
 
 * Record types: {modules}. Sync option: `{sync_option}`. Zoho connection: `{zoho_conn_id}`.
 * Trigger with `dry_run = true` to see what would be sent without writing to Zoho (no Asset event).
-* `upsert_to_zoho` and `report_summary` show their figures in one line: XCom key `summary_text`.
+* `upsert_to_zoho` and `report_summary` (or `plan_changes`, for a run that ends there) show their figures in one
+  line: XCom key `summary_text`.
 * A run that would delete or flag more than the tenant's limit deletes nothing and turns red; if the store
   really lost those customers, trigger it with `allow_deletions` set to that number (this run only).
 * Never deletes on a read that may be partial; see the README, "What the sync will never do".
@@ -97,9 +99,10 @@ def build_sync_dag(tenant: TenantConfig) -> DAG:
         },
     ) as dag:
         # Each task runs the pipeline step its id names (operators.SYNC_STEPS), for this DAG's tenant.
-        lock = SyncStepOperator(task_id="acquire_tenant_lock", execution_timeout=timedelta(minutes=10))
-        extract = SyncStepOperator(task_id="extract_customers", retry_policy=SYNC_RETRY_POLICY)
-        plan = SyncStepOperator(task_id="plan_changes", retry_policy=SYNC_RETRY_POLICY)
+        # plan_changes takes the lock, extracts and plans in one process; a run with nothing to write (nothing
+        # changed, a dry run) reports there and skips the rest, which then never start: one task process.
+        outlets = tenant_assets(tenant.tenant_id, tenant.modules)
+        plan = SyncStepOperator(task_id="plan_changes", retry_policy=SYNC_RETRY_POLICY, outlets=outlets)
         # pool_slots = concurrent Zoho calls of this task: the pool caps calls across all tenants of an org.
         upsert = SyncStepOperator(
             task_id="upsert_to_zoho",
@@ -108,15 +111,11 @@ def build_sync_dag(tenant: TenantConfig) -> DAG:
             retry_policy=SYNC_RETRY_POLICY,
         )
         # Its success records an Asset event per module (zoho-crm://<tenant>/<Module>) with the run's figures; a dry
-        # run's records none (assets.py).
-        report = SyncStepOperator(
-            task_id="report_summary",
-            retry_policy=SYNC_RETRY_POLICY,
-            outlets=tenant_assets(tenant.tenant_id, tenant.modules),
-        )
+        # run's records none (assets.py). A run that ends in plan_changes records them there.
+        report = SyncStepOperator(task_id="report_summary", retry_policy=SYNC_RETRY_POLICY, outlets=outlets)
         release = SyncStepOperator(task_id="release_tenant_lock", execution_timeout=timedelta(minutes=5))
-        chain(lock, extract, plan, upsert, report)  # each step reads the results of steps before it
-        report >> release.as_teardown(setups=lock)
+        chain(plan, upsert, report)  # each step reads the results of steps before it
+        report >> release.as_teardown(setups=plan)
     return dag
 
 

@@ -56,7 +56,7 @@ def world(airflow_db, configure_tenant, zoho_sandbox, magento_sandbox, state_url
             assert str(getattr(dag_run.state, "value", dag_run.state)) == expect
             tasks = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dag_run.get_task_instances()}
             if expect == "failed":
-                assert tasks["extract_customers"] == "failed" and tasks["upsert_to_zoho"] != "success", tasks
+                assert tasks["plan_changes"] == "failed" and tasks["upsert_to_zoho"] != "success", tasks
             return tasks
 
         def records(self) -> dict[str, dict[str, dict]]:

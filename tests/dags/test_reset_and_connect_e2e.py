@@ -166,7 +166,7 @@ def test_reset_waits_for_a_running_sync_and_a_sync_skips_during_a_reset(ops):
     ops.zoho.reset_calls()
     dag_run = ops.run("zoho_sync__shop")
     states = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dag_run.get_task_instances()}
-    assert states["acquire_tenant_lock"] == "skipped" and states["upsert_to_zoho"] == "skipped"
+    assert states["plan_changes"] == "skipped" and states["upsert_to_zoho"] == "skipped"
     assert ops.writes() == []
 
 

@@ -94,3 +94,48 @@ def test_changed_customers_are_the_only_records_sent(sync_dag, zoho_sandbox, mag
     assert (summary["updated"], summary["inserted"], summary["failed"]) == (3, 0, 0)
     upserts = [c for c in zoho_sandbox.calls() if c["operation"] == "upsert"]
     assert sum(c["records"] for c in upserts) == 3
+
+
+def test_a_run_with_nothing_to_write_ends_in_plan_changes_and_starts_no_other_task(sync_dag, state_url):
+    """Issue 17: at 500 tenants every 30 minutes, each task process costs ~0.5 CPU s. A no-op run (nothing changed)
+    reports in plan_changes and skips the rest, so the scheduler starts none of them; it is still a green run with
+    its summary, its Asset events, and the tenant's lock let go."""
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    from zoho_store_sync.state import StateStore, make_engine
+
+    _run(sync_dag)
+    dag_run = _run(sync_dag)
+
+    states = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dag_run.get_task_instances()}
+    assert states == {
+        "plan_changes": "success",
+        "upsert_to_zoho": "skipped",
+        "report_summary": "skipped",
+        "release_tenant_lock": "skipped",
+    }
+    store = StateStore(make_engine(state_url), TENANT["tenant_id"])
+    [summary] = [s for s in store.run_summaries("sync") if s["run"] == dag_run.run_id]
+    assert summary["inserted"] == summary["updated"] == summary["failed"] == 0 and summary["ok"]
+    assert store.lock_holder() is None  # let go by plan_changes itself
+    with create_session() as session:
+        events = session.query(AssetEvent).filter(AssetEvent.source_run_id == dag_run.run_id).all()
+        assert sorted(e.extra["module"] for e in events) == ["Contacts", "Leads"]
+        assert {e.source_task_id for e in events} == {"plan_changes"}
+
+
+def test_a_run_with_changes_records_its_events_once_in_report_summary(sync_dag, magento_sandbox):
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    dag_run = _run(sync_dag)
+
+    states = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dag_run.get_task_instances()}
+    assert set(states.values()) == {"success"}, states
+    with create_session() as session:
+        events = session.query(AssetEvent).filter(AssetEvent.source_run_id == dag_run.run_id).all()
+        assert sorted((e.source_task_id, e.extra["module"]) for e in events) == [
+            ("report_summary", "Contacts"),
+            ("report_summary", "Leads"),
+        ]
