@@ -171,6 +171,9 @@ class TenantConfig(BaseModel):
     # What to do when a customer disappears from (Magento) or is flagged deleted in (DecoNetwork) the store
     source_deletions: Literal["ignore", "flag", "delete"] = "ignore"
     full_sync_every_hours: float = Field(24.0, gt=0)  # incremental runs in between
+    # Requests in flight at once to the store during a full pass (Magento id ranges, DecoNetwork pages); 1: one
+    # page at a time. 8 keeps a shop's server comfortable (published DecoNetwork clients use at most 10).
+    store_parallelism: int = Field(8, ge=1, le=16)
     tags: list[str] = Field(default_factory=list)
     alerts: AlertOptions | None = None  # Airflow notifiers told of a red run, a refusal, rejections, credits
 

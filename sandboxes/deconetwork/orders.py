@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -59,7 +60,7 @@ class _Condition:
         if raw is None:
             return False  # SQL: NULL matches nothing
         if isinstance(self.value, datetime):
-            v = datetime.strptime(raw, SITE_TS)
+            v = _site_ts(raw)
             lo = self.value
             if self.op == 7:
                 hi = self.value2 + timedelta(days=1, seconds=-1) if self.bare2 else self.value2
@@ -71,6 +72,12 @@ class _Condition:
         if isinstance(self.value, int):
             return _compare(self.op, int(raw), self.value)
         return _compare(self.op, str(raw).casefold(), str(self.value).casefold())
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _site_ts(raw: str) -> datetime:
+    """An order's stored date, parsed once: every search tests every order (a table scan, as the site's SQL)."""
+    return datetime.strptime(raw, SITE_TS)
 
 
 def _compare(op: int, a: Any, b: Any) -> bool:
@@ -88,10 +95,22 @@ class Orders:
         if limit is None or offset is None or not 0 <= limit <= MAX_LIMIT or offset < 0:
             raise DecoApiError(50004)
         with self._lock:
-            rows = [o for o in self._orders.values() if all(c.matches(o) for c in conditions)]
+            rows = self._matching(conditions)
             page = [copy.deepcopy(o) for o in rows[offset: offset + limit]]
         return {"response_status": {"code": 10001, "severity": "SUCCESS", "description": "."},
                 "total": len(rows), "orders": page}
+
+    def _matching(self, conditions: list[_Condition]) -> list[dict]:
+        """The orders matching every condition, in order id order; kept until the next change (every change moves
+        the clock), so paging through one search scans the table once, as the site's query cache would."""
+        key = (tuple((c.column, c.op, c.value, c.bare, c.value2, c.bare2) for c in conditions), self._now,
+               len(self._orders))
+        rows = self._match_cache.get(key)
+        if rows is None:
+            if len(self._match_cache) >= 8:
+                self._match_cache.clear()
+            rows = self._match_cache[key] = [o for o in self._orders.values() if all(c.matches(o) for c in conditions)]
+        return rows
 
     def _conditions(self, params: dict) -> list[_Condition]:
         raw = params.get("conditions")

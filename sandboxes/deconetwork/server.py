@@ -8,6 +8,7 @@ import threading
 import time
 from collections import deque
 from datetime import datetime, timedelta
+from typing import Callable
 from urllib.parse import parse_qsl
 
 from .._php import parse_php_query, php_json
@@ -60,6 +61,10 @@ class DecoNetworkSandbox(Faults, Orders, Store, LoopbackServer):
         other = "date_shipped" if field6 == "date_invoiced" else "date_invoiced"
         self.date_fields = {**_DATE_FIELDS, 6: field6, 7: other}
         self.latency = latency
+        # Called with {"method", "path"} before each site request is answered: tests change orders here to play
+        # the shop working while a client pages.
+        self.on_request: Callable[[dict], None] | None = None
+        self._match_cache: dict[tuple, list[dict]] = {}  # see Orders._matching
         self.url = ""
         self.routes = site.copy()
         self._lock = threading.RLock()
@@ -86,12 +91,16 @@ class DecoNetworkSandbox(Faults, Orders, Store, LoopbackServer):
         """The site's pages and API; /__sandbox__/... to the control endpoints."""
         if req.path.startswith("/__sandbox__/"):
             return handle_control(self, req)
-        if self.latency:
-            time.sleep(self.latency)
+        arrived = time.monotonic()
+        hook = self.on_request
+        if hook is not None:
+            hook({"method": req.method, "path": req.path})
         ctype = req.headers.get("Content-Type", "")
         body = req.body.decode("utf-8", "replace") if "application/x-www-form-urlencoded" in ctype else ""
         nested, flat = _flat_params(req.raw_query, body)
         resp, code = self._site(req, nested)
+        if self.latency:  # a site's response time includes its own work: only the rest is waited
+            time.sleep(max(0.0, self.latency - (time.monotonic() - arrived)))
         self._record(req.method, req.path, flat, 0 if resp.drop else resp.status, code, sorted(req.headers.keys()),
                      [k for k, _ in parse_qsl(req.raw_query, keep_blank_values=True)])
         return resp
@@ -155,9 +164,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ready-file", help="write {\"url\": ..., \"export\": ...} here once the server listens")
     parser.add_argument("--export", help="write the customer export CSV here at start")
     parser.add_argument("--api-disabled", action="store_true")
+    parser.add_argument("--latency", type=float, default=0.0,
+                        help="seconds from a request to its answer, the site's own work included")
     args = parser.parse_args(argv)
     sandbox = DecoNetworkSandbox(generate_deconetwork_store(args.customers, args.seed),
-                                 api_enabled=not args.api_disabled)
+                                 api_enabled=not args.api_disabled, latency=args.latency)
     if args.export:
         sandbox.write_export(args.export)
-    serve_until_stopped(sandbox, args.port, args.ready_file, {"export": args.export, "username": sandbox.username})
+    serve_until_stopped(sandbox, args.port, args.ready_file,
+                        {"export": args.export, "username": sandbox.username, "password": sandbox.password})

@@ -171,14 +171,15 @@ def _top(rows: list[dict], column: str, direction: str | None, count: int) -> li
 class _Matches:
     """The rows a search matches, in its order, sorted only when (and as far as) a page needs it.
 
-    The matches are `rows[start:]` (a keyset page starts past the last id); without sorts they are in
-    primary-key order, the order of a table scan.
+    The matches are `rows[start:stop]` (a keyset page starts past the last id, an id range ends at its ceiling);
+    without sorts they are in primary-key order, the order of a table scan.
     """
 
     def __init__(self, rows: list[dict], sorts: Sequence[tuple[str, str | None]] = (), *, start: int = 0,
-                 top_k: bool = False) -> None:
+                 stop: int | None = None, top_k: bool = False) -> None:
         self.rows, self.sorts, self.start = rows, list(sorts), start
-        self.total = len(rows) - start
+        self.stop = len(rows) if stop is None else max(start, stop)
+        self.total = self.stop - start
         self._top_k = top_k
         self._sorted: list[dict] | None = None if sorts else rows
         self._head: list[dict] = []  # the first rows in order, from a top-k selection
@@ -203,7 +204,7 @@ class _Matches:
                     return head
             self._sorted = _sorted_rows(self.rows, self.sorts)
         begin = self.start + offset
-        return self._sorted[begin:None if count is None else begin + count]
+        return self._sorted[begin:self.stop if count is None else min(self.stop, begin + count)]
 
 
 def _cache_key(entity: _Entity, groups: list[list[Filter]], sort_orders: Iterable[tuple]) -> tuple:

@@ -94,9 +94,17 @@ class Search:
         keyset = self._keyset_bound(entity, groups, compiled, sorts)
         if keyset is not None:
             condition, bound = keyset
-            base = self._base(entity, groups[:-1], compiled[:-1])
-            cut = (bisect_right if condition == "gt" else bisect_left)(base.pks(entity.primary_key), bound)
-            return _Matches(base.rows, start=cut)
+            rest, rest_compiled = groups[:-1], compiled[:-1]
+            ceiling = self._pk_ceiling(entity, rest, rest_compiled)
+            if ceiling is not None:  # an id range's `pk <= ceiling`: a B-tree range scan, no filter pass
+                rest, rest_compiled = rest[:-1], rest_compiled[:-1]
+            base = self._base(entity, rest, rest_compiled)
+            pks = base.pks(entity.primary_key)
+            cut = (bisect_right if condition == "gt" else bisect_left)(pks, bound)
+            stop = None
+            if ceiling is not None:
+                stop = (bisect_left if ceiling[0] == "lt" else bisect_right)(pks, ceiling[1])
+            return _Matches(base.rows, start=cut, stop=stop)
         base = self._base(entity, groups, compiled)
         if not sorts or self._fast_paths and sorts == [(entity.primary_key, "ASC")]:
             return base  # already in primary-key order
@@ -118,6 +126,19 @@ class Search:
             return None
         bound = _number(f.value)
         if bound is None or bound != bound:  # no number, or NaN: leave the odd cases to the scan
+            return None
+        return f.condition_type, bound
+
+    def _pk_ceiling(self, entity: _Entity, groups: list[list[Filter]],
+                    compiled: list[list[tuple]]) -> tuple[str, float] | None:
+        """(condition, bound) when the last group is a lone numeric `pk < bound` or `pk <= bound`."""
+        if not groups or len(groups[-1]) != 1:
+            return None
+        f, (column, _) = groups[-1][0], compiled[-1][0]
+        if column != entity.primary_key or f.condition_type not in ("lt", "lteq", "to"):
+            return None
+        bound = _number(f.value)
+        if bound is None or bound != bound:
             return None
         return f.condition_type, bound
 

@@ -64,7 +64,7 @@ class MagentoSandbox(Faults, Auth, Tables, Search, LoopbackServer):
         self.input_limit_enabled = input_limit_enabled
         self.max_page_size, self.default_page_size = max_page_size, default_page_size
         self.legacy_last_page_repeat = legacy_last_page_repeat
-        self.latency = latency
+        self.latency = latency  # seconds from a REST request to its answer (its own work included), if longer
         self.url = ""
         self.routes = rest.copy()
         self._rng = random.Random(seed)  # admin tokens and report ids
@@ -127,6 +127,7 @@ class MagentoSandbox(Faults, Auth, Tables, Search, LoopbackServer):
         return resp
 
     def _rest(self, req: Request) -> Response:
+        arrived = time.monotonic()
         hook = self.on_request
         if hook is not None:
             hook({"method": req.method, "path": req.path,
@@ -139,8 +140,6 @@ class MagentoSandbox(Faults, Auth, Tables, Search, LoopbackServer):
         if fault == "503":  # maintenance mode or an overloaded PHP-FPM pool
             page = b"<html><body><h1>Service Temporarily Unavailable</h1></body></html>"
             return Response(503, page, {"Retry-After": "1"}, "text/html; charset=UTF-8")
-        if self.latency:
-            time.sleep(self.latency)
         try:
             status, body = 200, self._call(req)
         except SandboxError as err:
@@ -148,7 +147,10 @@ class MagentoSandbox(Faults, Auth, Tables, Search, LoopbackServer):
         except Exception:  # noqa: BLE001 - a sandbox bug must still answer like Magento's production mode
             status, body = 500, {"message": INTERNAL, "parameters": ["webapi-sandbox"]}
         # PHP's json_encode escapes non-ASCII and "/" by default; Magento's REST renderer uses it.
-        return Response(status, php_json(body), {}, JSON)
+        payload = php_json(body)
+        if self.latency:  # a store's response time includes its own work: only the rest is waited
+            time.sleep(max(0.0, self.latency - (time.monotonic() - arrived)))
+        return Response(status, payload, {}, JSON)
 
     def _call(self, req: Request) -> object:
         """The endpoint's answer, once the caller holds its ACL resource; any other path is no route."""
@@ -181,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--two-factor-auth", action="store_true")
     parser.add_argument("--input-limit-enabled", action="store_true")
     parser.add_argument("--legacy-last-page-repeat", action="store_true")
-    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--latency", type=float, default=0.0,
+                        help="seconds from a REST request to its answer, the store's own work included")
     parser.add_argument("--no-integration-bearer", action="store_true",
                         help="refuse the integration token as a Bearer token (Magento 2.4.4+ default): OAuth 1.0a only")
     args = parser.parse_args(argv)

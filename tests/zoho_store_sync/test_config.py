@@ -347,3 +347,24 @@ def test_a_malformed_alerts_option_names_the_tenant_and_the_field(alerts, field,
     assert result.tenants == []
     [error] = result.errors
     assert error.startswith(f"tenant 'acme': field '{field}': ") and says in error
+
+
+def test_store_parallelism_is_8_by_default_and_a_value_a_shop_could_not_take_names_the_field():
+    [tenant] = parse_tenants([GOOD]).tenants
+    assert tenant.store_parallelism == 8
+    for bad in (0, 17, "eight"):
+        [error] = parse_tenants([{**GOOD, "store_parallelism": bad}]).errors
+        assert "tenant 'acme'" in error and "'store_parallelism'" in error, error
+
+
+@pytest.mark.parametrize("source", ["magento", "deconetwork"])
+def test_the_tenants_store_parallelism_reaches_its_sources_full_pass(source: str, monkeypatch: pytest.MonkeyPatch):
+    import importlib
+
+    extraction = importlib.import_module(f"zoho_store_sync.sources.{source}.extraction")
+    seen: dict[str, int] = {}
+    monkeypatch.setattr(extraction, "extract", lambda *a, **kw: seen.setdefault("parallelism", kw["parallelism"]))
+    monkeypatch.setattr(extraction, "MagentoHook" if source == "magento" else "DecoNetworkHook", lambda *a, **kw: None)
+    [tenant] = parse_tenants([{**GOOD, "source": source, "store_parallelism": 3}]).tenants
+    extraction.extract_tenant(tenant, None, state_url="file:///tmp/x", full_every_hours=24.0)
+    assert seen == {"parallelism": 3}

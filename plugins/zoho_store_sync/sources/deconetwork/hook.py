@@ -14,8 +14,10 @@ instead of JSON means a wrong host or a login the site did not accept (store-api
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
@@ -30,6 +32,8 @@ from zoho_store_sync.errors import (  # noqa: F401 - re-exported
     DecoNetworkRequestError,
 )
 from zoho_store_sync.transport import TRANSIENT_ERRORS, Backoff, RetryingTransport, plain_session, transient_status
+
+log = logging.getLogger(__name__)
 
 FIND_ORDERS_PATH = "/api/json/manage_orders/find"
 MAX_LIMIT = 100  # the documented maximum rows per call
@@ -219,13 +223,21 @@ class DecoNetworkHook(BaseHook):
         )
 
     def find_orders(
-        self, conditions: Sequence[Condition], limit: int = MAX_LIMIT, extra: Sequence[tuple[str, Any]] = ()
+        self,
+        conditions: Sequence[Condition],
+        limit: int = MAX_LIMIT,
+        extra: Sequence[tuple[str, Any]] = (),
+        *,
+        parallelism: int = 1,
     ) -> Iterator[list[dict[str, Any]]]:
         """Yield pages of orders matching all ``conditions`` (AND), stepping ``offset`` until ``total``.
 
         Each condition is ``(field, condition, date1, date2, string)``, sent as ``conditions[n][...]`` with
         ``n`` from 1. An order already yielded is never yielded again (a page boundary can shift when an
         order is added while paging).
+
+        ``parallelism`` > 1: the pages after the first are read ``parallelism`` at a time
+        (``_find_orders_at_once``); a read that cannot prove it saw every order is done again one page at a time.
         """
         if not conditions:
             raise ValueError("find_orders needs at least one condition (DecoNetwork answers 50002 otherwise)")
@@ -238,6 +250,11 @@ class DecoNetworkHook(BaseHook):
                 if value is not None:
                     base.append((f"conditions[{n}][{name}]", value))
         base += list(extra)
+        if parallelism > 1:
+            pages = self._find_orders_at_once(base, limit, parallelism)
+            if pages is not None:
+                yield from pages
+                return
         seen: set[str] = set()
         offset = 0
         while True:
@@ -251,6 +268,46 @@ class DecoNetworkHook(BaseHook):
             offset += len(orders)
             if not orders or offset >= total:
                 return
+
+    def _find_orders_at_once(
+        self, base: list[tuple[str, Any]], limit: int, parallelism: int
+    ) -> list[list[dict[str, Any]]] | None:
+        """Every page of one search, the pages after the first read ``parallelism`` at a time; None when the read
+        cannot prove it is whole (the caller then reads one page at a time).
+
+        The API pages by offset only (no id or keyset filter; store-apis.md A.3), so a page boundary moves when an
+        order matching the search is added or removed while paging: one page at a time that costs a repeat (dropped)
+        or, for a removal, a skipped order; with pages in flight at once, a skip per page in flight. The read is
+        therefore taken only if every page reported the first page's ``total`` and exactly ``total`` distinct
+        orders came back: a skipped order leaves fewer (a repeat adds none), an added one moves ``total``.
+        """
+        first = self.call(FIND_ORDERS_PATH, base + [("limit", limit), ("offset", 0)])
+        total = int(first.get("total") or 0)
+        offsets = range(limit, total, limit)
+        with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="deconetwork-page") as pool:
+            bodies = [
+                first,
+                *pool.map(lambda o: self.call(FIND_ORDERS_PATH, base + [("limit", limit), ("offset", o)]), offsets),
+            ]
+        seen: set[str] = set()
+        pages: list[list[dict[str, Any]]] = []
+        for body in bodies:
+            fresh = [o for o in body.get("orders") or [] if str(o.get("order_id")) not in seen]
+            seen.update(str(o.get("order_id")) for o in fresh)
+            if fresh:
+                pages.append(fresh)
+        totals = {int(body.get("total") or 0) for body in bodies}
+        if totals == {total} and len(seen) == total:
+            return pages
+        log.warning(
+            "deconetwork %s: orders changed while %d pages were read at once (totals %s, %d distinct orders): "
+            "reading them again one page at a time",
+            FIND_ORDERS_PATH,
+            len(bodies),
+            sorted(totals),
+            len(seen),
+        )
+        return None
 
     def test_connection(self) -> tuple[bool, str]:
         """Airflow's "Test" button: one cheap search (orders modified in the future: none)."""

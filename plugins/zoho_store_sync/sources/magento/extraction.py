@@ -14,6 +14,9 @@ the worker's clock: the newest value the store had before paging began, and neve
 actually read. A row changed while paging therefore has an ``updated_at`` at or after the mark and is read
 again by the next run; the overlap window covers transactions that committed late.
 
+A full pass of a large store reads its customers and orders in id ranges, ``parallelism`` pages at a time
+(``ranges.py``: how, and why no row is lost or repeated while rows change).
+
 Partial answers (issue 12): a page that is empty or short before the store's ``total_count`` is reached fails
 the extraction (``SourceIncompleteError``, from the hook) for customers and orders alike. A full pass must also
 prove itself complete (``PagingReport``): the orders read must, or the extraction fails (missing orders would
@@ -35,6 +38,7 @@ import pandas as pd
 from zoho_store_sync.config import MagentoOptions
 from zoho_store_sync.sources import SourceExtract
 from zoho_store_sync.sources.magento.hook import MagentoHook, PagingReport, Probe, SourceIncompleteError
+from zoho_store_sync.sources.magento.ranges import DEFAULT_PARALLELISM, KeysetRead, read_all
 from zoho_store_sync.sources.magento.rows import (  # noqa: F401 - re-exported: the rows were made here
     EXCLUDED_ORDER_STATES,
     GUEST_KEY_PREFIX,
@@ -229,12 +233,16 @@ def extract(
     *,
     full_every_hours: float = 24.0,
     now: datetime | None = None,
+    parallelism: int = DEFAULT_PARALLELISM,
 ) -> SourceExtract:
-    """A full pass or an incremental one from ``cursor``, by the rules in the module docstring."""
+    """A full pass or an incremental one from ``cursor``, by the rules in the module docstring.
+
+    :param parallelism: requests in flight at once to the store during a full pass (1: one page at a time).
+    """
     now = _utc(now or datetime.now(UTC))
     hook.store_code = options.store_code
     if needs_full_pass(cursor, now, full_every_hours):
-        return _full_pass(hook, options, now, last_full_at=(cursor or {}).get("last_full_at"))
+        return _full_pass(hook, options, now, last_full_at=(cursor or {}).get("last_full_at"), parallelism=parallelism)
     return _incremental_pass(hook, options, cursor or {})
 
 
@@ -244,11 +252,17 @@ def extract_tenant(
     """The registry's entry point (``zoho_store_sync.sources.registry``): the tenant's store through its Connection
     and ``magento`` options. Magento keeps nothing between runs but the cursor: ``state_url`` is not used."""
     hook = MagentoHook(tenant.store_conn_id, store_code=tenant.magento.store_code)
-    return extract(hook, tenant.magento, cursor, full_every_hours=full_every_hours)
+    return extract(
+        hook, tenant.magento, cursor, full_every_hours=full_every_hours, parallelism=tenant.store_parallelism
+    )
 
 
 def _full_pass(
-    hook: MagentoHook, options: MagentoOptions, now: datetime, last_full_at: str | None = None
+    hook: MagentoHook,
+    options: MagentoOptions,
+    now: datetime,
+    last_full_at: str | None = None,
+    parallelism: int = DEFAULT_PARALLELISM,
 ) -> SourceExtract:
     store_url = hook.store_url
     websites = _website_filter(options)
@@ -256,19 +270,14 @@ def _full_pass(
     orders_probe = hook.probe("orders", id_field="entity_id")
     customers_before, orders_before = customers_probe.newest, orders_probe.newest
     # The probes' counts are what the store had before paging: an empty first page must not pass for "none".
-    customers_read = PagingReport(expected=customers_probe.total)
-    orders_read = PagingReport(expected=orders_probe.total)
-    customers = _all(
+    # Large stores are read in id ranges by `parallelism` threads (the guarantees: ``ranges``' docstring).
+    (customers, customers_read), (orders, orders_read) = read_all(
         hook,
-        "customers/search",
-        filter_groups=websites,
-        fields=CUSTOMER_FIELDS,
-        page_size=options.page_size,
-        id_field="id",
-        report=customers_read,
-    )
-    orders = _all(
-        hook, "orders", fields=ORDER_FIELDS, page_size=options.page_size, id_field="entity_id", report=orders_read
+        [
+            KeysetRead("customers/search", websites, CUSTOMER_FIELDS, options.page_size, "id", customers_probe.total),
+            KeysetRead("orders", (), ORDER_FIELDS, options.page_size, "entity_id", orders_probe.total),
+        ],
+        parallelism,
     )
     _require(hook, "orders", orders_read.incomplete_reason)
     guests: list[dict[str, Any]] = []

@@ -354,8 +354,12 @@ class MagentoHook(BaseHook):
         page_size: int = 300,
         id_field: str = "id",
         report: PagingReport | None = None,
+        start_after: Any = None,
     ) -> Iterator[list[dict[str, Any]]]:
         """Yield pages of a searchCriteria endpoint in id order, by keyset: ``id > last id seen``.
+
+        ``start_after``: the keyset's first bound (an id range's exclusive floor, see ``ranges``); None: from the
+        first row.
 
         Page numbers shift when rows are deleted or added while paging (a row is skipped or read twice);
         a keyset does not. Always sends ``pageSize`` (with input limits on, Magento silently returns 20 rows
@@ -383,8 +387,8 @@ class MagentoHook(BaseHook):
         if fields:
             base.append(("fields", fields))
         seen: set[Any] = set()
-        last_id: Any = None
-        previous_id: Any = None  # the keyset bound of the previous page
+        last_id: Any = start_after
+        previous_id: Any = start_after  # the keyset bound of the previous page
         expected = report.expected if report is not None else None  # rows the store should have past last_id
         drops: list[tuple[Any, Any]] = []  # ranges (previous_id, last_id] read before total_count fell unexplained
         while True:
@@ -523,6 +527,31 @@ class MagentoHook(BaseHook):
             "passes (the store was briefly overloaded or being re-indexed); if it persists, look for errors in "
             "the store's var/log/exception.log and its database, and try a smaller magento.page_size."
         )
+
+    def id_at(
+        self,
+        resource: str,
+        offset: int,
+        *,
+        filter_groups: Sequence[Sequence[tuple[str, Any, str]]] = (),
+        id_field: str = "id",
+    ) -> Any:
+        """The id of the row at ``offset`` (from 0) in id order among the rows matching the filters, or None when
+        the store has no row there (one call: a page of one row, by page number)."""
+        params: list[tuple[str, Any]] = []
+        for g, group in enumerate(filter_groups):
+            for f, (name, value, condition) in enumerate(group):
+                params += _filter(g, f, name, value, condition)
+        params += [
+            ("searchCriteria[sortOrders][0][field]", id_field),
+            ("searchCriteria[sortOrders][0][direction]", "ASC"),
+            ("searchCriteria[pageSize]", 1),
+            ("searchCriteria[currentPage]", offset + 1),
+            ("fields", f"items[{id_field}],total_count"),
+        ]
+        body = self.get(resource, params)
+        items = (body.get("items") if isinstance(body, dict) else None) or []
+        return items[0].get(id_field) if items else None
 
     def newest(
         self,
