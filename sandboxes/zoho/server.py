@@ -308,9 +308,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency-limit", type=int)
     parser.add_argument("--daily-credits", type=int, default=100_000)
     parser.add_argument("--access-token-ttl", type=int, default=3600)
+    parser.add_argument("--bulk-step-seconds", type=float, default=0.2,
+                        help="how long a Bulk Write job stays ADDED, then IN PROGRESS (a real org takes minutes)")
     args = parser.parse_args(argv)
     sandbox = ZohoSandbox(seed=args.seed, latency=args.latency, concurrency_limit=args.concurrency_limit,
                           daily_credits=args.daily_credits, access_token_ttl=args.access_token_ttl)
+    sandbox.bulk_step_seconds = args.bulk_step_seconds
     # The process keeps every record it is sent (a reset: 100,000+ dicts); with the default thresholds the
     # cyclic GC rescans them all, often, and each pause stalls every call in flight (a real Zoho does not).
     gc.set_threshold(100_000, 50, 1_000)
