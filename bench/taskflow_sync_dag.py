@@ -14,7 +14,7 @@ from zoho_store_sync.retry_policy import SYNC_RETRY_POLICY
 
 
 def build(tenant: TenantConfig):  # type: ignore[no-untyped-def]
-    """The same six tasks, settings and dependencies as dags/zoho_sync.py, one ``@task`` each."""
+    """The same four tasks, settings and dependencies as dags/zoho_sync.py, one ``@task`` each."""
     tenant_id = tenant.tenant_id
 
     @dag(
@@ -36,17 +36,12 @@ def build(tenant: TenantConfig):  # type: ignore[no-untyped-def]
         params={"dry_run": Param(False, type="boolean", title="Dry run", description="Plan only.")},
     )
     def zoho_sync():
-        @task(execution_timeout=timedelta(minutes=10))
-        def acquire_tenant_lock(run_id=None) -> None:  # type: ignore[no-untyped-def]
+        @task(retry_policy=SYNC_RETRY_POLICY, multiple_outputs=True)
+        def plan_changes(run_id=None, params=None) -> dict:  # type: ignore[no-untyped-def]
             pipeline.acquire_tenant_lock(tenant_id, run_id, "sync")
-
-        @task(retry_policy=SYNC_RETRY_POLICY)
-        def extract_customers(run_id=None) -> dict:  # type: ignore[no-untyped-def]
-            return pipeline.extract(tenant_id, run_id)
-
-        @task(retry_policy=SYNC_RETRY_POLICY)
-        def plan_changes(extracted: dict, run_id=None, params=None) -> dict:  # type: ignore[no-untyped-def]
-            return pipeline.plan(tenant_id, run_id, extracted, dry_run=bool(params["dry_run"]))
+            extracted = pipeline.extract(tenant_id, run_id)
+            planned = pipeline.plan(tenant_id, run_id, extracted, dry_run=bool(params["dry_run"]))
+            return {"extracted": extracted, "planned": planned}
 
         @task(pool=tenant.zoho_pool, pool_slots=tenant.zoho_max_concurrency, retry_policy=SYNC_RETRY_POLICY)
         def upsert_to_zoho(planned: dict, run_id=None, params=None) -> dict:  # type: ignore[no-untyped-def]
@@ -60,13 +55,10 @@ def build(tenant: TenantConfig):  # type: ignore[no-untyped-def]
         def release_tenant_lock(run_id=None) -> None:  # type: ignore[no-untyped-def]
             pipeline.release_tenant_lock(tenant_id, run_id, "sync")
 
-        lock = acquire_tenant_lock()
-        extracted = extract_customers()
-        lock >> extracted
-        planned = plan_changes(extracted)
-        loaded = upsert_to_zoho(planned)
-        summary = report_summary(extracted, planned, loaded)
-        summary >> release_tenant_lock().as_teardown(setups=lock)
+        planning = plan_changes()
+        loaded = upsert_to_zoho(planning["planned"])
+        summary = report_summary(planning["extracted"], planning["planned"], loaded)
+        summary >> release_tenant_lock().as_teardown(setups=planning)
 
     return zoho_sync()
 
