@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseNotifier
 
+from zoho_store_sync.errors import NeedsOperator
+
 if TYPE_CHECKING:
     from zoho_store_sync.config import NotifierOption, TenantConfig
     from zoho_store_sync.state import StateStore
@@ -61,8 +63,9 @@ class LogNotifier(BaseNotifier):
         log.log(self.level, "%s%s", ALERT_LOG_PREFIX, json.dumps(alert, ensure_ascii=False, default=str))
 
 
-class NotifierNotUsable(TypeError):
-    """A notifier's dotted path names no class, or a class that is not an Airflow notifier."""
+class NotifierNotUsable(NeedsOperator, TypeError):
+    """A notifier's dotted path names no class, or a class that is not an Airflow notifier: the tenant's `alerts`
+    option must be fixed (it is logged when an alert fires; it never fails the run)."""
 
 
 def notifier_class(path: str) -> type[BaseNotifier]:

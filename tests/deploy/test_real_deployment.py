@@ -592,6 +592,9 @@ def test_a_pool_smaller_than_the_tenants_concurrency_is_named_on_the_run_and_the
     assert "[FAILED] pool zoho_api has 2 slots; tenant acme takes up to 10" in checked.stdout, checked.stdout
     (alert,) = deployment.api("GET", f"/ui/dags/{SYNC_DAG}/deadlineAlerts")["deadline_alerts"]
     assert alert["reference_type"] == "DagRunQueuedAtDeadline" and alert["interval"] == STUCK_RUN_ALERT_SECONDS
+    # A customer changes, so the run has something to write (a run with nothing to write ends in plan_changes).
+    first = min(int(c["id"]) for c in deployment.magento.customers())
+    deployment.magento.update_customer(first, firstname="Pooled")
     run_id = deployment.trigger(SYNC_DAG, {})
     quoted = requests.utils.quote(run_id, safe="")
     upload = f"/api/v2/dags/{SYNC_DAG}/dagRuns/{quoted}/taskInstances/upsert_to_zoho"
