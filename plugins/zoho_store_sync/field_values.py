@@ -234,6 +234,11 @@ def phone_book(tenant_id: str, *, full_pass: bool) -> PhoneBook:
     return PhoneBook(phone_book_url(tenant_id), _phone_book_version(), full_pass=full_pass)
 
 
+def _call_book() -> PhoneBook:
+    """A phone book for one call only (nothing read or saved): a caller that passes none, a benchmark or a test."""
+    return PhoneBook(None, _phone_book_version(), full_pass=False)
+
+
 def _phone_book_version() -> str:
     return f"rules {PHONE_RULES}, phonenumbers {phonenumbers.__version__}"
 
@@ -263,8 +268,7 @@ def phones(
 
     Each distinct (number, region) is looked up in ``book`` (the tenant's, kept between runs; none: one for this
     call) and parsed only when it is not there. Arrow arrays throughout: no Python object per customer."""
-    if book is None:
-        book = PhoneBook(None, _phone_book_version(), full_pass=False)
+    book = book if book is not None else _call_book()
     keys = pc.binary_join_element_wise(
         _phone_regions(countries, default_region), _phone_text(numbers), pa.scalar(_KEY_SEPARATOR, pa.large_string())
     )
@@ -323,7 +327,7 @@ def fit_to_org(
     company of its own (a Lead's Company is then a fallback). ``phone_book``: the tenant's, looked up for its phone
     fields and saved after them (none: one for this call only)."""
     frame = prepared.valid
-    book = phone_book if phone_book is not None else PhoneBook(None, _phone_book_version(), full_pass=False)
+    book = phone_book if phone_book is not None else _call_book()
     derived: dict[str, pd.Series] = {"company_is_fallback": pd.Series(_blank(frame["company"]), index=frame.index)}
     derived["company_is_fallback"] = derived["company_is_fallback"].astype("boolean")
     kinds = record_types(frame)

@@ -374,10 +374,7 @@ class MagentoHook(BaseHook):
         last is checked by one more page when that page is full or its ``total_count`` is below its rows.
         With a ``report`` (a full pass), see ``PagingReport``.
         """
-        base: list[tuple[str, Any]] = []
-        for g, group in enumerate(filter_groups):
-            for f, (field, value, condition) in enumerate(group):
-                base += _filter(g, f, field, value, condition)
+        base = _filter_params(filter_groups)
         keyset_group = len(filter_groups)
         base += [
             ("searchCriteria[sortOrders][0][field]", id_field),
@@ -538,10 +535,7 @@ class MagentoHook(BaseHook):
     ) -> Any:
         """The id of the row at ``offset`` (from 0) in id order among the rows matching the filters, or None when
         the store has no row there (one call: a page of one row, by page number)."""
-        params: list[tuple[str, Any]] = []
-        for g, group in enumerate(filter_groups):
-            for f, (name, value, condition) in enumerate(group):
-                params += _filter(g, f, name, value, condition)
+        params = _filter_params(filter_groups)
         params += [
             ("searchCriteria[sortOrders][0][field]", id_field),
             ("searchCriteria[sortOrders][0][direction]", "ASC"),
@@ -573,10 +567,7 @@ class MagentoHook(BaseHook):
         id_field: str = "id",
     ) -> Probe:
         """The newest row's ``field`` and id, and how many rows match the filters (``total_count``): one call."""
-        params: list[tuple[str, Any]] = []
-        for g, group in enumerate(filter_groups):
-            for f, (name, value, condition) in enumerate(group):
-                params += _filter(g, f, name, value, condition)
+        params = _filter_params(filter_groups)
         params += [
             ("searchCriteria[sortOrders][0][field]", field),
             ("searchCriteria[sortOrders][0][direction]", "DESC"),
@@ -611,6 +602,16 @@ def _page_problem(
     if last_id is not None and max(ids) <= last_id:
         return f"a page with no row past {id_field} {last_id} (the store ignored the keyset filter)"
     return None
+
+
+def _filter_params(filter_groups: Sequence[Sequence[tuple[str, Any, str]]]) -> list[tuple[str, Any]]:
+    """searchCriteria's filter groups (OR inside a group, AND between groups) as query parameters."""
+    return [
+        param
+        for g, group in enumerate(filter_groups)
+        for f, (field, value, condition) in enumerate(group)
+        for param in _filter(g, f, field, value, condition)
+    ]
 
 
 def _filter(group: int, index: int, field: str, value: Any, condition: str) -> list[tuple[str, Any]]:
